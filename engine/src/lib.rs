@@ -1,0 +1,10 @@
+//! djinn-engine: the DSP and music of djinn, in plain synchronous Rust.
+//!
+//! Everything here is callable from any thread and knows nothing of actors, async runtimes or
+//! scripting: music theory, the transport, style profiles, and (as djinn grows) synthesis,
+//! the realtime mixer, analysis and file formats. The daemon and its actors build on it; it
+//! never calls back into them.
+
+pub mod music;
+pub mod profile;
+pub mod transport;
