@@ -213,6 +213,32 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The profiles shipped with djinn, compiled into the binary: (name, TOML text).
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("classical", include_str!("../../profiles/classical.toml")),
+    ("deep_house", include_str!("../../profiles/deep_house.toml")),
+    (
+        "downtempo_ambient",
+        include_str!("../../profiles/downtempo_ambient.toml"),
+    ),
+    ("dub", include_str!("../../profiles/dub.toml")),
+    (
+        "experimental",
+        include_str!("../../profiles/experimental.toml"),
+    ),
+    ("hip_hop", include_str!("../../profiles/hip_hop.toml")),
+    ("jungle_dnb", include_str!("../../profiles/jungle_dnb.toml")),
+    ("meditation", include_str!("../../profiles/meditation.toml")),
+    ("rock", include_str!("../../profiles/rock.toml")),
+    ("sleep", include_str!("../../profiles/sleep.toml")),
+    (
+        "techno_minimal",
+        include_str!("../../profiles/techno_minimal.toml"),
+    ),
+    ("trip_hop", include_str!("../../profiles/trip_hop.toml")),
+    ("uk_drill", include_str!("../../profiles/uk_drill.toml")),
+];
+
 /// The profiles of one or more directories, by name.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileSet {
@@ -220,10 +246,39 @@ pub struct ProfileSet {
 }
 
 impl ProfileSet {
+    /// The profiles compiled into djinn ([`BUILT_IN`]).
+    pub fn built_in() -> ProfileSet {
+        let mut set = ProfileSet::default();
+        for (name, text) in BUILT_IN {
+            let path = PathBuf::from(format!("<built-in>/{name}.toml"));
+            // NOTE: the shipped files are checked by this crate's tests, so one that fails
+            // here was broken by hand after testing; skipping it beats refusing to start.
+            if let Ok(profile) = Profile::parse(name, &path, text) {
+                set.profiles.insert(profile.name.clone(), profile);
+            }
+        }
+        set
+    }
+
+    /// Built-in profiles overridden and extended by every `*.toml` in `dirs`, later
+    /// directories overriding earlier ones by name. Returns the set and the files that were
+    /// skipped, with why.
+    pub fn load_over_built_in(dirs: &[PathBuf]) -> (ProfileSet, Vec<ProfileError>) {
+        let mut set = ProfileSet::built_in();
+        let errors = set.load_dirs(dirs);
+        (set, errors)
+    }
+
     /// Loads every `*.toml` in `dirs`, later directories overriding earlier ones by name.
     /// Returns the set and the files that were skipped, with why.
     pub fn load(dirs: &[PathBuf]) -> (ProfileSet, Vec<ProfileError>) {
         let mut set = ProfileSet::default();
+        let errors = set.load_dirs(dirs);
+        (set, errors)
+    }
+
+    fn load_dirs(&mut self, dirs: &[PathBuf]) -> Vec<ProfileError> {
+        let set = self;
         let mut errors = Vec::new();
         for dir in dirs {
             let entries = match std::fs::read_dir(dir) {
@@ -261,7 +316,7 @@ impl ProfileSet {
                 }
             }
         }
-        (set, errors)
+        errors
     }
 
     pub fn get(&self, name: &str) -> Option<&Profile> {
@@ -366,5 +421,17 @@ true_peak_dbtp = -1.0
         assert_eq!(errors.len(), 1);
         assert!(errors[0].path.ends_with("bad.toml"));
         assert_eq!(errors[0].line, Some(1));
+    }
+
+    #[test]
+    fn files_override_built_in_profiles_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = GOOD.replace("default = 126", "default = 128");
+        std::fs::write(dir.path().join("techno_minimal.toml"), text).unwrap();
+        let (set, errors) = ProfileSet::load_over_built_in(&[dir.path().to_owned()]);
+        assert!(errors.is_empty());
+        assert_eq!(set.len(), BUILT_IN.len());
+        assert_eq!(set.get("techno_minimal").unwrap().tempo.default, 128.0);
+        assert_eq!(ProfileSet::built_in().len(), BUILT_IN.len());
     }
 }

@@ -43,6 +43,12 @@ fn every_style_the_daemon_promises_is_shipped_with_its_tempo() {
         assert!(profile.mood.len() >= 4, "{name}: mood words");
     }
     assert_eq!(set.len(), expected.len());
+    let built_in = ProfileSet::built_in();
+    assert_eq!(
+        built_in.iter().map(|p| &p.name).collect::<Vec<_>>(),
+        set.iter().map(|p| &p.name).collect::<Vec<_>>(),
+        "every shipped file is compiled in"
+    );
 }
 
 #[test]
