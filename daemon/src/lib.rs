@@ -1,1 +1,378 @@
-//! d
+//! djinnd's service side: wiring actors, the ZeroMQ control plane, events, state and systemd.
+//!
+//! [`Daemon::start`] brings everything up and returns once the control socket is bound (the
+//! moment systemd is told READY); [`Daemon::run`] serves until shutdown is triggered, then
+//! answers the requests in flight, flushes state and stops the actors. The binaries in
+//! `src/bin` are thin: flags, logging, signals.
+
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod logging;
+pub mod publisher;
+pub mod rpc;
+pub mod state;
+pub mod systemd;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use djinn_actors::backends::BackendProbe;
+use djinn_actors::events::EventSink;
+use djinn_actors::profiles::{
+    DEFAULT_PROFILE, ProfileArgs, ProfileLibrary, ProfileSelection, ReloadProfiles, SetProfile,
+};
+use djinn_actors::supervisor::{Health, RESTART_LIMIT, RESTART_WINDOW, Supervisor};
+use djinn_actors::transport::{GetTransport, SetTransport, TransportActor, TransportArgs};
+use djinn_engine::transport::{Transport, TransportChange};
+use kameo::actor::{ActorRef, Spawn};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use zeromq::{PubSocket, RouterSocket, Socket};
+
+use crate::config::{Config, ConfigLoader};
+
+/// How long shutdown waits for requests in flight before giving up on them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(1200);
+
+/// A one-way switch every task can wait on.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Sender<bool>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self(watch::channel(false).0)
+    }
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once shutdown has been triggered.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        // An error means the sender is gone, which is as good as shut down.
+        let _ = rx.wait_for(|down| *down).await;
+    }
+}
+
+/// Request counters for `daemon.status`.
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    pub requests: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// What the control handlers share: actor references, configuration and counters.
+pub struct Shared {
+    pub config: RwLock<Config>,
+    pub state_dir: PathBuf,
+    pub control_endpoint: String,
+    pub events_endpoint: String,
+    pub transport: ActorRef<TransportActor>,
+    pub transport_watch: watch::Receiver<Transport>,
+    pub profiles: ActorRef<ProfileLibrary>,
+    pub selection: watch::Receiver<ProfileSelection>,
+    pub health: Health,
+    pub backends: BackendProbe,
+    pub started: Instant,
+    pub started_at: SystemTime,
+    pub shutdown: Shutdown,
+    pub stats: ControlStats,
+}
+
+impl Shared {
+    /// A copy of the configuration in force.
+    pub fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A started daemon.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    loader: ConfigLoader,
+    supervisor: ActorRef<Supervisor>,
+    server: JoinHandle<()>,
+    publisher: JoinHandle<()>,
+    watchdog: Option<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Loads configuration, starts the actors, binds both sockets and tells systemd READY.
+    pub async fn start(loader: ConfigLoader) -> anyhow::Result<Daemon> {
+        let config = loader.load()?;
+        let state_dir = config.state_dir();
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let saved = state::load(&state_dir);
+
+        let (events, events_rx) = EventSink::channel(4096);
+        let health = Health::new(events.clone());
+        let supervisor = Supervisor::spawn(());
+
+        let (transport_tx, transport_watch) = watch::channel(Transport::default());
+        let transport = TransportActor::supervise(
+            &supervisor,
+            TransportArgs {
+                published: transport_tx,
+                health: health.clone(),
+            },
+        )
+        .restart_limit(RESTART_LIMIT, RESTART_WINDOW)
+        .spawn()
+        .await;
+
+        let wanted = config
+            .daemon
+            .profile
+            .clone()
+            .or_else(|| saved.as_ref().map(|s| s.profile.clone()))
+            .unwrap_or_else(|| DEFAULT_PROFILE.to_owned());
+        let (selection_tx, selection) = watch::channel(ProfileSelection {
+            dirs: config.daemon.profiles_dir.iter().cloned().collect(),
+            active: wanted.clone(),
+        });
+        let profiles = ProfileLibrary::supervise(
+            &supervisor,
+            ProfileArgs {
+                selection: selection_tx,
+                transport: transport.clone(),
+                health: health.clone(),
+            },
+        )
+        .restart_limit(RESTART_LIMIT, RESTART_WINDOW)
+        .spawn()
+        .await;
+
+        // A remembered session resumes where it stopped, unless a profile was asked for.
+        match saved.filter(|_| config.daemon.profile.is_none()) {
+            Some(saved) => {
+                let change = TransportChange {
+                    tempo: Some(saved.tempo),
+                    meter: Some(saved.meter),
+                    key: Some(saved.key.tonic.to_string()),
+                    scale: Some(saved.key.scale),
+                };
+                let source = "state".to_owned();
+                if let Err(e) = transport.ask(SetTransport { change, source }).await {
+                    tracing::warn!(error = %e, "saved transport not restored");
+                }
+            }
+            None => {
+                let active = selection.borrow().active.clone();
+                if let Err(e) = profiles.ask(SetProfile { name: active }).await {
+                    tracing::warn!(error = %e, "start profile not applied");
+                }
+            }
+        }
+
+        let mut events_socket = PubSocket::new();
+        let events_endpoint = events_socket
+            .bind(&config.control.events)
+            .await
+            .with_context(|| format!("cannot bind the event socket {}", config.control.events))?
+            .to_string();
+        let mut control_socket = RouterSocket::new();
+        let control_endpoint = control_socket
+            .bind(&config.control.endpoint)
+            .await
+            .with_context(|| format!("cannot bind the control socket {}", config.control.endpoint))?
+            .to_string();
+
+        let publisher = tokio::spawn(publisher::publish(
+            events_socket,
+            events_rx,
+            transport_watch.clone(),
+        ));
+        let backends = BackendProbe {
+            models_dir: config.models_dir(),
+        };
+        let shared = Arc::new(Shared {
+            config: RwLock::new(config),
+            state_dir,
+            control_endpoint,
+            events_endpoint,
+            transport,
+            transport_watch,
+            profiles,
+            selection,
+            health,
+            backends,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            shutdown: Shutdown::default(),
+            stats: ControlStats::default(),
+        });
+        let server = tokio::spawn(control::serve(control_socket, shared.clone()));
+        tracing::info!(
+            control = %shared.control_endpoint,
+            events = %shared.events_endpoint,
+            state_dir = %shared.state_dir.display(),
+            profile = %shared.selection.borrow().active,
+            "djinnd ready"
+        );
+        systemd::ready(&format!("serving on {}", shared.control_endpoint));
+        shared.health.events().publish(
+            "daemon",
+            json!({ "kind": "started", "pid": std::process::id() }),
+        );
+        let watchdog = systemd::watchdog_interval()
+            .map(|every| tokio::spawn(keep_watchdog_fed(shared.clone(), every)));
+        Ok(Daemon {
+            shared,
+            loader,
+            supervisor,
+            server,
+            publisher,
+            watchdog,
+        })
+    }
+
+    /// The state the handlers share.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The control endpoint as bound (a tcp port 0 resolved to the real port).
+    pub fn control_endpoint(&self) -> &str {
+        &self.shared.control_endpoint
+    }
+
+    /// The event endpoint as bound.
+    pub fn events_endpoint(&self) -> &str {
+        &self.shared.events_endpoint
+    }
+
+    /// The switch that stops the daemon.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shared.shutdown.clone()
+    }
+
+    /// SIGHUP: re-reads configuration and profiles. A broken configuration is reported and
+    /// the running one kept.
+    pub async fn reload(&self) {
+        systemd::reloading();
+        let events = self.shared.health.events();
+        match self.loader.load() {
+            Ok(config) => {
+                let old = self.shared.config();
+                if config.control != old.control {
+                    tracing::warn!("control socket changes take effect at the next start");
+                }
+                if config.daemon.log_level != old.daemon.log_level {
+                    tracing::warn!("log_level changes take effect at the next start");
+                }
+                let dirs = config.daemon.profiles_dir.iter().cloned().collect();
+                *self
+                    .shared
+                    .config
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+                match self
+                    .shared
+                    .profiles
+                    .ask(ReloadProfiles { dirs: Some(dirs) })
+                    .await
+                {
+                    Ok(report) => {
+                        events.publish(
+                            "daemon",
+                            json!({ "kind": "reloaded", "profiles": report.loaded,
+                                    "profile_errors": report.errors }),
+                        );
+                    }
+                    Err(e) => tracing::error!(error = %e, "profiles not reloaded"),
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "reload failed; keeping the running configuration"
+                );
+                events.publish(
+                    "daemon",
+                    json!({ "kind": "reload_failed", "error": format!("{e:#}") }),
+                );
+            }
+        }
+        systemd::reloaded();
+    }
+
+    /// Serves until shutdown is triggered, then drains requests, saves state and stops.
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.shared.shutdown.wait().await;
+        systemd::stopping();
+        tracing::info!("shutting down");
+        if let Err(e) = self.server.await {
+            tracing::error!(error = %e, "control server ended abnormally");
+        }
+        if let Some(watchdog) = self.watchdog {
+            watchdog.abort();
+        }
+        save_state(&self.shared).await;
+        // NOTE: the supervisor stops its children before itself.
+        let _ = self.supervisor.stop_gracefully().await;
+        self.supervisor.wait_for_shutdown().await;
+        self.shared
+            .health
+            .events()
+            .publish("daemon", json!({ "kind": "stopped" }));
+        let shared = self.shared;
+        drop(shared);
+        // The publisher ends when the last event sink is dropped; give it a moment to send
+        // the final events, but never hang the exit on it.
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.publisher).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn save_state(shared: &Shared) {
+    let transport = match shared.transport.ask(GetTransport).await {
+        Ok(snapshot) => snapshot.0,
+        Err(_) => shared.transport_watch.borrow().clone(),
+    };
+    let saved = state::SavedState {
+        profile: shared.selection.borrow().active.clone(),
+        tempo: transport.tempo,
+        meter: transport.meter,
+        key: transport.key,
+    };
+    let dir = shared.state_dir.clone();
+    let result = tokio::task::spawn_blocking(move || state::save(&dir, &saved)).await;
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!(path = %state::path(&shared.state_dir).display(), "state saved")
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "state not saved"),
+        Err(e) => tracing::error!(error = %e, "state not saved"),
+    }
+}
+
+/// Pings the systemd watchdog only while the actor system answers, so a wedged daemon is
+/// restarted.
+async fn keep_watchdog_fed(shared: Arc<Shared>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        let alive = tokio::time::timeout(every, shared.transport.ask(GetTransport)).await;
+        match alive {
+            Ok(Ok(_)) => systemd::watchdog(),
+            _ => tracing::warn!("transport actor did not answer; watchdog not fed"),
+        }
+    }
+}

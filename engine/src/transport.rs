@@ -54,7 +54,7 @@ pub struct TransportChange {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TransportError {
     /// The tempo is outside [`TEMPO_RANGE`] or not a finite number.
-    #[error("tempo {0} is out of range: djinn plays from 20 to 300 BPM")]
+    #[error("{0} BPM is out of range: djinn plays from 20 to 300 BPM")]
     Tempo(f64),
     /// The key could not be read.
     #[error("key: {0}")]

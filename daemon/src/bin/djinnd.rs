@@ -1,1 +1,66 @@
-fn main() {}
+//! djinnd: the djinn daemon. Flags and logging here; everything else in the library.
+
+use clap::Parser;
+use djinn_daemon::Daemon;
+use djinn_daemon::config::{ConfigLoader, Flags};
+use tokio::signal::unix::{SignalKind, signal};
+
+fn main() -> std::process::ExitCode {
+    let flags = Flags::parse();
+    let loader = ConfigLoader::new(flags);
+    let config = match loader.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("djinnd: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    djinn_daemon::logging::init(&config.daemon.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("djinnd")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("djinnd: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(loader)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("djinnd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(loader: ConfigLoader) -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let daemon = Daemon::start(loader).await?;
+    println!(
+        "djinnd listening: control {} events {}\n  try: djinn --endpoint {} status",
+        daemon.control_endpoint(),
+        daemon.events_endpoint(),
+        daemon.control_endpoint()
+    );
+    let shutdown = daemon.shutdown();
+    let run = async {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { tracing::info!("SIGTERM"); break }
+                _ = interrupt.recv() => { tracing::info!("SIGINT"); break }
+                _ = hangup.recv() => { tracing::info!("SIGHUP: reloading"); daemon.reload().await }
+                () = shutdown.wait() => break,
+            }
+        }
+        shutdown.trigger();
+        daemon.run().await
+    };
+    run.await
+}

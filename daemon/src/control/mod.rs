@@ -1,0 +1,232 @@
+//! The ZeroMQ control server: a ROUTER socket answering JSON-RPC 2.0, one file per method
+//! group.
+//!
+//! Each request is answered on its own task, so a slow method or a client that does not
+//! read its replies never holds up the others. Bad input of any kind (not JSON, not
+//! JSON-RPC, too large, wrong token, unknown method, wrong params) gets its JSON-RPC error
+//! and a log line; nothing a client sends can stop the server.
+
+mod daemon;
+mod debug;
+mod profile;
+mod transport;
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kameo::error::SendError;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use zeromq::{RouterSendHalf, RouterSocket, SocketRecv, SocketSend, ZmqMessage};
+
+use crate::rpc::{self, Params, Request, Response, RpcError};
+use crate::{DRAIN_TIMEOUT, Shared};
+
+/// How long a reply may wait for a client that does not read before it is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves requests until shutdown, then answers those in flight (for up to
+/// [`DRAIN_TIMEOUT`]) and returns.
+pub async fn serve(socket: RouterSocket, shared: Arc<Shared>) {
+    let (sender, mut receiver) = socket.split();
+    let limit = shared.config().control;
+    let in_flight = Arc::new(Semaphore::new(limit.max_in_flight));
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.shutdown.wait() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            received = receiver.recv() => {
+                let message = match received {
+                    Ok(message) => message,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket receive failed");
+                        continue;
+                    }
+                };
+                let Some(envelope) = Envelope::split(message) else { continue };
+                let permit = in_flight.clone().try_acquire_owned();
+                let shared = shared.clone();
+                let sender = sender.clone();
+                let max_bytes = limit.max_frame_bytes;
+                tasks.spawn(async move {
+                    let reply = match permit {
+                        Ok(_permit) => answer(&shared, &envelope, max_bytes).await,
+                        Err(_) => {
+                            let error = RpcError::new(rpc::BUSY, "busy: too many requests in flight; retry shortly");
+                            reject(&shared, &envelope, Value::Null, error)
+                        }
+                    };
+                    envelope.reply(sender, reply).await;
+                });
+            }
+        }
+    }
+    drop(receiver);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            abandoned = tasks.len(),
+            "requests still running at shutdown"
+        );
+        tasks.abort_all();
+    }
+}
+
+/// A received message split into the routing envelope and the request frames.
+struct Envelope {
+    /// Peer identity, plus the empty delimiter frame REQ clients add.
+    routing: Vec<Bytes>,
+    frames: Vec<Bytes>,
+}
+
+impl Envelope {
+    fn split(message: ZmqMessage) -> Option<Envelope> {
+        let mut frames = message.into_vec();
+        if frames.is_empty() {
+            return None;
+        }
+        // ROUTER puts the peer identity first; REQ clients then send an empty delimiter.
+        let routing_len = if frames.get(1).is_some_and(|f| f.is_empty()) {
+            2
+        } else {
+            1
+        };
+        let rest = frames.split_off(routing_len.min(frames.len()));
+        Some(Envelope {
+            routing: frames,
+            frames: rest,
+        })
+    }
+
+    fn peer(&self) -> String {
+        self.routing
+            .first()
+            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
+            .unwrap_or_default()
+    }
+
+    async fn reply(self, mut sender: RouterSendHalf, response: Response) {
+        let mut frames = self.routing;
+        frames.push(Bytes::from(response.to_bytes()));
+        let Ok(message) = ZmqMessage::try_from(frames) else {
+            return;
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, sender.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "reply not delivered"),
+            Err(_) => tracing::warn!("reply dropped: the client does not read its replies"),
+        }
+    }
+}
+
+/// Validates and answers one request.
+async fn answer(shared: &Shared, envelope: &Envelope, max_bytes: usize) -> Response {
+    shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let size: usize = envelope.frames.iter().map(Bytes::len).sum();
+    if size > max_bytes {
+        let error = RpcError::new(
+            rpc::INVALID_REQUEST,
+            format!("invalid request: {size} bytes is over the {max_bytes}-byte limit"),
+        );
+        return reject(shared, envelope, Value::Null, error);
+    }
+    let Some(first) = envelope.frames.first() else {
+        let error = RpcError::new(rpc::INVALID_REQUEST, "invalid request: empty message");
+        return reject(shared, envelope, Value::Null, error);
+    };
+    let request = match Request::parse(first) {
+        Ok(request) => request,
+        Err(rejected) => return reject(shared, envelope, rejected.id, rejected.error),
+    };
+    let token = shared.config().control.token;
+    if let Some(expected) = token {
+        let given = request.token.as_deref().unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            let message = if request.token.is_none() {
+                "unauthorized: this daemon requires a \"token\" member in every request"
+            } else {
+                "unauthorized: wrong token"
+            };
+            let error = RpcError::new(rpc::UNAUTHORIZED, message);
+            return reject(shared, envelope, request.id, error);
+        }
+    }
+    let payload = &envelope.frames[1..];
+    let outcome = dispatch(shared, &request.method, &request.params, payload).await;
+    if let Err(error) = &outcome {
+        shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(peer = %envelope.peer(), method = %request.method, code = error.code, error = %error.message, "request failed");
+    }
+    Response::new(request.id, outcome)
+}
+
+fn reject(shared: &Shared, envelope: &Envelope, id: Value, error: RpcError) -> Response {
+    shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(peer = %envelope.peer(), code = error.code, error = %error.message, "request rejected");
+    Response::new(id, Err(error))
+}
+
+/// Routes a method to its group.
+async fn dispatch(
+    shared: &Shared,
+    method: &str,
+    params: &Params,
+    _payload: &[Bytes],
+) -> Result<Value, RpcError> {
+    if shared.shutdown.is_triggered() {
+        return Err(RpcError::new(
+            rpc::SHUTTING_DOWN,
+            "shutting down: no new requests are taken",
+        ));
+    }
+    match method {
+        "daemon.ping" => daemon::ping(params),
+        "daemon.status" => daemon::status(shared, params).await,
+        "daemon.shutdown" => daemon::shutdown(shared, params),
+        "profile.list" => profile::list(shared, params).await,
+        "profile.get" => profile::get(shared, params).await,
+        "profile.set" => profile::set(shared, params).await,
+        "transport.get" => transport::get(shared, params).await,
+        "transport.set" => transport::set(shared, params).await,
+        "debug.panic" if shared.config().debug.fault_injection => {
+            debug::panic(shared, params).await
+        }
+        _ => Err(RpcError::new(
+            rpc::METHOD_NOT_FOUND,
+            format!("unknown method: {method}"),
+        )),
+    }
+}
+
+/// Turns a failed ask into the reply the client should see: the handler's own error
+/// through `handler`, anything else as "actor unavailable".
+fn ask_error<M, E: Display>(
+    actor: &str,
+    error: SendError<M, E>,
+    handler: impl FnOnce(E) -> RpcError,
+) -> RpcError {
+    match error {
+        SendError::HandlerError(e) => handler(e),
+        other => unavailable(actor, other),
+    }
+}
+
+fn unavailable(actor: &str, error: impl Display) -> RpcError {
+    RpcError::new(
+        rpc::UNAVAILABLE,
+        format!("the {actor} actor is unavailable ({error}); retry shortly"),
+    )
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
