@@ -57,7 +57,7 @@ pub enum TransportError {
     #[error("{0} BPM is out of range: djinn plays from 20 to 300 BPM")]
     Tempo(f64),
     /// The key could not be read.
-    #[error("key: {0}")]
+    #[error("{0}")]
     Key(crate::music::ParseError),
 }
 
