@@ -115,10 +115,12 @@ pub struct Rejected {
 
 impl Request {
     /// Validates one frame as a JSON-RPC 2.0 request.
-    pub fn parse(frame: &[u8]) -> Result<Request, Rejected> {
-        let reject = |id: Value, code, message: &str| Rejected {
-            id,
-            error: RpcError::new(code, message),
+    pub fn parse(frame: &[u8]) -> Result<Request, Box<Rejected>> {
+        let reject = |id: Value, code, message: &str| {
+            Box::new(Rejected {
+                id,
+                error: RpcError::new(code, message),
+            })
         };
         let value: Value = serde_json::from_slice(frame)
             .map_err(|e| reject(Value::Null, PARSE_ERROR, &format!("parse error: {e}")))?;
@@ -182,10 +184,10 @@ impl Request {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(params)) => params,
             Some(_) => {
-                return Err(Rejected {
+                return Err(Box::new(Rejected {
                     id,
                     error: RpcError::invalid_param("params", "must be an object of named params"),
-                });
+                }));
             }
         };
         if let Some(extra) = object.keys().find(|k| k.as_str() != "jsonrpc") {

@@ -90,10 +90,8 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     let mut pings = 0;
     let window = Instant::now();
     while window.elapsed() < Duration::from_millis(600) {
-        if let Some(message) = receive(&socket, Duration::from_millis(300)) {
-            if message.trim() == "WATCHDOG=1" {
-                pings += 1;
-            }
+        if receive(&socket, Duration::from_millis(300)).is_some_and(|m| m.trim() == "WATCHDOG=1") {
+            pings += 1;
         }
     }
     assert!(
