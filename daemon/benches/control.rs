@@ -15,13 +15,19 @@ use zeromq::{ReqSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 fn parsing(c: &mut Criterion) {
     let ping = br#"{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}"#;
     let set = br#"{"jsonrpc":"2.0","id":"abc","method":"transport.set","params":{"tempo":128,"key":"F minor","meter":"4/4"},"token":"secret"}"#;
-    c.bench_function("rpc/parse ping", |b| b.iter(|| Request::parse(black_box(ping))));
-    c.bench_function("rpc/parse transport.set", |b| b.iter(|| Request::parse(black_box(set))));
+    c.bench_function("rpc/parse ping", |b| {
+        b.iter(|| Request::parse(black_box(ping)))
+    });
+    c.bench_function("rpc/parse transport.set", |b| {
+        b.iter(|| Request::parse(black_box(set)))
+    });
     c.bench_function("rpc/parse garbage", |b| {
         b.iter(|| Request::parse(black_box(b"\x00\x01 not json at all")))
     });
     let reply = Response::new(json!(1), Ok(json!("pong")));
-    c.bench_function("rpc/encode pong", |b| b.iter(|| black_box(&reply).to_bytes()));
+    c.bench_function("rpc/encode pong", |b| {
+        b.iter(|| black_box(&reply).to_bytes())
+    });
 }
 
 fn round_trip(c: &mut Criterion) {
@@ -51,7 +57,10 @@ fn round_trip(c: &mut Criterion) {
             runtime.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    socket.send(ZmqMessage::from(request.clone())).await.unwrap();
+                    socket
+                        .send(ZmqMessage::from(request.clone()))
+                        .await
+                        .unwrap();
                     black_box(socket.recv().await.unwrap());
                 }
                 start.elapsed()

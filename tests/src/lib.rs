@@ -177,7 +177,7 @@ impl Djinnd {
             .expect("subscribe");
         // A SUB socket misses what is published before its subscription reaches the
         // publisher; give it a moment.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         events
     }
 

@@ -103,11 +103,16 @@ async fn python_client_follows_events() {
 import threading, time
 from djinn_client import Djinn
 d = Djinn("{control}", "{events}")
+heard = threading.Event()
 def poke():
-    time.sleep(0.3)
-    Djinn("{control}").call("transport.set", tempo=140)
+    # PUB drops events sent before the subscription lands: poke until one is heard.
+    for _ in range(25):
+        Djinn("{control}").call("transport.set", tempo=140)
+        if heard.wait(0.2):
+            return
 threading.Thread(target=poke).start()
-for topic, event in d.events("transport", timeout_ms=3000):
+for topic, event in d.events("transport", timeout_ms=5000):
+    heard.set()
     print(topic, event["seq"], event["data"]["tempo"])
     break
 "#,

@@ -43,11 +43,19 @@ async fn serve(loader: ConfigLoader) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let daemon = Daemon::start(loader).await?;
+    // The client is built next to the daemon; show the path that works from here.
+    let djinn = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("djinn")))
+        .filter(|path| path.exists())
+        .map_or_else(|| "djinn".to_owned(), |path| path.display().to_string());
     println!(
-        "djinnd listening: control {} events {}\n  try: djinn --endpoint {} status",
-        daemon.control_endpoint(),
-        daemon.events_endpoint(),
-        daemon.control_endpoint()
+        "djinnd listening: control {control} events {events}\n  \
+         talk to it: {djinn} --endpoint {control} --events {events} status\n  \
+         follow it:  {djinn} --events {events} events\n  \
+         stop it:    Ctrl-C",
+        control = daemon.control_endpoint(),
+        events = daemon.events_endpoint(),
     );
     let shutdown = daemon.shutdown();
     let run = async {
