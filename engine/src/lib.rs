@@ -5,6 +5,7 @@
 //! the realtime mixer, analysis and file formats. The daemon and its actors build on it; it
 //! never calls back into them.
 
+pub mod dsp;
 pub mod music;
 pub mod profile;
 pub mod transport;

@@ -1,0 +1,751 @@
+//! Building blocks for the realtime mixer: smoothers, filters, delay, reverb, dynamics.
+//!
+//! Every type allocates only in its constructor; `process`/`next` methods run on the JACK
+//! thread: no allocation, locks, system calls or logging.
+
+use std::f32::consts::PI;
+
+/// Keeps feedback paths out of denormal territory where flushing is unavailable.
+const ANTI_DENORMAL: f32 = 1.0e-20;
+
+/// Turns on flush-to-zero and denormals-are-zero for the calling thread.
+///
+/// Runs on the JACK thread: no allocation, locks, system calls or logging.
+#[inline]
+pub fn flush_denormals() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: setting the FTZ (bit 15) and DAZ (bit 6) bits of MXCSR changes only how this
+    // thread rounds subnormal floats; it cannot violate memory safety.
+    #[allow(deprecated)]
+    unsafe {
+        use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+        _mm_setcsr(_mm_getcsr() | 0x8040);
+    }
+}
+
+/// Decibels to linear gain.
+#[inline]
+pub fn db_to_gain(db: f32) -> f32 {
+    10f32.powf(db / 20.0)
+}
+
+/// Linear gain to decibels (floored at -200 dB).
+#[inline]
+pub fn gain_to_db(gain: f32) -> f32 {
+    20.0 * gain.abs().max(1.0e-10).log10()
+}
+
+/// A one-pole parameter smoother: changes glide over about `time` instead of jumping,
+/// which is what keeps gain, pan and cutoff moves free of zipper noise and clicks.
+#[derive(Debug, Clone, Copy)]
+pub struct Smoother {
+    value: f32,
+    target: f32,
+    coeff: f32,
+}
+
+impl Smoother {
+    /// A smoother at `value` reaching ~99.9 % of a step within `time_s` seconds.
+    pub fn new(value: f32, time_s: f32, sample_rate: f32) -> Self {
+        let samples = (time_s * sample_rate).max(1.0);
+        Self {
+            value,
+            target: value,
+            coeff: 1.0 - (-6.9 / samples).exp(),
+        }
+    }
+
+    pub fn set(&mut self, target: f32) {
+        self.target = target;
+    }
+
+    /// Jumps to `value` with no glide.
+    pub fn reset(&mut self, value: f32) {
+        self.value = value;
+        self.target = value;
+    }
+
+    pub fn target(&self) -> f32 {
+        self.target
+    }
+
+    pub fn value(&self) -> f32 {
+        self.value
+    }
+
+    pub fn is_settled(&self) -> bool {
+        self.value == self.target
+    }
+
+    #[inline]
+    pub fn next(&mut self) -> f32 {
+        let delta = self.target - self.value;
+        // NOTE: relative to the target, since f32 steps stall once the step is below one ulp.
+        if delta.abs() <= 1.0e-5 * self.target.abs().max(1.0) {
+            self.value = self.target;
+        } else {
+            self.value += delta * self.coeff;
+        }
+        self.value
+    }
+}
+
+/// What a state-variable filter passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FilterMode {
+    #[default]
+    Off,
+    LowPass,
+    HighPass,
+    BandPass,
+}
+
+/// A stereo state-variable filter (trapezoidal, after Andrew Simper's SVF), stable under
+/// fast cutoff modulation.
+#[derive(Debug, Clone, Copy)]
+pub struct Svf {
+    pub mode: FilterMode,
+    cutoff: Smoother,
+    resonance: f32,
+    sample_rate: f32,
+    a1: f32,
+    a2: f32,
+    a3: f32,
+    k: f32,
+    ic1: [f32; 2],
+    ic2: [f32; 2],
+    coeff_cutoff: f32,
+}
+
+impl Svf {
+    pub fn new(sample_rate: f32) -> Self {
+        let mut svf = Self {
+            mode: FilterMode::Off,
+            cutoff: Smoother::new(1000.0, 0.02, sample_rate),
+            resonance: 0.0,
+            sample_rate,
+            a1: 0.0,
+            a2: 0.0,
+            a3: 0.0,
+            k: 2.0,
+            ic1: [0.0; 2],
+            ic2: [0.0; 2],
+            coeff_cutoff: -1.0,
+        };
+        svf.update(1000.0);
+        svf
+    }
+
+    /// Cutoff in Hz (glides), resonance 0 (none) to 1 (self-oscillation edge).
+    pub fn set(&mut self, mode: FilterMode, cutoff_hz: f32, resonance: f32) {
+        if self.mode == FilterMode::Off && mode != FilterMode::Off {
+            // Start from the new cutoff rather than sweeping from a stale one.
+            self.cutoff.reset(cutoff_hz);
+            self.ic1 = [0.0; 2];
+            self.ic2 = [0.0; 2];
+        }
+        self.mode = mode;
+        self.cutoff
+            .set(cutoff_hz.clamp(20.0, self.sample_rate * 0.45));
+        self.resonance = resonance.clamp(0.0, 0.98);
+        self.coeff_cutoff = -1.0;
+    }
+
+    fn update(&mut self, cutoff: f32) {
+        let g = (PI * cutoff / self.sample_rate).tan();
+        self.k = 2.0 - 2.0 * self.resonance;
+        self.a1 = 1.0 / (1.0 + g * (g + self.k));
+        self.a2 = g * self.a1;
+        self.a3 = g * self.a2;
+        self.coeff_cutoff = cutoff;
+    }
+
+    /// Filters one stereo frame. Runs on the JACK thread: no allocation, locks, system calls
+    /// or logging.
+    #[inline]
+    pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
+        if self.mode == FilterMode::Off {
+            return frame;
+        }
+        let cutoff = self.cutoff.next();
+        if cutoff != self.coeff_cutoff {
+            self.update(cutoff);
+        }
+        let mut out = [0.0; 2];
+        for ch in 0..2 {
+            let v0 = frame[ch];
+            let v3 = v0 - self.ic2[ch];
+            let v1 = self.a1 * self.ic1[ch] + self.a2 * v3;
+            let v2 = self.ic2[ch] + self.a2 * self.ic1[ch] + self.a3 * v3;
+            self.ic1[ch] = 2.0 * v1 - self.ic1[ch] + ANTI_DENORMAL;
+            self.ic2[ch] = 2.0 * v2 - self.ic2[ch] + ANTI_DENORMAL;
+            out[ch] = match self.mode {
+                FilterMode::LowPass => v2,
+                FilterMode::HighPass => v0 - self.k * v1 - v2,
+                FilterMode::BandPass => v1,
+                FilterMode::Off => v0,
+            };
+        }
+        out
+    }
+}
+
+/// An RBJ biquad, used for the master shelves.
+#[derive(Debug, Clone, Copy)]
+pub struct Biquad {
+    b: [f32; 3],
+    a: [f32; 2],
+    z: [[f32; 2]; 2],
+}
+
+impl Biquad {
+    fn identity() -> Self {
+        Self {
+            b: [1.0, 0.0, 0.0],
+            a: [0.0, 0.0],
+            z: [[0.0; 2]; 2],
+        }
+    }
+
+    /// A low shelf (`high = false`) or high shelf at `freq` with `gain_db`, slope 1.
+    pub fn shelf(high: bool, freq: f32, gain_db: f32, sample_rate: f32) -> Self {
+        let mut q = Self::identity();
+        q.set_shelf(high, freq, gain_db, sample_rate);
+        q
+    }
+
+    pub fn set_shelf(&mut self, high: bool, freq: f32, gain_db: f32, sample_rate: f32) {
+        let a = 10f32.powf(gain_db / 40.0);
+        let w0 = 2.0 * PI * freq / sample_rate;
+        let (sin, cos) = w0.sin_cos();
+        let alpha = sin / 2.0 * std::f32::consts::SQRT_2;
+        let sq = 2.0 * a.sqrt() * alpha;
+        let (b0, b1, b2, a0, a1, a2) = if high {
+            (
+                a * ((a + 1.0) + (a - 1.0) * cos + sq),
+                -2.0 * a * ((a - 1.0) + (a + 1.0) * cos),
+                a * ((a + 1.0) + (a - 1.0) * cos - sq),
+                (a + 1.0) - (a - 1.0) * cos + sq,
+                2.0 * ((a - 1.0) - (a + 1.0) * cos),
+                (a + 1.0) - (a - 1.0) * cos - sq,
+            )
+        } else {
+            (
+                a * ((a + 1.0) - (a - 1.0) * cos + sq),
+                2.0 * a * ((a - 1.0) - (a + 1.0) * cos),
+                a * ((a + 1.0) - (a - 1.0) * cos - sq),
+                (a + 1.0) + (a - 1.0) * cos + sq,
+                -2.0 * ((a - 1.0) + (a + 1.0) * cos),
+                (a + 1.0) + (a - 1.0) * cos - sq,
+            )
+        };
+        self.b = [b0 / a0, b1 / a0, b2 / a0];
+        self.a = [a1 / a0, a2 / a0];
+    }
+
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    #[inline]
+    pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
+        let mut out = [0.0; 2];
+        for ch in 0..2 {
+            let x = frame[ch];
+            let y = self.b[0] * x + self.z[ch][0];
+            self.z[ch][0] = self.b[1] * x - self.a[0] * y + self.z[ch][1];
+            self.z[ch][1] = self.b[2] * x - self.a[1] * y + ANTI_DENORMAL;
+            out[ch] = y;
+        }
+        out
+    }
+}
+
+/// A stereo feedback delay whose time follows the tempo (set in frames by the mixer).
+#[derive(Debug)]
+pub struct Delay {
+    line: [Vec<f32>; 2],
+    write: usize,
+    time: Smoother,
+    pub feedback: f32,
+}
+
+impl Delay {
+    /// A delay that can reach back `max_s` seconds.
+    pub fn new(max_s: f32, sample_rate: f32) -> Self {
+        let len = (max_s * sample_rate) as usize + 2;
+        Self {
+            line: [vec![0.0; len], vec![0.0; len]],
+            write: 0,
+            time: Smoother::new(sample_rate * 0.375, 0.05, sample_rate),
+            feedback: 0.35,
+        }
+    }
+
+    /// Delay time in frames (clamped to the line).
+    pub fn set_time(&mut self, frames: f32) {
+        let max = (self.line[0].len() - 2) as f32;
+        self.time.set(frames.clamp(1.0, max));
+    }
+
+    /// Feeds one frame and returns the delayed (wet) frame. Runs on the JACK thread: no
+    /// allocation, locks, system calls or logging.
+    #[inline]
+    pub fn process(&mut self, input: [f32; 2]) -> [f32; 2] {
+        let len = self.line[0].len();
+        let delay = self.time.next();
+        let read = self.write as f32 + len as f32 - delay;
+        let i0 = read as usize % len;
+        let i1 = (i0 + 1) % len;
+        let frac = read - read.floor();
+        let mut out = [0.0; 2];
+        for ch in 0..2 {
+            let line = &mut self.line[ch];
+            let (a, b) = (line.get(i0).copied(), line.get(i1).copied());
+            let y = a.unwrap_or(0.0) * (1.0 - frac) + b.unwrap_or(0.0) * frac;
+            if let Some(slot) = line.get_mut(self.write) {
+                *slot = input[ch] + y * self.feedback + ANTI_DENORMAL;
+            }
+            out[ch] = y;
+        }
+        self.write = (self.write + 1) % len;
+        out
+    }
+}
+
+/// A Freeverb-style stereo reverb: eight damped combs and four allpasses per side.
+#[derive(Debug)]
+pub struct Reverb {
+    combs: [[Comb; 8]; 2],
+    allpasses: [[Allpass; 4]; 2],
+    /// Room size, 0–1.
+    size: f32,
+    /// High-frequency damping, 0–1.
+    damping: f32,
+}
+
+#[derive(Debug)]
+struct Comb {
+    buf: Vec<f32>,
+    pos: usize,
+    store: f32,
+}
+
+#[derive(Debug)]
+struct Allpass {
+    buf: Vec<f32>,
+    pos: usize,
+}
+
+const COMB_TUNING: [usize; 8] = [1116, 1188, 1277, 1356, 1422, 1491, 1557, 1617];
+const ALLPASS_TUNING: [usize; 4] = [556, 441, 341, 225];
+const STEREO_SPREAD: usize = 23;
+
+impl Reverb {
+    pub fn new(sample_rate: f32) -> Self {
+        let scale = sample_rate / 44_100.0;
+        let len = |n: usize, side: usize| ((n + side * STEREO_SPREAD) as f32 * scale) as usize + 1;
+        let combs = [0, 1].map(|side| {
+            COMB_TUNING.map(|n| Comb {
+                buf: vec![0.0; len(n, side)],
+                pos: 0,
+                store: 0.0,
+            })
+        });
+        let allpasses = [0, 1].map(|side| {
+            ALLPASS_TUNING.map(|n| Allpass {
+                buf: vec![0.0; len(n, side)],
+                pos: 0,
+            })
+        });
+        Self {
+            combs,
+            allpasses,
+            size: 0.5,
+            damping: 0.5,
+        }
+    }
+
+    pub fn set(&mut self, size: f32, damping: f32) {
+        self.size = size.clamp(0.0, 1.0);
+        self.damping = damping.clamp(0.0, 1.0);
+    }
+
+    pub fn size(&self) -> f32 {
+        self.size
+    }
+
+    pub fn damping(&self) -> f32 {
+        self.damping
+    }
+
+    /// Feeds one frame and returns the wet frame. Runs on the JACK thread: no allocation,
+    /// locks, system calls or logging.
+    #[inline]
+    pub fn process(&mut self, input: [f32; 2]) -> [f32; 2] {
+        let feedback = self.size * 0.28 + 0.7;
+        let damp = self.damping * 0.4;
+        let mono = (input[0] + input[1]) * 0.015;
+        let mut out = [0.0; 2];
+        for side in 0..2 {
+            let mut acc = 0.0;
+            for comb in &mut self.combs[side] {
+                let len = comb.buf.len();
+                let y = comb.buf.get(comb.pos).copied().unwrap_or(0.0);
+                comb.store = y * (1.0 - damp) + comb.store * damp + ANTI_DENORMAL;
+                if let Some(slot) = comb.buf.get_mut(comb.pos) {
+                    *slot = mono + comb.store * feedback;
+                }
+                comb.pos = (comb.pos + 1) % len;
+                acc += y;
+            }
+            for ap in &mut self.allpasses[side] {
+                let len = ap.buf.len();
+                let buffered = ap.buf.get(ap.pos).copied().unwrap_or(0.0);
+                if let Some(slot) = ap.buf.get_mut(ap.pos) {
+                    *slot = acc + buffered * 0.5 + ANTI_DENORMAL;
+                }
+                acc = buffered - acc;
+                ap.pos = (ap.pos + 1) % len;
+            }
+            out[side] = acc;
+        }
+        out
+    }
+}
+
+/// A feed-forward stereo-linked compressor.
+#[derive(Debug, Clone, Copy)]
+pub struct Compressor {
+    pub threshold_db: f32,
+    pub ratio: f32,
+    pub makeup_db: f32,
+    attack: f32,
+    release: f32,
+    envelope_db: f32,
+    sample_rate: f32,
+}
+
+impl Compressor {
+    pub fn new(sample_rate: f32) -> Self {
+        let mut c = Self {
+            threshold_db: -12.0,
+            ratio: 2.0,
+            makeup_db: 0.0,
+            attack: 0.0,
+            release: 0.0,
+            envelope_db: 0.0,
+            sample_rate,
+        };
+        c.set_times(10.0, 150.0);
+        c
+    }
+
+    /// Attack and release in milliseconds.
+    pub fn set_times(&mut self, attack_ms: f32, release_ms: f32) {
+        let coeff = |ms: f32| (-1.0 / (ms.max(0.1) * 0.001 * self.sample_rate)).exp();
+        self.attack = coeff(attack_ms);
+        self.release = coeff(release_ms);
+    }
+
+    /// Gain reduction currently applied, dB (≥ 0).
+    pub fn reduction_db(&self) -> f32 {
+        self.envelope_db
+    }
+
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    #[inline]
+    pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
+        let level = gain_to_db(frame[0].abs().max(frame[1].abs()));
+        let over = (level - self.threshold_db).max(0.0);
+        let wanted = over - over / self.ratio.max(1.0);
+        let coeff = if wanted > self.envelope_db {
+            self.attack
+        } else {
+            self.release
+        };
+        self.envelope_db = wanted + (self.envelope_db - wanted) * coeff;
+        let gain = db_to_gain(self.makeup_db - self.envelope_db);
+        [frame[0] * gain, frame[1] * gain]
+    }
+}
+
+/// Lookahead of the limiter, in seconds.
+pub const LIMITER_LOOKAHEAD_S: f32 = 0.0015;
+/// Room left below the ceiling for inter-sample peaks the 4× estimate cannot see.
+const TRUE_PEAK_MARGIN_DB: f32 = 0.3;
+
+/// A lookahead brick-wall limiter that holds inter-sample (true) peaks under a ceiling.
+///
+/// Peaks are estimated on a 4× Catmull-Rom interpolation of the signal; the needed gain is
+/// held over the lookahead window and averaged over the same window, so the gain at any
+/// peak is at most what that peak needs: no overshoot, and no hard corners to distort.
+#[derive(Debug)]
+pub struct Limiter {
+    ceiling: f32,
+    delay: [Vec<f32>; 2],
+    needs: Vec<f32>,
+    pos: usize,
+    sum: f64,
+    averaged: Vec<f32>,
+    history: [[f32; 3]; 2],
+    release: f32,
+    envelope: f32,
+}
+
+impl Limiter {
+    pub fn new(ceiling_db: f32, sample_rate: f32) -> Self {
+        let len = ((LIMITER_LOOKAHEAD_S * sample_rate) as usize).max(1);
+        let mut limiter = Self {
+            ceiling: 1.0,
+            delay: [vec![0.0; len], vec![0.0; len]],
+            needs: vec![1.0; len],
+            pos: 0,
+            sum: len as f64,
+            averaged: vec![1.0; len],
+            history: [[0.0; 3]; 2],
+            release: (-1.0 / (0.08 * sample_rate)).exp(),
+            envelope: 1.0,
+        };
+        limiter.set_ceiling(ceiling_db);
+        limiter
+    }
+
+    /// Lookahead latency in frames.
+    pub fn latency(&self) -> usize {
+        self.delay[0].len()
+    }
+
+    pub fn set_ceiling(&mut self, ceiling_db: f32) {
+        self.ceiling = db_to_gain(ceiling_db.min(0.0) - TRUE_PEAK_MARGIN_DB);
+    }
+
+    /// The current gain, 0–1.
+    pub fn gain(&self) -> f32 {
+        self.envelope
+    }
+
+    /// The highest of the sample and three interpolated points before it.
+    #[inline]
+    fn true_peak(history: &mut [f32; 3], x: f32) -> f32 {
+        let [p0, p1, p2] = *history;
+        let p3 = x;
+        let mut peak = p2.abs().max(p3.abs());
+        for t in [0.25f32, 0.5, 0.75] {
+            let v = 0.5
+                * (2.0 * p1
+                    + (-p0 + p2) * t
+                    + (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3) * t * t
+                    + (-p0 + 3.0 * p1 - 3.0 * p2 + p3) * t * t * t);
+            // The segment between p1 and p2 lies one sample back; its peak belongs to this
+            // window all the same.
+            peak = peak.max(v.abs());
+        }
+        *history = [p1, p2, p3];
+        peak
+    }
+
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    #[inline]
+    pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
+        let len = self.needs.len();
+        let peak = Self::true_peak(&mut self.history[0], frame[0])
+            .max(Self::true_peak(&mut self.history[1], frame[1]));
+        let need = if peak > self.ceiling {
+            self.ceiling / peak
+        } else {
+            1.0
+        };
+        if let Some(slot) = self.needs.get_mut(self.pos) {
+            *slot = need;
+        }
+        // Hold: the smallest gain needed anywhere in the window.
+        let held = self.needs.iter().copied().fold(1.0f32, f32::min);
+        // Average the held gains over the window (running sum).
+        let old = self.averaged.get(self.pos).copied().unwrap_or(1.0);
+        if let Some(slot) = self.averaged.get_mut(self.pos) {
+            *slot = held;
+        }
+        self.sum += f64::from(held) - f64::from(old);
+        let smooth = (self.sum / len as f64) as f32;
+        self.envelope = if smooth < self.envelope {
+            smooth
+        } else {
+            smooth + (self.envelope - smooth) * self.release
+        }
+        .min(smooth.max(held));
+        let envelope = self.envelope.min(1.0);
+        let mut out = [0.0; 2];
+        for ch in 0..2 {
+            let delayed = self.delay[ch].get(self.pos).copied().unwrap_or(0.0);
+            if let Some(slot) = self.delay[ch].get_mut(self.pos) {
+                *slot = frame[ch];
+            }
+            out[ch] = delayed * envelope;
+        }
+        self.pos = (self.pos + 1) % len;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SR: f32 = 48_000.0;
+
+    fn sine(freq: f32, frames: usize, amp: f32) -> Vec<[f32; 2]> {
+        (0..frames)
+            .map(|i| {
+                let v = amp * (2.0 * PI * freq * i as f32 / SR).sin();
+                [v, v]
+            })
+            .collect()
+    }
+
+    fn rms(frames: &[[f32; 2]]) -> f32 {
+        (frames.iter().map(|f| f[0] * f[0]).sum::<f32>() / frames.len() as f32).sqrt()
+    }
+
+    #[test]
+    fn the_smoother_glides_and_settles() {
+        let mut s = Smoother::new(0.0, 0.01, SR);
+        s.set(1.0);
+        let first = s.next();
+        assert!(first > 0.0 && first < 0.02, "no jump: {first}");
+        for _ in 0..960 {
+            s.next();
+        }
+        assert!((s.value() - 1.0).abs() < 0.002, "{}", s.value());
+        for _ in 0..4800 {
+            s.next();
+        }
+        assert!(s.is_settled());
+    }
+
+    #[test]
+    fn filters_pass_and_stop_what_they_should() {
+        // 12 dB/octave for low- and high-pass, 6 dB/octave each side for band-pass.
+        let cases = [
+            (FilterMode::LowPass, 100.0, 8000.0, 0.05),
+            (FilterMode::HighPass, 8000.0, 100.0, 0.05),
+            (FilterMode::BandPass, 1000.0, 8000.0, 0.15),
+            (FilterMode::BandPass, 1000.0, 125.0, 0.15),
+        ];
+        for (mode, pass, stop, bound) in cases {
+            let mut f = Svf::new(SR);
+            f.set(mode, 1000.0, 0.1);
+            let gain = |f: &mut Svf, hz| {
+                let out: Vec<_> = sine(hz, 9600, 0.5)
+                    .into_iter()
+                    .map(|x| f.process(x))
+                    .collect();
+                rms(&out[4800..]) / (0.5 / 2f32.sqrt())
+            };
+            let passed = gain(&mut f, pass);
+            let stopped = gain(&mut f, stop);
+            assert!(passed > 0.5, "{mode:?} passes {pass} Hz: {passed}");
+            assert!(stopped < bound, "{mode:?} stops {stop} Hz: {stopped}");
+        }
+    }
+
+    #[test]
+    fn shelves_boost_their_band_only() {
+        let mut low = Biquad::shelf(false, 200.0, 6.0, SR);
+        let out: Vec<_> = sine(50.0, 9600, 0.1)
+            .into_iter()
+            .map(|x| low.process(x))
+            .collect();
+        let boost = gain_to_db(rms(&out[4800..]) / (0.1 / 2f32.sqrt()));
+        assert!((boost - 6.0).abs() < 0.5, "{boost}");
+        let out: Vec<_> = sine(5000.0, 9600, 0.1)
+            .into_iter()
+            .map(|x| low.process(x))
+            .collect();
+        let flat = gain_to_db(rms(&out[4800..]) / (0.1 / 2f32.sqrt()));
+        assert!(flat.abs() < 0.3, "{flat}");
+    }
+
+    #[test]
+    fn the_delay_repeats_after_its_time_with_feedback() {
+        let mut d = Delay::new(1.0, SR);
+        d.set_time(4800.0);
+        d.time.reset(4800.0);
+        d.feedback = 0.5;
+        let mut out = Vec::new();
+        for i in 0..15_000 {
+            let x = if i == 0 { 1.0 } else { 0.0 };
+            out.push(d.process([x, x])[0]);
+        }
+        let peaks: Vec<usize> = (0..out.len()).filter(|&i| out[i].abs() > 0.2).collect();
+        assert_eq!(peaks, vec![4800, 9600, 14_400]);
+        assert!((out[9600] - 0.5).abs() < 1e-3);
+    }
+
+    #[test]
+    fn the_reverb_has_a_tail_that_decays() {
+        let mut r = Reverb::new(SR);
+        r.set(0.8, 0.5);
+        let mut energy = [0.0f32; 4];
+        for i in 0..(4 * 24_000) {
+            let x = if i < 64 { 0.5 } else { 0.0 };
+            let y = r.process([x, x]);
+            energy[i / 24_000] += y[0] * y[0] + y[1] * y[1];
+        }
+        assert!(energy[0] > 0.0);
+        assert!(energy[1] > 0.0, "a tail");
+        assert!(energy[3] < energy[1] * 0.5, "that decays: {energy:?}");
+    }
+
+    #[test]
+    fn the_limiter_holds_true_peaks_under_the_ceiling() {
+        let ceiling = -1.0;
+        let mut l = Limiter::new(ceiling, SR);
+        // A loud sine near a quarter of the rate: sample peaks under-read its true peak.
+        let input = sine(11_025.0, 48_000, 1.6);
+        let out: Vec<_> = input.into_iter().map(|x| l.process(x)).collect();
+        // Check the true peak of the output on an 8x linear-phase estimate (dense sinc).
+        let samples: Vec<f32> = out.iter().map(|f| f[0]).collect();
+        let mut true_peak = 0.0f32;
+        for i in 64..samples.len() - 64 {
+            for k in 0..8 {
+                let t = i as f32 + k as f32 / 8.0;
+                let mut acc = 0.0;
+                for j in (i - 32)..(i + 32) {
+                    let x = t - j as f32;
+                    let sinc = if x == 0.0 {
+                        1.0
+                    } else {
+                        (PI * x).sin() / (PI * x)
+                    };
+                    let window = 0.5 + 0.5 * (PI * x / 32.0).cos();
+                    acc += samples[j] * sinc * window;
+                }
+                true_peak = true_peak.max(acc.abs());
+            }
+        }
+        assert!(
+            gain_to_db(true_peak) <= ceiling + 0.05,
+            "true peak {} dBTP",
+            gain_to_db(true_peak)
+        );
+        // And it does not squash quiet material.
+        let mut l = Limiter::new(ceiling, SR);
+        let quiet: Vec<_> = sine(440.0, 4800, 0.25)
+            .into_iter()
+            .map(|x| l.process(x))
+            .collect();
+        assert!((l.gain() - 1.0).abs() < 1e-6);
+        assert!((rms(&quiet[200..]) - 0.25 / 2f32.sqrt()).abs() < 0.01);
+    }
+
+    #[test]
+    fn the_compressor_reduces_loud_material_by_its_ratio() {
+        let mut c = Compressor::new(SR);
+        c.threshold_db = -20.0;
+        c.ratio = 4.0;
+        c.set_times(1.0, 50.0);
+        let loud = sine(200.0, 48_000, 1.0); // peaks at 0 dBFS: 20 dB over
+        let out: Vec<_> = loud.into_iter().map(|x| c.process(x)).collect();
+        let reduction = c.reduction_db();
+        assert!((reduction - 15.0).abs() < 1.0, "{reduction}");
+        assert!(rms(&out[24_000..]) < 0.25);
+    }
+}
