@@ -78,7 +78,7 @@ impl Smoother {
     }
 
     #[inline]
-    pub fn next(&mut self) -> f32 {
+    pub fn next_value(&mut self) -> f32 {
         let delta = self.target - self.value;
         // NOTE: relative to the target, since f32 steps stall once the step is below one ulp.
         if delta.abs() <= 1.0e-5 * self.target.abs().max(1.0) {
@@ -167,7 +167,7 @@ impl Svf {
         if self.mode == FilterMode::Off {
             return frame;
         }
-        let cutoff = self.cutoff.next();
+        let cutoff = self.cutoff.next_value();
         if cutoff != self.coeff_cutoff {
             self.update(cutoff);
         }
@@ -290,7 +290,7 @@ impl Delay {
     #[inline]
     pub fn process(&mut self, input: [f32; 2]) -> [f32; 2] {
         let len = self.line[0].len();
-        let delay = self.time.next();
+        let delay = self.time.next_value();
         let read = self.write as f32 + len as f32 - delay;
         let i0 = read as usize % len;
         let i1 = (i0 + 1) % len;
@@ -384,9 +384,11 @@ impl Reverb {
         let damp = self.damping * 0.4;
         let mono = (input[0] + input[1]) * 0.015;
         let mut out = [0.0; 2];
-        for side in 0..2 {
+        for ((combs, allpasses), out) in
+            self.combs.iter_mut().zip(&mut self.allpasses).zip(&mut out)
+        {
             let mut acc = 0.0;
-            for comb in &mut self.combs[side] {
+            for comb in combs.iter_mut() {
                 let len = comb.buf.len();
                 let y = comb.buf.get(comb.pos).copied().unwrap_or(0.0);
                 comb.store = y * (1.0 - damp) + comb.store * damp + ANTI_DENORMAL;
@@ -396,7 +398,7 @@ impl Reverb {
                 comb.pos = (comb.pos + 1) % len;
                 acc += y;
             }
-            for ap in &mut self.allpasses[side] {
+            for ap in allpasses.iter_mut() {
                 let len = ap.buf.len();
                 let buffered = ap.buf.get(ap.pos).copied().unwrap_or(0.0);
                 if let Some(slot) = ap.buf.get_mut(ap.pos) {
@@ -405,7 +407,7 @@ impl Reverb {
                 acc = buffered - acc;
                 ap.pos = (ap.pos + 1) % len;
             }
-            out[side] = acc;
+            *out = acc;
         }
         out
     }
@@ -608,14 +610,14 @@ mod tests {
     fn the_smoother_glides_and_settles() {
         let mut s = Smoother::new(0.0, 0.01, SR);
         s.set(1.0);
-        let first = s.next();
+        let first = s.next_value();
         assert!(first > 0.0 && first < 0.02, "no jump: {first}");
         for _ in 0..960 {
-            s.next();
+            s.next_value();
         }
         assert!((s.value() - 1.0).abs() < 0.002, "{}", s.value());
         for _ in 0..4800 {
-            s.next();
+            s.next_value();
         }
         assert!(s.is_settled());
     }
@@ -708,7 +710,7 @@ mod tests {
             for k in 0..8 {
                 let t = i as f32 + k as f32 / 8.0;
                 let mut acc = 0.0;
-                for j in (i - 32)..(i + 32) {
+                for (j, sample) in samples.iter().enumerate().take(i + 32).skip(i - 32) {
                     let x = t - j as f32;
                     let sinc = if x == 0.0 {
                         1.0
@@ -716,7 +718,7 @@ mod tests {
                         (PI * x).sin() / (PI * x)
                     };
                     let window = 0.5 + 0.5 * (PI * x / 32.0).cos();
-                    acc += samples[j] * sinc * window;
+                    acc += sample * sinc * window;
                 }
                 true_peak = true_peak.max(acc.abs());
             }

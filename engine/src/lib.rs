@@ -6,6 +6,7 @@
 //! never calls back into them.
 
 pub mod dsp;
+pub mod mix;
 pub mod music;
 pub mod profile;
 pub mod transport;

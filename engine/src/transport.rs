@@ -135,6 +135,11 @@ impl Transport {
         }
     }
 
+    /// The playhead in beats since the transport started.
+    pub fn beats(&self) -> f64 {
+        self.beats
+    }
+
     /// The playhead in bars, beats and ticks.
     pub fn position(&self) -> Position {
         let beats_per_bar = u64::from(self.meter.beats_per_bar);

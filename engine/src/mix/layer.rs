@@ -1,0 +1,400 @@
+//! One layer slot of the mixer: the voice playing now, a voice waiting for its beat, and a
+//! voice fading out after a replace.
+
+use std::f32::consts::FRAC_PI_2;
+
+use super::{GROUPS, Group, LayerAudio, LayerId, LayerParams};
+use crate::dsp::{Smoother, Svf};
+
+/// Frames over which a stopped layer fades out, so a stop never clicks.
+const STOP_FADE: usize = 256;
+/// Glide time of gain, pan, mute and sends.
+const PARAM_GLIDE_S: f32 = 0.02;
+
+struct Voice {
+    audio: Box<LayerAudio>,
+    pos: usize,
+    fade: Option<Fade>,
+}
+
+#[derive(Clone, Copy)]
+struct Fade {
+    done: usize,
+    len: usize,
+    rising: bool,
+}
+
+impl Fade {
+    /// The equal-power gain at this point of the fade, then one step on.
+    #[inline]
+    fn step(&mut self) -> f32 {
+        let t = (self.done as f32 / self.len.max(1) as f32).min(1.0);
+        self.done += 1;
+        if self.rising {
+            (t * FRAC_PI_2).sin()
+        } else {
+            (t * FRAC_PI_2).cos()
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.done >= self.len
+    }
+}
+
+enum PendingKind {
+    Launch,
+    Replace { crossfade: usize },
+}
+
+struct Pending {
+    audio: Box<LayerAudio>,
+    target: Option<f64>,
+    kind: PendingKind,
+}
+
+/// What happened in a layer during one block.
+#[derive(Clone, Copy)]
+pub(super) enum Event {
+    Started(LayerId, u64),
+    Replaced(LayerId, u64),
+    Ended(LayerId, u64),
+}
+
+/// A few events per block, without allocating.
+#[derive(Default)]
+pub(super) struct Events {
+    list: [Option<Event>; 4],
+}
+
+impl Events {
+    fn push(&mut self, event: Event) {
+        if let Some(slot) = self.list.iter_mut().find(|e| e.is_none()) {
+            *slot = Some(event);
+        }
+    }
+
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = Event> + '_ {
+        self.list.iter_mut().filter_map(Option::take)
+    }
+}
+
+/// Where a block sits on the timeline.
+pub(super) struct Block {
+    pub frame0: u64,
+    pub beats0: f64,
+    pub beats_per_frame: f64,
+    pub n: usize,
+    pub any_solo: bool,
+}
+
+pub(super) struct Layer {
+    id: Option<LayerId>,
+    group: Group,
+    current: Option<Voice>,
+    outgoing: Option<Voice>,
+    pending: Option<Pending>,
+    /// Some(target) once a stop is asked for; the inner None means now.
+    stop_at: Option<Option<f64>>,
+    stopping: Option<Fade>,
+    retired: [Option<Box<LayerAudio>>; 3],
+    params: LayerParams,
+    gain: Smoother,
+    pan: Smoother,
+    gate: Smoother,
+    reverb: Smoother,
+    delay: Smoother,
+    filter: Svf,
+    sample_rate: f32,
+}
+
+impl Layer {
+    pub(super) fn new(sample_rate: f32) -> Self {
+        let s = |v| Smoother::new(v, PARAM_GLIDE_S, sample_rate);
+        Self {
+            id: None,
+            group: Group::Music,
+            current: None,
+            outgoing: None,
+            pending: None,
+            stop_at: None,
+            stopping: None,
+            retired: [None, None, None],
+            params: LayerParams::default(),
+            gain: s(1.0),
+            pan: s(0.0),
+            gate: s(1.0),
+            reverb: s(0.0),
+            delay: s(0.0),
+            filter: Svf::new(sample_rate),
+            sample_rate,
+        }
+    }
+
+    pub(super) fn is_free(&self) -> bool {
+        self.id.is_none()
+    }
+
+    pub(super) fn id(&self) -> Option<LayerId> {
+        self.id
+    }
+
+    pub(super) fn is_soloed(&self) -> bool {
+        self.id.is_some() && self.params.solo
+    }
+
+    pub(super) fn launch(
+        &mut self,
+        id: LayerId,
+        audio: Box<LayerAudio>,
+        group: Group,
+        params: LayerParams,
+        target: Option<f64>,
+    ) {
+        self.id = Some(id);
+        self.group = group;
+        self.stop_at = None;
+        self.stopping = None;
+        self.params = params;
+        // A new layer starts at its settings; only later changes glide.
+        self.gain.reset(params.gain.clamp(0.0, 4.0));
+        self.pan.reset(params.pan.clamp(-1.0, 1.0));
+        self.gate.reset(if params.mute { 0.0 } else { 1.0 });
+        self.reverb.reset(params.reverb_send.clamp(0.0, 1.0));
+        self.delay.reset(params.delay_send.clamp(0.0, 1.0));
+        self.filter = Svf::new(self.sample_rate);
+        let f = params.filter;
+        self.filter.set(f.mode, f.cutoff_hz, f.resonance);
+        self.pending = Some(Pending {
+            audio,
+            target,
+            kind: PendingKind::Launch,
+        });
+    }
+
+    /// Queues a replace; returns a buffer that was already waiting, to be retired.
+    pub(super) fn replace(
+        &mut self,
+        audio: Box<LayerAudio>,
+        target: Option<f64>,
+        crossfade: usize,
+    ) -> Option<Box<LayerAudio>> {
+        let previous = self.pending.take().map(|p| p.audio);
+        self.pending = Some(Pending {
+            audio,
+            target,
+            kind: PendingKind::Replace { crossfade },
+        });
+        previous
+    }
+
+    pub(super) fn stop(&mut self, target: Option<f64>) {
+        if self.stop_at.is_none() {
+            self.stop_at = Some(target);
+        }
+    }
+
+    pub(super) fn set_params(&mut self, params: LayerParams) {
+        self.params = params;
+        self.gain.set(params.gain.clamp(0.0, 4.0));
+        self.pan.set(params.pan.clamp(-1.0, 1.0));
+        self.reverb.set(params.reverb_send.clamp(0.0, 1.0));
+        self.delay.set(params.delay_send.clamp(0.0, 1.0));
+        let f = params.filter;
+        self.filter.set(f.mode, f.cutoff_hz, f.resonance);
+    }
+
+    pub(super) fn take_retired(&mut self) -> Option<Box<LayerAudio>> {
+        self.retired.iter_mut().find_map(Option::take)
+    }
+
+    fn retire(&mut self, audio: Box<LayerAudio>) {
+        match self.retired.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(audio),
+            // Three buffers at most leave a layer in one block (current, outgoing, pending).
+            None => std::mem::forget(audio),
+        }
+    }
+
+    fn free(&mut self) {
+        for voice in [self.current.take(), self.outgoing.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.retire(voice.audio);
+        }
+        if let Some(pending) = self.pending.take() {
+            self.retire(pending.audio);
+        }
+        self.id = None;
+        self.stop_at = None;
+        self.stopping = None;
+    }
+
+    /// Renders one block into the group and send buffers.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub(super) fn render(
+        &mut self,
+        block: Block,
+        groups: &mut [[Vec<f32>; 2]; GROUPS],
+        reverb_send: &mut [[f32; 2]],
+        delay_send: &mut [[f32; 2]],
+        events: &mut Events,
+    ) {
+        let Some(id) = self.id else { return };
+        let audible = !(self.params.mute || (block.any_solo && !self.params.solo));
+        self.gate.set(if audible { 1.0 } else { 0.0 });
+        let Some([out_l, out_r]) = groups.get_mut(self.group.index()) else {
+            return;
+        };
+        for i in 0..block.n {
+            let beat = block.beats0 + i as f64 * block.beats_per_frame;
+            let frame = block.frame0 + i as u64;
+            let due = |target: Option<f64>| target.is_none_or(|t| beat >= t - 1e-9);
+            if self.pending.as_ref().is_some_and(|p| due(p.target))
+                && let Some(pending) = self.pending.take()
+            {
+                self.activate(id, pending, frame, events);
+            }
+            if self.stopping.is_none() && self.current.is_some() && self.stop_at.is_some_and(due) {
+                self.stopping = Some(Fade {
+                    done: 0,
+                    len: STOP_FADE,
+                    rising: false,
+                });
+            }
+            let Some(mut sample) = self.next_sample() else {
+                if self.current.is_none() && self.pending.is_none() && self.outgoing.is_none() {
+                    // A one-shot ran out, or a stop finished: the layer is over.
+                    events.push(Event::Ended(id, frame));
+                    self.free();
+                    return;
+                }
+                continue;
+            };
+            if let Some(fade) = &mut self.stopping {
+                let g = fade.step();
+                sample = [sample[0] * g, sample[1] * g];
+                if fade.finished() {
+                    events.push(Event::Ended(id, frame));
+                    self.free();
+                    return;
+                }
+            }
+            let filtered = self.filter.process(sample);
+            let gain = self.gain.next_value() * self.gate.next_value();
+            let pan = self.pan.next_value();
+            let (left, right) = if pan >= 0.0 {
+                ((pan * FRAC_PI_2).cos(), 1.0)
+            } else {
+                (1.0, (-pan * FRAC_PI_2).cos())
+            };
+            let l = filtered[0] * gain * left;
+            let r = filtered[1] * gain * right;
+            if let (Some(ol), Some(or)) = (out_l.get_mut(i), out_r.get_mut(i)) {
+                *ol += l;
+                *or += r;
+            }
+            let (rv, dl) = (self.reverb.next_value(), self.delay.next_value());
+            if let Some(s) = reverb_send.get_mut(i) {
+                s[0] += l * rv;
+                s[1] += r * rv;
+            }
+            if let Some(s) = delay_send.get_mut(i) {
+                s[0] += l * dl;
+                s[1] += r * dl;
+            }
+        }
+    }
+
+    fn activate(&mut self, id: LayerId, pending: Pending, frame: u64, events: &mut Events) {
+        match pending.kind {
+            PendingKind::Launch => {
+                if let Some(old) = self.current.take() {
+                    self.retire(old.audio);
+                }
+                self.current = Some(Voice {
+                    audio: pending.audio,
+                    pos: 0,
+                    fade: None,
+                });
+                events.push(Event::Started(id, frame));
+            }
+            PendingKind::Replace { crossfade } => {
+                if let Some(old) = self.outgoing.take() {
+                    self.retire(old.audio);
+                }
+                self.outgoing = self.current.take().map(|mut voice| {
+                    voice.fade = Some(Fade {
+                        done: 0,
+                        len: crossfade,
+                        rising: false,
+                    });
+                    voice
+                });
+                self.current = Some(Voice {
+                    audio: pending.audio,
+                    pos: 0,
+                    fade: Some(Fade {
+                        done: 0,
+                        len: crossfade,
+                        rising: true,
+                    }),
+                });
+                events.push(Event::Replaced(id, frame));
+            }
+        }
+    }
+
+    /// The next stereo frame of the current and outgoing voices; None when nothing plays.
+    #[inline]
+    fn next_sample(&mut self) -> Option<[f32; 2]> {
+        let mut playing = false;
+        let mut mix = [0.0f32; 2];
+        let mut ended = [false; 2];
+        for (slot, done) in [&mut self.current, &mut self.outgoing]
+            .into_iter()
+            .zip(&mut ended)
+        {
+            let Some(voice) = slot else { continue };
+            let Some(frame) = voice.audio.frames.get(voice.pos).copied() else {
+                *done = true;
+                continue;
+            };
+            playing = true;
+            let g = match &mut voice.fade {
+                Some(fade) if fade.finished() => {
+                    if fade.rising {
+                        voice.fade = None;
+                        1.0
+                    } else {
+                        *done = true;
+                        0.0
+                    }
+                }
+                Some(fade) => fade.step(),
+                None => 1.0,
+            };
+            mix[0] += frame[0] * g;
+            mix[1] += frame[1] * g;
+            voice.pos += 1;
+            if voice.pos >= voice.audio.frames.len() && voice.audio.looped {
+                voice.pos = 0;
+            }
+        }
+        for (index, done) in ended.into_iter().enumerate() {
+            if done {
+                let voice = if index == 0 {
+                    self.current.take()
+                } else {
+                    self.outgoing.take()
+                };
+                if let Some(voice) = voice {
+                    self.retire(voice.audio);
+                }
+            }
+        }
+        playing.then_some(mix)
+    }
+}

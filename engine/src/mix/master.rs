@@ -1,0 +1,201 @@
+//! The master bus: effect returns, shelving EQ, compressor and true-peak-safe limiter.
+
+use serde::{Deserialize, Serialize};
+
+use super::GROUPS;
+use crate::dsp::{Biquad, Compressor, Delay, Limiter, Reverb, Smoother};
+
+/// Shelf corner frequencies.
+const LOW_SHELF_HZ: f32 = 120.0;
+const HIGH_SHELF_HZ: f32 = 8000.0;
+/// Longest delay line, seconds.
+const MAX_DELAY_S: f32 = 4.0;
+
+/// Master effect settings, as `fx.get` and `fx.set` show them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MasterFx {
+    /// Reverb room size, damping and return level, 0–1.
+    pub reverb_size: f32,
+    pub reverb_damping: f32,
+    pub reverb_mix: f32,
+    /// Delay time in beats (follows the tempo), feedback 0–0.95, return level 0–1.
+    pub delay_beats: f32,
+    pub delay_feedback: f32,
+    pub delay_mix: f32,
+    /// Shelf gains in dB at 120 Hz and 8 kHz, -18 to +18.
+    pub eq_low_db: f32,
+    pub eq_high_db: f32,
+    /// Compressor: threshold dBFS, ratio ≥ 1, attack and release ms, makeup dB.
+    pub comp_threshold_db: f32,
+    pub comp_ratio: f32,
+    pub comp_attack_ms: f32,
+    pub comp_release_ms: f32,
+    pub comp_makeup_db: f32,
+    /// Limiter ceiling, dBTP (true peak), -12 to 0.
+    pub limiter_ceiling_db: f32,
+}
+
+impl Default for MasterFx {
+    fn default() -> Self {
+        Self {
+            reverb_size: 0.5,
+            reverb_damping: 0.5,
+            reverb_mix: 0.2,
+            delay_beats: 0.75,
+            delay_feedback: 0.35,
+            delay_mix: 0.15,
+            eq_low_db: 0.0,
+            eq_high_db: 0.0,
+            comp_threshold_db: -10.0,
+            comp_ratio: 2.0,
+            comp_attack_ms: 10.0,
+            comp_release_ms: 150.0,
+            comp_makeup_db: 0.0,
+            limiter_ceiling_db: -1.0,
+        }
+    }
+}
+
+impl MasterFx {
+    /// The same settings with every value clamped into its range.
+    pub fn clamped(self) -> Self {
+        Self {
+            reverb_size: self.reverb_size.clamp(0.0, 1.0),
+            reverb_damping: self.reverb_damping.clamp(0.0, 1.0),
+            reverb_mix: self.reverb_mix.clamp(0.0, 1.0),
+            delay_beats: self.delay_beats.clamp(0.0, 16.0),
+            delay_feedback: self.delay_feedback.clamp(0.0, 0.95),
+            delay_mix: self.delay_mix.clamp(0.0, 1.0),
+            eq_low_db: self.eq_low_db.clamp(-18.0, 18.0),
+            eq_high_db: self.eq_high_db.clamp(-18.0, 18.0),
+            comp_threshold_db: self.comp_threshold_db.clamp(-60.0, 0.0),
+            comp_ratio: self.comp_ratio.clamp(1.0, 20.0),
+            comp_attack_ms: self.comp_attack_ms.clamp(0.1, 500.0),
+            comp_release_ms: self.comp_release_ms.clamp(1.0, 5000.0),
+            comp_makeup_db: self.comp_makeup_db.clamp(0.0, 24.0),
+            limiter_ceiling_db: self.limiter_ceiling_db.clamp(-12.0, 0.0),
+        }
+    }
+}
+
+pub(super) struct MasterBus {
+    fx: MasterFx,
+    sample_rate: f32,
+    reverb: Reverb,
+    reverb_mix: Smoother,
+    delay: Delay,
+    delay_mix: Smoother,
+    low: Biquad,
+    high: Biquad,
+    low_db: Smoother,
+    high_db: Smoother,
+    compressor: Compressor,
+    limiter: Limiter,
+}
+
+impl MasterBus {
+    pub(super) fn new(sample_rate: f32) -> Self {
+        let fx = MasterFx::default();
+        let mut bus = Self {
+            fx,
+            sample_rate,
+            reverb: Reverb::new(sample_rate),
+            reverb_mix: Smoother::new(fx.reverb_mix, 0.05, sample_rate),
+            delay: Delay::new(MAX_DELAY_S, sample_rate),
+            delay_mix: Smoother::new(fx.delay_mix, 0.05, sample_rate),
+            low: Biquad::shelf(false, LOW_SHELF_HZ, 0.0, sample_rate),
+            high: Biquad::shelf(true, HIGH_SHELF_HZ, 0.0, sample_rate),
+            low_db: Smoother::new(0.0, 0.05, sample_rate),
+            high_db: Smoother::new(0.0, 0.05, sample_rate),
+            compressor: Compressor::new(sample_rate),
+            limiter: Limiter::new(fx.limiter_ceiling_db, sample_rate),
+        };
+        bus.set(fx);
+        bus
+    }
+
+    pub(super) fn latency(&self) -> usize {
+        self.limiter.latency()
+    }
+
+    pub(super) fn delay_beats(&self) -> f32 {
+        self.fx.delay_beats
+    }
+
+    pub(super) fn set(&mut self, fx: MasterFx) {
+        let fx = fx.clamped();
+        self.fx = fx;
+        self.reverb.set(fx.reverb_size, fx.reverb_damping);
+        self.reverb_mix.set(fx.reverb_mix);
+        self.delay.feedback = fx.delay_feedback;
+        self.delay_mix.set(fx.delay_mix);
+        self.low_db.set(fx.eq_low_db);
+        self.high_db.set(fx.eq_high_db);
+        self.compressor.threshold_db = fx.comp_threshold_db;
+        self.compressor.ratio = fx.comp_ratio;
+        self.compressor.makeup_db = fx.comp_makeup_db;
+        self.compressor
+            .set_times(fx.comp_attack_ms, fx.comp_release_ms);
+        self.limiter.set_ceiling(fx.limiter_ceiling_db);
+    }
+
+    /// Mixes the groups and effect returns through the master chain into `out`.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub(super) fn render(
+        &mut self,
+        groups: &[[Vec<f32>; 2]; GROUPS],
+        sends: &[Vec<[f32; 2]>; 2],
+        delay_frames: f32,
+        out: &mut [&mut [f32]; 2],
+        offset: usize,
+        n: usize,
+    ) {
+        self.delay.set_time(delay_frames);
+        // Shelf gains glide per block; the coefficients follow only while they move.
+        let (low_settled, high_settled) = (self.low_db.is_settled(), self.high_db.is_settled());
+        let mut low_db = self.low_db.value();
+        let mut high_db = self.high_db.value();
+        for _ in 0..n {
+            low_db = self.low_db.next_value();
+            high_db = self.high_db.next_value();
+        }
+        if !low_settled {
+            self.low
+                .set_shelf(false, LOW_SHELF_HZ, low_db, self.sample_rate);
+        }
+        if !high_settled {
+            self.high
+                .set_shelf(true, HIGH_SHELF_HZ, high_db, self.sample_rate);
+        }
+        let [reverb_in, delay_in] = sends;
+        let [out_l, out_r] = out;
+        for i in 0..n {
+            let mut dry = [0.0f32; 2];
+            for group in groups {
+                dry[0] += group[0].get(i).copied().unwrap_or(0.0);
+                dry[1] += group[1].get(i).copied().unwrap_or(0.0);
+            }
+            let wet_r = self
+                .reverb
+                .process(reverb_in.get(i).copied().unwrap_or([0.0; 2]));
+            let wet_d = self
+                .delay
+                .process(delay_in.get(i).copied().unwrap_or([0.0; 2]));
+            let (rm, dm) = (self.reverb_mix.next_value(), self.delay_mix.next_value());
+            let mut x = [
+                dry[0] + wet_r[0] * rm + wet_d[0] * dm,
+                dry[1] + wet_r[1] * rm + wet_d[1] * dm,
+            ];
+            x = self.low.process(x);
+            x = self.high.process(x);
+            x = self.compressor.process(x);
+            x = self.limiter.process(x);
+            if let (Some(l), Some(r)) = (out_l.get_mut(offset + i), out_r.get_mut(offset + i)) {
+                *l = x[0];
+                *r = x[1];
+            }
+        }
+    }
+}

@@ -1,0 +1,645 @@
+//! The realtime mixer: a [`Processor`] owned by the audio callback and a [`MixerHandle`]
+//! owned by the audio actor, talking over two `rtrb` queues sized at construction.
+//!
+//! The processor plays up to [`MAX_LAYERS`] layers (stereo loops or one-shots) with gain,
+//! pan, mute, solo, a state-variable filter and sends to a master reverb and a tempo-synced
+//! delay. Layers sum into four output groups (drums, bass, music, voice) that a DAW can
+//! record apart; the master bus adds the effect returns and runs shelving EQ, a compressor
+//! and a true-peak-safe limiter. Launches, replaces and stops land on the transport's grid
+//! (now, next beat, next bar, next N-bar phrase) to the sample.
+//!
+//! Every buffer that enters the processor leaves it again inside a [`Notification`], to be
+//! dropped by the actor: `process` never allocates or frees.
+
+mod layer;
+mod master;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rtrb::{Consumer, Producer, RingBuffer};
+use serde::{Deserialize, Serialize};
+
+use crate::dsp::{FilterMode, flush_denormals};
+use crate::music::Meter;
+use crate::transport::Transport;
+
+use layer::Layer;
+use master::MasterBus;
+pub use master::MasterFx;
+
+/// Layer slots in one processor.
+pub const MAX_LAYERS: usize = 32;
+/// Output groups besides the master.
+pub const GROUPS: usize = 4;
+/// Stereo outputs metered: master then the groups.
+pub const OUTPUTS: usize = 1 + GROUPS;
+/// Queue sizes.
+pub const COMMAND_CAPACITY: usize = 1024;
+pub const NOTIFICATION_CAPACITY: usize = 4096;
+/// Buffers waiting to leave when the notification queue is full.
+const RETIRE_BACKLOG: usize = 64;
+
+/// A layer's identity, chosen by the actor.
+pub type LayerId = u64;
+
+/// The output group a layer sums into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    Drums,
+    Bass,
+    Music,
+    Voice,
+}
+
+impl Group {
+    pub const ALL: [Group; GROUPS] = [Group::Drums, Group::Bass, Group::Music, Group::Voice];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Drums => "drums",
+            Group::Bass => "bass",
+            Group::Music => "music",
+            Group::Voice => "voice",
+        }
+    }
+}
+
+/// Where on the grid a launch, replace or stop lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantize {
+    /// At the start of the next period.
+    Now,
+    /// At the next beat.
+    Beat,
+    /// At the next bar line.
+    Bar,
+    /// At the next bar line that starts a phrase of this many bars.
+    Phrase(u32),
+}
+
+/// Audio for one layer: stereo frames at the processor's rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerAudio {
+    pub frames: Vec<[f32; 2]>,
+    /// Loops forever when true; plays once and ends when false.
+    pub looped: bool,
+}
+
+/// Per-layer mix settings; changes glide.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LayerParams {
+    /// Linear gain, 0–4.
+    pub gain: f32,
+    /// -1 (left) to 1 (right), equal-power.
+    pub pan: f32,
+    pub mute: bool,
+    pub solo: bool,
+    pub filter: FilterSettings,
+    /// Send levels to the master reverb and delay, 0–1.
+    pub reverb_send: f32,
+    pub delay_send: f32,
+}
+
+impl Default for LayerParams {
+    fn default() -> Self {
+        Self {
+            gain: 1.0,
+            pan: 0.0,
+            mute: false,
+            solo: false,
+            filter: FilterSettings::default(),
+            reverb_send: 0.0,
+            delay_send: 0.0,
+        }
+    }
+}
+
+/// A layer's filter.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilterSettings {
+    #[serde(with = "filter_mode")]
+    pub mode: FilterMode,
+    pub cutoff_hz: f32,
+    /// 0–1.
+    pub resonance: f32,
+}
+
+impl Default for FilterSettings {
+    fn default() -> Self {
+        Self {
+            mode: FilterMode::Off,
+            cutoff_hz: 1000.0,
+            resonance: 0.2,
+        }
+    }
+}
+
+mod filter_mode {
+    use super::FilterMode;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &FilterMode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match mode {
+            FilterMode::Off => "off",
+            FilterMode::LowPass => "lowpass",
+            FilterMode::HighPass => "highpass",
+            FilterMode::BandPass => "bandpass",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FilterMode, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "off" => Ok(FilterMode::Off),
+            "lowpass" => Ok(FilterMode::LowPass),
+            "highpass" => Ok(FilterMode::HighPass),
+            "bandpass" => Ok(FilterMode::BandPass),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown filter {other:?}: expected off, lowpass, highpass or bandpass"
+            ))),
+        }
+    }
+}
+
+/// What the actor asks of the processor.
+#[derive(Debug)]
+pub enum Command {
+    /// Starts a layer in a free slot.
+    Launch {
+        id: LayerId,
+        audio: Box<LayerAudio>,
+        group: Group,
+        params: LayerParams,
+        at: Quantize,
+    },
+    /// Swaps a layer's audio with an equal-power crossfade of `crossfade_beats`.
+    Replace {
+        id: LayerId,
+        audio: Box<LayerAudio>,
+        at: Quantize,
+        crossfade_beats: f32,
+    },
+    /// Stops a layer (with a short fade so it does not click).
+    Remove {
+        id: LayerId,
+        at: Quantize,
+    },
+    /// New mix settings for a layer.
+    Set {
+        id: LayerId,
+        params: LayerParams,
+    },
+    /// New master effect settings.
+    SetFx(MasterFx),
+    SetTempo(f64),
+    SetMeter(Meter),
+    /// Starts or stops the transport; layers pause while it is stopped.
+    SetRolling(bool),
+}
+
+/// What the processor tells the actor.
+#[derive(Debug)]
+pub enum Notification {
+    /// A layer's first frame played at `frame` (transport frame).
+    Started { id: LayerId, frame: u64 },
+    /// A layer's last frame played at `frame`.
+    Ended { id: LayerId, frame: u64 },
+    /// A layer's audio swapped in by a replace started at `frame`.
+    Replaced { id: LayerId, frame: u64 },
+    /// A buffer the processor is done with: drop it off the realtime thread.
+    Retired(Box<LayerAudio>),
+    /// A launch that found no free slot, or a replace for a layer that is gone.
+    Refused {
+        id: LayerId,
+        audio: Box<LayerAudio>,
+        reason: Refusal,
+    },
+    /// Where the transport is, sent every few periods.
+    Position {
+        frame: u64,
+        beats: f64,
+        tempo: f64,
+        rolling: bool,
+    },
+    /// Peak and RMS per output (master, drums, bass, music, voice), left and right, over
+    /// the last tenth of a second.
+    Meter {
+        peak: [[f32; 2]; OUTPUTS],
+        rms: [[f32; 2]; OUTPUTS],
+    },
+}
+
+/// Why a layer command was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoFreeSlot,
+    UnknownLayer,
+}
+
+/// Counters shared between the processor and its handle.
+#[derive(Debug, Default)]
+pub struct MixerStats {
+    /// Commands the handle could not queue (full queue).
+    pub commands_dropped: AtomicU64,
+    /// Notifications the processor could not queue.
+    pub notifications_dropped: AtomicU64,
+    /// Buffers leaked because both the queue and the backlog were full.
+    pub buffers_leaked: AtomicU64,
+    /// Periods processed.
+    pub periods: AtomicU64,
+}
+
+/// The output buffers of one period: master and groups, left and right.
+pub struct Outputs<'a> {
+    pub master: [&'a mut [f32]; 2],
+    pub groups: [[&'a mut [f32]; 2]; GROUPS],
+}
+
+/// The actor's side: sends commands, receives notifications.
+pub struct MixerHandle {
+    commands: Producer<Command>,
+    notifications: Consumer<Notification>,
+    stats: Arc<MixerStats>,
+}
+
+impl MixerHandle {
+    /// Queues a command; when the queue is full it is counted and given back.
+    pub fn send(&mut self, command: Command) -> Result<(), Command> {
+        self.commands
+            .push(command)
+            .map_err(|rtrb::PushError::Full(command)| {
+                self.stats.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                command
+            })
+    }
+
+    /// The next notification, if any.
+    pub fn poll(&mut self) -> Option<Notification> {
+        self.notifications.pop().ok()
+    }
+
+    pub fn stats(&self) -> &Arc<MixerStats> {
+        &self.stats
+    }
+}
+
+/// The realtime mixer. Owned by the audio callback.
+pub struct Processor {
+    sample_rate: f32,
+    max_block: usize,
+    transport: Transport,
+    layers: [Layer; MAX_LAYERS],
+    master: MasterBus,
+    /// Scratch for the group sums and the effect sends, one period long.
+    group_buf: [[Vec<f32>; 2]; GROUPS],
+    send_buf: [Vec<[f32; 2]>; 2],
+    commands: Consumer<Command>,
+    notifications: Producer<Notification>,
+    backlog: [Option<Box<LayerAudio>>; RETIRE_BACKLOG],
+    stats: Arc<MixerStats>,
+    meter: MeterAccumulator,
+    frames_since_position: usize,
+}
+
+/// Peak and RMS accumulation between meter notifications.
+struct MeterAccumulator {
+    peak: [[f32; 2]; OUTPUTS],
+    sum_sq: [[f64; 2]; OUTPUTS],
+    frames: usize,
+    every: usize,
+}
+
+impl Processor {
+    /// A processor at `sample_rate` for periods of up to `max_block` frames, and its handle.
+    pub fn new(
+        sample_rate: u32,
+        max_block: usize,
+        transport: Transport,
+    ) -> (Processor, MixerHandle) {
+        let sr = sample_rate as f32;
+        let (cmd_tx, cmd_rx) = RingBuffer::new(COMMAND_CAPACITY);
+        let (note_tx, note_rx) = RingBuffer::new(NOTIFICATION_CAPACITY);
+        let stats = Arc::new(MixerStats::default());
+        let mut transport = transport;
+        transport.sample_rate = sample_rate;
+        let processor = Processor {
+            sample_rate: sr,
+            max_block,
+            transport,
+            layers: std::array::from_fn(|_| Layer::new(sr)),
+            master: MasterBus::new(sr),
+            group_buf: std::array::from_fn(|_| [vec![0.0; max_block], vec![0.0; max_block]]),
+            send_buf: [vec![[0.0; 2]; max_block], vec![[0.0; 2]; max_block]],
+            commands: cmd_rx,
+            notifications: note_tx,
+            backlog: std::array::from_fn(|_| None),
+            stats: stats.clone(),
+            meter: MeterAccumulator {
+                peak: [[0.0; 2]; OUTPUTS],
+                sum_sq: [[0.0; 2]; OUTPUTS],
+                frames: 0,
+                every: (sample_rate / 10) as usize,
+            },
+            frames_since_position: 0,
+        };
+        let handle = MixerHandle {
+            commands: cmd_tx,
+            notifications: note_rx,
+            stats,
+        };
+        (processor, handle)
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate as u32
+    }
+
+    pub fn max_block(&self) -> usize {
+        self.max_block
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Frames of latency the master bus adds (the limiter's lookahead).
+    pub fn latency(&self) -> usize {
+        self.master.latency()
+    }
+
+    /// Renders one period into `out`. Every slice must be the same length, at most
+    /// `max_block` frames; longer periods are rendered in `max_block` pieces.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn process(&mut self, out: &mut Outputs<'_>) {
+        flush_denormals();
+        self.drain_commands();
+        self.flush_backlog();
+        let total = out.master[0].len();
+        let mut start = 0;
+        while start < total {
+            let n = (total - start).min(self.max_block);
+            self.render(out, start, n);
+            start += n;
+        }
+        self.stats.periods.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn drain_commands(&mut self) {
+        while let Ok(command) = self.commands.pop() {
+            self.apply(command);
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Launch {
+                id,
+                audio,
+                group,
+                params,
+                at,
+            } => {
+                let target = self.target_beat(at);
+                match self.layers.iter_mut().find(|l| l.is_free()) {
+                    Some(layer) => layer.launch(id, audio, group, params, target),
+                    None => self.notify(Notification::Refused {
+                        id,
+                        audio,
+                        reason: Refusal::NoFreeSlot,
+                    }),
+                }
+            }
+            Command::Replace {
+                id,
+                audio,
+                at,
+                crossfade_beats,
+            } => {
+                let target = self.target_beat(at);
+                let frames =
+                    (f64::from(crossfade_beats.max(0.0)) * self.frames_per_beat()) as usize;
+                match self.layer_mut(id) {
+                    Some(layer) => {
+                        if let Some(old) = layer.replace(audio, target, frames.max(64)) {
+                            self.retire(old);
+                        }
+                    }
+                    None => self.notify(Notification::Refused {
+                        id,
+                        audio,
+                        reason: Refusal::UnknownLayer,
+                    }),
+                }
+            }
+            Command::Remove { id, at } => {
+                let target = self.target_beat(at);
+                if let Some(layer) = self.layer_mut(id) {
+                    layer.stop(target);
+                }
+            }
+            Command::Set { id, params } => {
+                if let Some(layer) = self.layer_mut(id) {
+                    layer.set_params(params);
+                }
+            }
+            Command::SetFx(fx) => self.master.set(fx),
+            Command::SetTempo(tempo) => self.transport.tempo = tempo,
+            Command::SetMeter(meter) => self.transport.meter = meter,
+            Command::SetRolling(rolling) => self.transport.rolling = rolling,
+        }
+    }
+
+    fn layer_mut(&mut self, id: LayerId) -> Option<&mut Layer> {
+        self.layers.iter_mut().find(|l| l.id() == Some(id))
+    }
+
+    fn frames_per_beat(&self) -> f64 {
+        60.0 * f64::from(self.sample_rate) / self.transport.tempo
+    }
+
+    /// The beat at which something quantized to `at` happens; `None` for now.
+    fn target_beat(&self, at: Quantize) -> Option<f64> {
+        let beats = self.transport.beats();
+        let per_bar = f64::from(self.transport.meter.beats_per_bar);
+        let unit = match at {
+            Quantize::Now => return None,
+            Quantize::Beat => 1.0,
+            Quantize::Bar => per_bar,
+            Quantize::Phrase(bars) => per_bar * f64::from(bars.max(1)),
+        };
+        // A hair of tolerance so a command arriving exactly on a boundary lands on it.
+        Some(((beats - 1e-9) / unit).ceil() * unit)
+    }
+
+    fn render(&mut self, out: &mut Outputs<'_>, offset: usize, n: usize) {
+        for group in &mut self.group_buf {
+            for ch in group.iter_mut() {
+                ch.iter_mut().take(n).for_each(|s| *s = 0.0);
+            }
+        }
+        for send in &mut self.send_buf {
+            send.iter_mut().take(n).for_each(|s| *s = [0.0; 2]);
+        }
+        let rolling = self.transport.rolling;
+        let frame0 = self.transport.frame;
+        let beats0 = self.transport.beats();
+        let beats_per_frame = 1.0 / self.frames_per_beat();
+        let any_solo = self.layers.iter().any(|l| l.is_soloed());
+        if rolling {
+            for index in 0..MAX_LAYERS {
+                let mut events = layer::Events::default();
+                let [reverb_send, delay_send] = &mut self.send_buf;
+                let Some(layer) = self.layers.get_mut(index) else {
+                    continue;
+                };
+                layer.render(
+                    layer::Block {
+                        frame0,
+                        beats0,
+                        beats_per_frame,
+                        n,
+                        any_solo,
+                    },
+                    &mut self.group_buf,
+                    reverb_send,
+                    delay_send,
+                    &mut events,
+                );
+                let mut retired: [Option<Box<LayerAudio>>; 3] = [None, None, None];
+                for slot in &mut retired {
+                    *slot = layer.take_retired();
+                }
+                for event in events.drain() {
+                    let notification = match event {
+                        layer::Event::Started(id, frame) => Notification::Started { id, frame },
+                        layer::Event::Replaced(id, frame) => Notification::Replaced { id, frame },
+                        layer::Event::Ended(id, frame) => Notification::Ended { id, frame },
+                    };
+                    self.notify(notification);
+                }
+                for audio in retired.into_iter().flatten() {
+                    self.retire(audio);
+                }
+            }
+        }
+        let delay_frames = (f64::from(self.master.delay_beats()) * self.frames_per_beat()) as f32;
+        self.master.render(
+            &self.group_buf,
+            &self.send_buf,
+            delay_frames,
+            &mut out.master,
+            offset,
+            n,
+        );
+        for (group, outs) in self.group_buf.iter().zip(out.groups.iter_mut()) {
+            for (src, dst) in group.iter().zip(outs.iter_mut()) {
+                if let (Some(dst), Some(src)) = (dst.get_mut(offset..offset + n), src.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+        self.meter_block(out, offset, n);
+        if rolling {
+            self.transport.advance(n as u64);
+        }
+        self.frames_since_position += n;
+        if self.frames_since_position >= (self.sample_rate as usize) / 50 {
+            self.frames_since_position = 0;
+            self.notify(Notification::Position {
+                frame: self.transport.frame,
+                beats: self.transport.beats(),
+                tempo: self.transport.tempo,
+                rolling: self.transport.rolling,
+            });
+        }
+    }
+
+    fn meter_block(&mut self, out: &Outputs<'_>, offset: usize, n: usize) {
+        let m = &mut self.meter;
+        let outputs = std::iter::once(&out.master).chain(out.groups.iter());
+        for (index, pair) in outputs.enumerate() {
+            for (ch, buf) in pair.iter().enumerate() {
+                let Some(samples) = buf.get(offset..offset + n) else {
+                    continue;
+                };
+                let (mut peak, mut sum) = (0.0f32, 0.0f64);
+                for &s in samples {
+                    peak = peak.max(s.abs());
+                    sum += f64::from(s * s);
+                }
+                let peak_slot = m.peak.get_mut(index).and_then(|p| p.get_mut(ch));
+                let sum_slot = m.sum_sq.get_mut(index).and_then(|q| q.get_mut(ch));
+                if let (Some(p), Some(q)) = (peak_slot, sum_slot) {
+                    *p = p.max(peak);
+                    *q += sum;
+                }
+            }
+        }
+        m.frames += n;
+        if m.frames >= m.every {
+            let frames = m.frames as f64;
+            let rms = m
+                .sum_sq
+                .map(|pair| pair.map(|s| (s / frames).sqrt() as f32));
+            let peak = m.peak;
+            m.peak = [[0.0; 2]; OUTPUTS];
+            m.sum_sq = [[0.0; 2]; OUTPUTS];
+            m.frames = 0;
+            self.notify(Notification::Meter { peak, rms });
+        }
+    }
+
+    fn notify(&mut self, notification: Notification) {
+        if let Err(rtrb::PushError::Full(notification)) = self.notifications.push(notification) {
+            self.stats
+                .notifications_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            // A refused buffer must still leave without being freed here.
+            if let Notification::Refused { audio, .. } | Notification::Retired(audio) = notification
+            {
+                self.keep_for_later(audio);
+            }
+        }
+    }
+
+    fn retire(&mut self, audio: Box<LayerAudio>) {
+        match self.notifications.push(Notification::Retired(audio)) {
+            Ok(()) => {}
+            Err(rtrb::PushError::Full(Notification::Retired(audio))) => self.keep_for_later(audio),
+            Err(_) => {}
+        }
+    }
+
+    fn keep_for_later(&mut self, audio: Box<LayerAudio>) {
+        match self.backlog.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(audio),
+            None => {
+                // NOTE: freeing here would call the allocator on the realtime thread; leaking
+                // one buffer under a notification storm is the lesser harm, and it is counted.
+                self.stats.buffers_leaked.fetch_add(1, Ordering::Relaxed);
+                std::mem::forget(audio);
+            }
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        for slot in &mut self.backlog {
+            if let Some(audio) = slot.take()
+                && let Err(rtrb::PushError::Full(Notification::Retired(audio))) =
+                    self.notifications.push(Notification::Retired(audio))
+            {
+                *slot = Some(audio);
+                return;
+            }
+        }
+    }
+}
