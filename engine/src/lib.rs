@@ -5,6 +5,7 @@
 //! the realtime mixer, analysis and file formats. The daemon and its actors build on it; it
 //! never calls back into them.
 
+pub mod decode;
 pub mod dsp;
 pub mod mix;
 pub mod music;

@@ -1,0 +1,230 @@
+//! Reading audio files into stereo f32 at the session's rate.
+//!
+//! Any format symphonia decodes (WAV 16/24/32-bit, FLAC, Ogg Vorbis, MP3, …); mono is
+//! spread to both sides, extra channels beyond two are dropped. Rate conversion uses
+//! rubato's FFT resampler, which is exact for the fixed ratios between common rates.
+
+use std::path::Path;
+
+use audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Fft, FixedSync, Resampler};
+use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+
+/// Decoded audio: stereo frames and their rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub sample_rate: u32,
+    pub frames: Vec<[f32; 2]>,
+}
+
+/// Why a file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The file could not be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    /// symphonia does not recognise the format, or the data is corrupt.
+    #[error("cannot decode {path}: {message}")]
+    Format { path: String, message: String },
+    /// The file holds no audio.
+    #[error("{path} contains no audio")]
+    Empty { path: String },
+    /// Rate conversion failed.
+    #[error("cannot resample from {from} Hz to {to} Hz: {message}")]
+    Resample { from: u32, to: u32, message: String },
+}
+
+/// Decodes a whole file.
+pub fn read(path: &Path) -> Result<Decoded, DecodeError> {
+    let name = path.display().to_string();
+    let format_error = |message: String| DecodeError::Format {
+        path: name.clone(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|source| DecodeError::Open {
+        path: name.clone(),
+        source,
+    })?;
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    let stream = MediaSourceStream::new(Box::new(file), Default::default());
+    let mut format = symphonia::default::get_probe()
+        .probe(
+            &hint,
+            stream,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+        .map_err(|e| format_error(e.to_string()))?;
+    let track = format
+        .default_track(TrackType::Audio)
+        .ok_or_else(|| format_error("no audio track".into()))?;
+    let track_id = track.id;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or_else(|| format_error("no audio codec parameters".into()))?
+        .clone();
+    let mut decoder = symphonia::default::get_codecs()
+        .make_audio_decoder(&params, &AudioDecoderOptions::default())
+        .map_err(|e| format_error(e.to_string()))?;
+    let mut frames = Vec::new();
+    let mut sample_rate = params.sample_rate.unwrap_or(0);
+    let mut interleaved: Vec<f32> = Vec::new();
+    loop {
+        let packet = match format.next_packet() {
+            Ok(Some(packet)) => packet,
+            Ok(None) => break,
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break;
+            }
+            Err(e) => return Err(format_error(e.to_string())),
+        };
+        if packet.track_id != track_id {
+            continue;
+        }
+        let buffer = match decoder.decode(&packet) {
+            Ok(buffer) => buffer,
+            // A damaged packet is skipped, as players do.
+            Err(SymphoniaError::DecodeError(_)) => continue,
+            Err(e) => return Err(format_error(e.to_string())),
+        };
+        let spec = buffer.spec();
+        sample_rate = spec.rate();
+        let channels = spec.channels().count().max(1);
+        interleaved.resize(buffer.samples_interleaved(), 0.0);
+        buffer.copy_to_slice_interleaved(&mut interleaved);
+        frames.extend(interleaved.chunks_exact(channels).map(|frame| match frame {
+            [mono] => [*mono, *mono],
+            [l, r, ..] => [*l, *r],
+            [] => [0.0, 0.0],
+        }));
+    }
+    if frames.is_empty() || sample_rate == 0 {
+        return Err(DecodeError::Empty { path: name });
+    }
+    Ok(Decoded {
+        sample_rate,
+        frames,
+    })
+}
+
+/// Converts stereo frames from one rate to another; the output has
+/// `round(len · to / from)` frames.
+pub fn resample(frames: &[[f32; 2]], from: u32, to: u32) -> Result<Vec<[f32; 2]>, DecodeError> {
+    if from == to || frames.is_empty() {
+        return Ok(frames.to_vec());
+    }
+    let error = |message: String| DecodeError::Resample { from, to, message };
+    let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 2, FixedSync::Both)
+        .map_err(|e| error(e.to_string()))?;
+    let input: Vec<f32> = frames.iter().flatten().copied().collect();
+    let needed = resampler.process_all_needed_output_len(frames.len());
+    let mut output = vec![0.0f32; needed * 2];
+    let input_adapter =
+        InterleavedSlice::new(&input, 2, frames.len()).map_err(|e| error(e.to_string()))?;
+    let mut output_adapter =
+        InterleavedSlice::new_mut(&mut output, 2, needed).map_err(|e| error(e.to_string()))?;
+    let (_, produced) = resampler
+        .process_all_into_buffer(&input_adapter, &mut output_adapter, frames.len(), None)
+        .map_err(|e| error(e.to_string()))?;
+    let expected = ((frames.len() as f64) * f64::from(to) / f64::from(from)).round() as usize;
+    let len = expected.min(produced);
+    Ok(output
+        .chunks_exact(2)
+        .take(len)
+        .map(|f| [f[0], f.get(1).copied().unwrap_or(0.0)])
+        .collect())
+}
+
+/// Decodes a file and brings it to `rate`.
+pub fn read_at(path: &Path, rate: u32) -> Result<Vec<[f32; 2]>, DecodeError> {
+    let decoded = read(path)?;
+    resample(&decoded.frames, decoded.sample_rate, rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_wav(path: &Path, rate: u32, channels: u16, samples: &[f32]) {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(path, spec).unwrap();
+        for s in samples {
+            w.write_sample((s * 32767.0) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+
+    #[test]
+    fn a_mono_16_bit_wav_decodes_to_stereo() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mono.wav");
+        let samples: Vec<f32> = (0..4410)
+            .map(|i| ((i % 100) as f32 / 100.0) - 0.5)
+            .collect();
+        write_wav(&path, 44_100, 1, &samples);
+        let decoded = read(&path).unwrap();
+        assert_eq!(decoded.sample_rate, 44_100);
+        assert_eq!(decoded.frames.len(), 4410);
+        assert!((decoded.frames[10][0] - samples[10]).abs() < 1e-3);
+        assert_eq!(decoded.frames[10][0], decoded.frames[10][1]);
+    }
+
+    #[test]
+    fn resampling_keeps_length_pitch_and_level() {
+        let from = 44_100;
+        let frames: Vec<[f32; 2]> = (0..44_100)
+            .map(|i| {
+                let v = 0.5 * (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / from as f32).sin();
+                [v, -v]
+            })
+            .collect();
+        let out = resample(&frames, from, 48_000).unwrap();
+        assert_eq!(out.len(), 48_000);
+        // Count zero crossings of the middle second: 1 kHz has 2,000 per second.
+        let mid = &out[4_000..44_000];
+        let crossings = mid
+            .windows(2)
+            .filter(|w| (w[0][0] < 0.0) != (w[1][0] < 0.0))
+            .count();
+        let expected = 2.0 * 1000.0 * mid.len() as f32 / 48_000.0;
+        assert!(
+            (crossings as f32 - expected).abs() <= 2.0,
+            "{crossings} vs {expected}"
+        );
+        let peak = mid.iter().map(|f| f[0].abs()).fold(0.0, f32::max);
+        assert!((peak - 0.5).abs() < 0.01, "{peak}");
+        assert!(
+            mid.iter().all(|f| (f[0] + f[1]).abs() < 1e-3),
+            "channels stay apart"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_bogus_file_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read(&dir.path().join("absent.wav")).unwrap_err();
+        assert!(err.to_string().starts_with("cannot open"), "{err}");
+        let bogus = dir.path().join("bogus.wav");
+        std::fs::write(&bogus, b"definitely not audio").unwrap();
+        let err = read(&bogus).unwrap_err();
+        assert!(err.to_string().starts_with("cannot decode"), "{err}");
+    }
+}
