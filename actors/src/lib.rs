@@ -6,6 +6,7 @@
 //! [`events::EventSink`]; the daemon stamps and publishes them. Nothing here binds sockets or
 //! parses command lines.
 
+pub mod audio;
 pub mod backends;
 pub mod events;
 pub mod profiles;

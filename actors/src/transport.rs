@@ -135,3 +135,23 @@ impl Message<InjectPanic> for TransportActor {
         panic!("fault injection: transport actor told to panic");
     }
 }
+
+/// The audio clock's report of where the playhead is; changes no setting and publishes no
+/// event, so events are stamped with the position the listener actually hears.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncPosition {
+    pub frame: u64,
+    pub beats: f64,
+    pub rolling: bool,
+    pub sample_rate: u32,
+}
+
+impl Message<SyncPosition> for TransportActor {
+    type Reply = ();
+
+    async fn handle(&mut self, msg: SyncPosition, _: &mut Context<Self, Self::Reply>) {
+        self.transport.set_position(msg.frame, msg.beats, msg.rolling);
+        self.transport.sample_rate = msg.sample_rate;
+        self.published.send_replace(self.transport.clone());
+    }
+}

@@ -93,6 +93,10 @@ pub struct AudioConfig {
     pub backend: Option<AudioBackend>,
     /// JACK client name.
     pub jack_name: String,
+    /// Ports out_L and out_R connect to; empty: the first two physical playback ports.
+    pub connect: Vec<String>,
+    /// Offline driver: render as fast as possible instead of at realtime pace.
+    pub fast: bool,
 }
 
 impl Default for AudioConfig {
@@ -100,6 +104,8 @@ impl Default for AudioConfig {
         Self {
             backend: None,
             jack_name: "djinn".into(),
+            connect: Vec::new(),
+            fast: false,
         }
     }
 }
@@ -152,6 +158,9 @@ pub struct Flags {
     /// JACK client name [default: djinn].
     #[arg(long, env = "DJINN_JACK_NAME", value_name = "NAME")]
     pub jack_name: Option<String>,
+    /// Offline driver: render as fast as possible instead of at realtime pace.
+    #[arg(long, env = "DJINN_FAST")]
+    pub fast: bool,
     /// Log filter (error, warn, info, debug, trace) [default: info].
     #[arg(long, env = "DJINN_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -220,6 +229,9 @@ impl ConfigLoader {
         }
         if f.audio.is_some() {
             config.audio.backend = f.audio;
+        }
+        if f.fast {
+            config.audio.fast = true;
         }
     }
 }

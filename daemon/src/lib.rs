@@ -20,6 +20,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
+use djinn_actors::audio::{AudioActor, AudioArgs, Backend};
 use djinn_actors::backends::BackendProbe;
 use djinn_actors::events::EventSink;
 use djinn_actors::profiles::{
@@ -34,7 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zeromq::{PubSocket, RouterSocket, Socket};
 
-use crate::config::{Config, ConfigLoader};
+use crate::config::{AudioBackend, Config, ConfigLoader};
 
 /// How long shutdown waits for requests in flight before giving up on them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(1200);
@@ -82,6 +83,7 @@ pub struct Shared {
     pub transport: ActorRef<TransportActor>,
     pub transport_watch: watch::Receiver<Transport>,
     pub profiles: ActorRef<ProfileLibrary>,
+    pub audio: ActorRef<AudioActor>,
     pub selection: watch::Receiver<ProfileSelection>,
     pub health: Health,
     pub backends: BackendProbe,
@@ -180,6 +182,34 @@ impl Daemon {
             }
         }
 
+        let effects = profiles
+            .ask(djinn_actors::profiles::GetProfile { name: None })
+            .await
+            .map(|p| master_fx(&p))
+            .unwrap_or_default();
+        let audio = AudioActor::supervise(
+            &supervisor,
+            AudioArgs {
+                backend: match config.audio.backend {
+                    None => Backend::Auto,
+                    Some(AudioBackend::Jack) => Backend::Jack,
+                    Some(AudioBackend::Offline) => Backend::Offline,
+                    Some(AudioBackend::None) => Backend::None,
+                },
+                jack_name: config.audio.jack_name.clone(),
+                connect: config.audio.connect.clone(),
+                recordings: state_dir.join("recordings"),
+                fast: config.audio.fast,
+                fx: effects,
+                transport: transport.clone(),
+                transport_watch: transport_watch.clone(),
+                health: health.clone(),
+            },
+        )
+        .restart_limit(RESTART_LIMIT, RESTART_WINDOW)
+        .spawn()
+        .await;
+
         let mut events_socket = PubSocket::new();
         let events_endpoint = events_socket
             .bind(&config.control.events)
@@ -209,6 +239,7 @@ impl Daemon {
             transport,
             transport_watch,
             profiles,
+            audio,
             selection,
             health,
             backends,
@@ -338,6 +369,20 @@ impl Daemon {
         let _ = tokio::time::timeout(Duration::from_millis(200), self.publisher).await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The master effects a profile starts with.
+fn master_fx(profile: &djinn_engine::profile::Profile) -> djinn_engine::mix::MasterFx {
+    let e = profile.effects;
+    djinn_engine::mix::MasterFx {
+        reverb_size: e.reverb_size as f32,
+        reverb_mix: e.reverb_mix as f32,
+        delay_beats: e.delay_beats as f32,
+        delay_feedback: e.delay_feedback as f32,
+        delay_mix: e.delay_mix as f32,
+        limiter_ceiling_db: profile.loudness.true_peak_dbtp as f32,
+        ..djinn_engine::mix::MasterFx::default()
     }
 }
 

@@ -30,7 +30,8 @@ fn sixteen_layers(c: &mut Criterion) {
                 let v = 0.05 * (2.0 * PI * freq * i as f32 / 48_000.0).sin();
                 [v, v * 0.9]
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
         let modes = [
             FilterMode::LowPass,
             FilterMode::HighPass,

@@ -135,6 +135,13 @@ impl Transport {
         }
     }
 
+    /// Moves the playhead to where the audio clock says it is.
+    pub fn set_position(&mut self, frame: u64, beats: f64, rolling: bool) {
+        self.frame = frame;
+        self.beats = beats;
+        self.rolling = rolling;
+    }
+
     /// The playhead in beats since the transport started.
     pub fn beats(&self) -> f64 {
         self.beats

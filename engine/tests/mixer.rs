@@ -68,14 +68,15 @@ fn sine_loop(freq: f32, frames: usize, amp: f32) -> Box<LayerAudio> {
                 let v = amp * (2.0 * PI * freq * i as f32 / SR as f32).sin();
                 [v, v]
             })
-            .collect(),
+            .collect::<Vec<_>>()
+            .into(),
         looped: true,
     })
 }
 
 fn dc(value: f32, frames: usize, looped: bool) -> Box<LayerAudio> {
     Box::new(LayerAudio {
-        frames: vec![[value, value]; frames],
+        frames: vec![[value, value]; frames].into(),
         looped,
     })
 }
@@ -192,7 +193,8 @@ fn replace_crossfades_without_a_click() {
                 let v = 0.4 * (2.0 * PI * 330.0 * i as f32 / SR as f32 + 2.0).cos();
                 [v, v]
             })
-            .collect(),
+            .collect::<Vec<_>>()
+            .into(),
         looped: true,
     });
     h.send(Command::Replace {

@@ -36,7 +36,7 @@ fn status_profile_bpm_key_and_raw() {
         status.contains("transport  126.0 BPM  4/4  A minor  stopped"),
         "{status}"
     );
-    assert!(status.contains("audio      none (disabled)"), "{status}");
+    assert!(status.contains("audio      none off"), "{status}");
     assert!(
         status
             .lines()

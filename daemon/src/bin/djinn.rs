@@ -214,10 +214,14 @@ fn show_status(s: &Value) {
     println!("{:<11}{}", "transport", transport_line(&s["transport"]));
     let audio = &s["audio"];
     println!(
-        "{:<11}{} ({}): {}",
+        "{:<11}{} {} ({} Hz, {} frames, {} layers, {} xruns): {}",
         "audio",
-        text(&audio["backend"]),
+        text(&audio["driver"]),
         text(&audio["state"]),
+        text(&audio["sample_rate"]),
+        text(&audio["period"]),
+        text(&audio["layers"]),
+        text(&audio["xruns"]),
         text(&audio["reason"])
     );
     let control = &s["control"];

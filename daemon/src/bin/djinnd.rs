@@ -5,6 +5,12 @@ use djinn_daemon::Daemon;
 use djinn_daemon::config::{ConfigLoader, Flags};
 use tokio::signal::unix::{SignalKind, signal};
 
+// Debug builds abort the moment the audio callback allocates (see the realtime rules in
+// the design notes); release builds use the system allocator untouched.
+#[cfg(debug_assertions)]
+#[global_allocator]
+static ALLOCATOR: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+
 fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
     let loader = ConfigLoader::new(flags);

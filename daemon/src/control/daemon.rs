@@ -8,6 +8,7 @@ use super::unavailable;
 use crate::Shared;
 use crate::config::AudioBackend;
 use crate::rpc::{Params, RpcError};
+use djinn_actors::audio::AudioStatus;
 use djinn_actors::transport::GetTransport;
 
 pub fn ping(params: &Params) -> Result<Value, RpcError> {
@@ -24,22 +25,19 @@ pub async fn status(shared: &Shared, params: &Params) -> Result<Value, RpcError>
         .await
         .map_err(|e| unavailable("transport", e))?
         .0;
-    let backend = config.audio.backend;
-    let audio = json!({
-        "backend": match backend {
-            Some(AudioBackend::Jack) => "jack",
-            Some(AudioBackend::Offline) => "offline",
-            Some(AudioBackend::None) => "none",
-            None => "auto",
-        },
-        "jack_name": config.audio.jack_name,
-        "state": if backend == Some(AudioBackend::None) { "disabled" } else { "stopped" },
-        "reason": if backend == Some(AudioBackend::None) {
-            "audio is off (--audio none)"
-        } else {
-            "this build has no realtime engine yet; no audio is produced"
-        },
+    let report = shared
+        .audio
+        .ask(AudioStatus)
+        .await
+        .map_err(|e| unavailable("audio", e))?;
+    let mut audio = json!(report);
+    audio["backend"] = json!(match config.audio.backend {
+        Some(AudioBackend::Jack) => "jack",
+        Some(AudioBackend::Offline) => "offline",
+        Some(AudioBackend::None) => "none",
+        None => "auto",
     });
+    audio["jack_name"] = json!(config.audio.jack_name);
     let actors: serde_json::Map<String, Value> = shared
         .health
         .snapshot()

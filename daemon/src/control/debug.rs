@@ -27,7 +27,7 @@ pub async fn panic(shared: &Shared, params: &Params) -> Result<Value, RpcError> 
         other => {
             return Err(RpcError::invalid_param(
                 "actor",
-                format!("no actor named {other:?}; expected transport or profiles"),
+                format!("no actor named {other:?}; expected transport, profiles or audio"),
             ));
         }
     };

@@ -8,6 +8,8 @@
 
 mod daemon;
 mod debug;
+mod fx;
+mod layer;
 mod profile;
 mod transport;
 
@@ -180,7 +182,7 @@ async fn dispatch(
     shared: &Shared,
     method: &str,
     params: &Params,
-    _payload: &[Bytes],
+    payload: &[Bytes],
 ) -> Result<Value, RpcError> {
     if shared.shutdown.is_triggered() {
         return Err(RpcError::new(
@@ -197,6 +199,15 @@ async fn dispatch(
         "profile.set" => profile::set(shared, params).await,
         "transport.get" => transport::get(shared, params).await,
         "transport.set" => transport::set(shared, params).await,
+        "transport.start" => transport::roll(shared, params, true).await,
+        "transport.stop" => transport::roll(shared, params, false).await,
+        "layer.add" => layer::add(shared, params, payload).await,
+        "layer.replace" => layer::replace(shared, params, payload).await,
+        "layer.remove" => layer::remove(shared, params).await,
+        "layer.set" => layer::set(shared, params).await,
+        "layer.list" => layer::list(shared, params).await,
+        "fx.get" => fx::get(shared, params).await,
+        "fx.set" => fx::set(shared, params).await,
         "debug.panic" if shared.config().debug.fault_injection => {
             debug::panic(shared, params).await
         }

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use super::{ask_error, unavailable};
 use crate::Shared;
 use crate::rpc::{Params, RpcError};
+use djinn_actors::audio::SetRolling;
 use djinn_actors::transport::{GetTransport, SetTransport};
 use djinn_engine::music::{Meter, Scale};
 use djinn_engine::transport::{Transport, TransportChange};
@@ -63,4 +64,15 @@ pub async fn set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
         .await
         .map_err(|e| ask_error("transport", e, |e| RpcError::invalid_param(e.field(), e)))?;
     Ok(describe(&transport))
+}
+
+/// `transport.start` and `transport.stop`.
+pub async fn roll(shared: &Shared, params: &Params, rolling: bool) -> Result<Value, RpcError> {
+    params.only(&[])?;
+    shared
+        .audio
+        .ask(SetRolling(rolling))
+        .await
+        .map_err(|e| ask_error("audio", e, |e| RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())))?;
+    Ok(json!({ "rolling": rolling }))
 }

@@ -85,9 +85,13 @@ pub enum Quantize {
 }
 
 /// Audio for one layer: stereo frames at the processor's rate.
+///
+/// The frames are shared so the audio actor can keep a reference to relaunch a layer after
+/// the JACK server comes back; the processor still hands every `LayerAudio` back to be
+/// dropped outside the callback, so the callback never frees the last reference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerAudio {
-    pub frames: Vec<[f32; 2]>,
+    pub frames: Arc<[[f32; 2]]>,
     /// Loops forever when true; plays once and ends when false.
     pub looped: bool,
 }

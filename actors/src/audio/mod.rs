@@ -1,0 +1,727 @@
+//! The audio actor: owns the mixer's handle and the driver that runs the mixer (JACK, the
+//! offline driver, or none), keeps the table of layers, and turns the mixer's notifications
+//! into events.
+//!
+//! Buffers come back from the mixer in notifications and are dropped here, off the realtime
+//! thread. When the JACK server goes away the actor reports it, retries every second, and
+//! on its return starts a fresh mixer with the same layers, effects and connections.
+
+mod jack;
+mod offline;
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use djinn_engine::dsp::{FilterMode, gain_to_db};
+use djinn_engine::mix::{
+    Command, FilterSettings, Group, LayerAudio, LayerId, LayerParams, MasterFx, MixerHandle,
+    Notification, Processor, Quantize, Refusal,
+};
+use djinn_engine::transport::Transport;
+use kameo::Reply;
+use kameo::actor::{Actor, ActorRef, WeakActorRef};
+use kameo::error::{ActorStopReason, Infallible, PanicError};
+use kameo::message::{Context, Message};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+pub use self::jack::JackStats;
+use self::jack::JackDriver;
+use self::offline::OfflineDriver;
+use crate::supervisor::Health;
+use crate::transport::{SyncPosition, TransportActor};
+
+/// The audio actor's name in health reports and `daemon.status`.
+pub const NAME: &str = "audio";
+/// Sample rate of the offline driver.
+pub const OFFLINE_RATE: u32 = 48_000;
+/// Period of the offline driver, frames.
+pub const OFFLINE_PERIOD: usize = 256;
+/// How often the actor drains notifications.
+const TICK: Duration = Duration::from_millis(10);
+/// How often a lost JACK server is looked for.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+/// Which driver to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// JACK when a server runs, the offline driver otherwise.
+    Auto,
+    Jack,
+    Offline,
+    None,
+}
+
+/// What the audio actor starts (and restarts) from.
+#[derive(Clone)]
+pub struct AudioArgs {
+    pub backend: Backend,
+    pub jack_name: String,
+    /// Ports out_L/out_R connect to; empty: the first physical playback ports.
+    pub connect: Vec<String>,
+    /// Where the offline driver writes.
+    pub recordings: PathBuf,
+    /// Offline driver without realtime pacing.
+    pub fast: bool,
+    pub fx: MasterFx,
+    pub transport: ActorRef<TransportActor>,
+    pub transport_watch: watch::Receiver<Transport>,
+    pub health: Health,
+}
+
+enum Driver {
+    Jack(JackDriver),
+    Offline(OfflineDriver),
+    /// JACK was asked for (or was running) and is not reachable now.
+    WaitingForJack { since: std::time::Instant, last_try: std::time::Instant },
+    Off,
+}
+
+/// One layer as the actor knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerInfo {
+    pub id: LayerId,
+    pub group: Group,
+    /// Where the audio came from: a path, `frames`, a buffer id.
+    pub source: String,
+    pub frames: usize,
+    pub seconds: f64,
+    #[serde(rename = "loop")]
+    pub looped: bool,
+    pub params: LayerParams,
+    /// pending (waiting for its beat), playing, or stopping.
+    pub state: &'static str,
+    /// Transport frame of its first sample, once started.
+    pub started_frame: Option<u64>,
+    #[serde(skip)]
+    audio: Arc<[[f32; 2]]>,
+}
+
+/// The owner of the mixer.
+pub struct AudioActor {
+    args: AudioArgs,
+    handle: Option<MixerHandle>,
+    driver: Driver,
+    layers: BTreeMap<LayerId, LayerInfo>,
+    next_id: LayerId,
+    fx: MasterFx,
+    sample_rate: u32,
+    period: usize,
+    last_xruns: u64,
+    reason: String,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl AudioActor {
+    /// Builds a processor at the driver's rate, seeded with the transport and effects, and
+    /// with every known layer relaunched.
+    fn processor(&mut self, sample_rate: u32, period: usize) -> Processor {
+        let transport = self.args.transport_watch.borrow().clone();
+        let (processor, mut handle) = Processor::new(sample_rate, period, transport);
+        let _ = handle.send(Command::SetFx(self.fx));
+        for layer in self.layers.values_mut() {
+            let audio = Box::new(LayerAudio {
+                frames: layer.audio.clone(),
+                looped: layer.looped,
+            });
+            let _ = handle.send(Command::Launch {
+                id: layer.id,
+                audio,
+                group: layer.group,
+                params: layer.params,
+                at: Quantize::Now,
+            });
+            layer.state = "pending";
+        }
+        self.handle = Some(handle);
+        self.sample_rate = sample_rate;
+        self.period = period;
+        processor
+    }
+
+    fn start_jack(&mut self) -> Result<(), String> {
+        let server = jack::connect(&self.args.jack_name).map_err(|e| e.to_string())?;
+        let (rate, period) = (server.sample_rate, server.period);
+        let processor = self.processor(rate, period.max(1));
+        let driver = server
+            .start(processor, &self.args.connect)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(client = %driver.name, rate, period, "playing through JACK");
+        self.reason = format!("JACK client {} at {rate} Hz, {period} frames", driver.name);
+        self.driver = Driver::Jack(driver);
+        Ok(())
+    }
+
+    fn start_offline(&mut self) {
+        let processor = self.processor(OFFLINE_RATE, OFFLINE_PERIOD);
+        match OfflineDriver::start(processor, self.args.recordings.clone(), OFFLINE_PERIOD, self.args.fast) {
+            Ok(driver) => {
+                self.reason = format!(
+                    "no JACK server: writing the master to {}{}",
+                    self.args.recordings.display(),
+                    if self.args.fast { " as fast as possible" } else { "" }
+                );
+                self.driver = Driver::Offline(driver);
+            }
+            Err(e) => {
+                self.reason = format!("offline driver failed: {e}");
+                tracing::error!(error = %e, "offline driver failed");
+                self.driver = Driver::Off;
+            }
+        }
+    }
+
+    fn events(&self) -> &crate::events::EventSink {
+        self.args.health.events()
+    }
+
+    /// Drains notifications, drops retired buffers, publishes events, watches JACK.
+    fn tick(&mut self) {
+        let mut position = None;
+        while let Some(note) = self.handle.as_mut().and_then(MixerHandle::poll) {
+            match note {
+                Notification::Started { id, frame } => {
+                    if let Some(layer) = self.layers.get_mut(&id) {
+                        layer.state = "playing";
+                        layer.started_frame = Some(frame);
+                    }
+                    self.events().publish("layer.started", json!({ "id": id, "frame": frame }));
+                }
+                Notification::Replaced { id, frame } => {
+                    self.events().publish("layer.replaced", json!({ "id": id, "frame": frame }));
+                }
+                Notification::Ended { id, frame } => {
+                    self.layers.remove(&id);
+                    self.events().publish("layer.ended", json!({ "id": id, "frame": frame }));
+                }
+                Notification::Retired(audio) => drop(audio),
+                Notification::Refused { id, audio, reason } => {
+                    drop(audio);
+                    if reason == Refusal::NoFreeSlot {
+                        self.layers.remove(&id);
+                    }
+                    tracing::warn!(id, ?reason, "mixer refused a layer command");
+                }
+                Notification::Position { frame, beats, rolling, .. } => {
+                    position = Some((frame, beats, rolling));
+                }
+                Notification::Meter { peak, rms } => {
+                    let names = ["master", "drums", "bass", "music", "voice"];
+                    let outputs: serde_json::Map<String, serde_json::Value> = names
+                        .iter()
+                        .zip(peak.iter().zip(&rms))
+                        .map(|(name, (p, r))| {
+                            let db = |v: f32| (gain_to_db(v) * 10.0).round() / 10.0;
+                            (
+                                (*name).to_owned(),
+                                json!({ "peak_db": [db(p[0]), db(p[1])], "rms_db": [db(r[0]), db(r[1])] }),
+                            )
+                        })
+                        .collect();
+                    self.events().publish("meter", serde_json::Value::Object(outputs));
+                }
+            }
+        }
+        if let Some((frame, beats, rolling)) = position {
+            let sync = SyncPosition {
+                frame,
+                beats,
+                rolling,
+                sample_rate: self.sample_rate,
+            };
+            let transport = self.args.transport.clone();
+            tokio::spawn(async move {
+                let _ = transport.tell(sync).await;
+            });
+        }
+        self.watch_jack();
+    }
+
+    fn watch_jack(&mut self) {
+        let now = std::time::Instant::now();
+        match &self.driver {
+            Driver::Jack(driver) => {
+                let xruns = driver.stats.xruns.load(Ordering::Relaxed);
+                if xruns > self.last_xruns {
+                    self.events().publish(
+                        "xrun",
+                        json!({ "count": xruns - self.last_xruns, "total": xruns }),
+                    );
+                    self.last_xruns = xruns;
+                }
+                if driver.stats.server_gone.load(Ordering::Relaxed) {
+                    tracing::error!("the JACK server went away; retrying every second");
+                    self.events().publish("health", json!({ "kind": "jack_lost" }));
+                    self.reason = "the JACK server went away; retrying every second".into();
+                    self.handle = None;
+                    // Drop the dead client in its own thread: closing it may block.
+                    let old = std::mem::replace(
+                        &mut self.driver,
+                        Driver::WaitingForJack { since: now, last_try: now },
+                    );
+                    std::thread::spawn(move || drop(old));
+                }
+            }
+            Driver::WaitingForJack { since, last_try } if now.duration_since(*last_try) >= RECONNECT_EVERY => {
+                let since = *since;
+                match self.start_jack() {
+                    Ok(()) => {
+                        self.last_xruns = 0;
+                        tracing::info!(after_s = since.elapsed().as_secs_f32(), "JACK is back");
+                        self.events().publish(
+                            "health",
+                            json!({ "kind": "jack_restored", "after_s": since.elapsed().as_secs_f64() }),
+                        );
+                    }
+                    Err(_) => self.driver = Driver::WaitingForJack { since, last_try: now },
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn send(&mut self, command: Command) -> Result<(), AudioError> {
+        let handle = self.handle.as_mut().ok_or_else(|| AudioError::Off(self.reason.clone()))?;
+        handle.send(command).map_err(|_| AudioError::QueueFull)
+    }
+}
+
+impl Actor for AudioActor {
+    type Args = AudioArgs;
+    type Error = Infallible;
+
+    fn name() -> &'static str {
+        NAME
+    }
+
+    async fn on_start(args: Self::Args, actor_ref: ActorRef<Self>) -> Result<Self, Self::Error> {
+        let now = std::time::Instant::now();
+        let mut actor = AudioActor {
+            fx: args.fx,
+            args,
+            handle: None,
+            driver: Driver::Off,
+            layers: BTreeMap::new(),
+            next_id: 1,
+            sample_rate: OFFLINE_RATE,
+            period: OFFLINE_PERIOD,
+            last_xruns: 0,
+            reason: "audio is off (--audio none)".into(),
+            ticker: None,
+        };
+        match actor.args.backend {
+            Backend::None => {}
+            Backend::Offline => actor.start_offline(),
+            Backend::Jack => {
+                if let Err(e) = actor.start_jack() {
+                    tracing::warn!(error = %e, "no JACK server yet; retrying every second");
+                    actor.reason = format!("waiting for a JACK server ({e})");
+                    actor.driver = Driver::WaitingForJack { since: now, last_try: now };
+                }
+            }
+            Backend::Auto => {
+                if let Err(e) = actor.start_jack() {
+                    tracing::info!(error = %e, "no JACK server: using the offline driver");
+                    actor.start_offline();
+                }
+            }
+        }
+        // The transport rolls as soon as there is a mixer; transport.stop pauses it.
+        if actor.handle.is_some() && actor.send(Command::SetRolling(true)).is_err() {
+            tracing::warn!("could not start the transport");
+        }
+        let weak = actor_ref.downgrade();
+        actor.ticker = Some(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                interval.tick().await;
+                let Some(actor) = weak.upgrade() else { break };
+                if actor.tell(Tick).await.is_err() && !actor.is_alive() {
+                    break;
+                }
+            }
+        }));
+        let mut transport = actor.args.transport_watch.clone();
+        let weak = actor_ref.downgrade();
+        tokio::spawn(async move {
+            while transport.changed().await.is_ok() {
+                let (tempo, meter) = {
+                    let t = transport.borrow_and_update();
+                    (t.tempo, t.meter)
+                };
+                let Some(actor) = weak.upgrade() else { break };
+                let _ = actor.tell(FollowTransport { tempo, meter }).await;
+            }
+        });
+        actor.args.health.started(NAME);
+        Ok(actor)
+    }
+
+    async fn on_panic(
+        &mut self,
+        _: WeakActorRef<Self>,
+        err: PanicError,
+    ) -> Result<ControlFlow<ActorStopReason>, Self::Error> {
+        self.args.health.panicked(NAME, &err);
+        Ok(ControlFlow::Break(ActorStopReason::Panicked(err)))
+    }
+
+    async fn on_stop(&mut self, _: WeakActorRef<Self>, _: ActorStopReason) -> Result<(), Self::Error> {
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
+        // Closing a JACK client or joining the offline thread blocks briefly.
+        let driver = std::mem::replace(&mut self.driver, Driver::Off);
+        let _ = tokio::task::spawn_blocking(move || drop(driver)).await;
+        Ok(())
+    }
+}
+
+/// Why an audio request was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AudioError {
+    /// No driver runs.
+    #[error("audio is not running: {0}")]
+    Off(String),
+    /// No layer with that id.
+    #[error("no layer {0}")]
+    UnknownLayer(LayerId),
+    /// All slots are taken.
+    #[error("all {} layer slots are in use; remove one first", djinn_engine::mix::MAX_LAYERS)]
+    NoFreeSlot,
+    /// The command queue to the mixer is full.
+    #[error("the mixer's command queue is full; retry shortly")]
+    QueueFull,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tick;
+
+impl Message<Tick> for AudioActor {
+    type Reply = ();
+
+    async fn handle(&mut self, _: Tick, _: &mut Context<Self, Self::Reply>) {
+        self.tick();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FollowTransport {
+    tempo: f64,
+    meter: djinn_engine::music::Meter,
+}
+
+impl Message<FollowTransport> for AudioActor {
+    type Reply = ();
+
+    async fn handle(&mut self, msg: FollowTransport, _: &mut Context<Self, Self::Reply>) {
+        if let Some(handle) = self.handle.as_mut() {
+            let _ = handle.send(Command::SetTempo(msg.tempo));
+            let _ = handle.send(Command::SetMeter(msg.meter));
+        }
+    }
+}
+
+/// Adds a layer.
+#[derive(Debug, Clone)]
+pub struct AddLayer {
+    pub frames: Arc<[[f32; 2]]>,
+    pub looped: bool,
+    pub group: Group,
+    pub params: LayerParams,
+    pub at: Quantize,
+    pub source: String,
+}
+
+impl Message<AddLayer> for AudioActor {
+    type Reply = Result<LayerInfo, AudioError>;
+
+    async fn handle(&mut self, msg: AddLayer, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        if self.layers.len() >= djinn_engine::mix::MAX_LAYERS {
+            return Err(AudioError::NoFreeSlot);
+        }
+        let id = self.next_id;
+        let audio = Box::new(LayerAudio {
+            frames: msg.frames.clone(),
+            looped: msg.looped,
+        });
+        self.send(Command::Launch {
+            id,
+            audio,
+            group: msg.group,
+            params: msg.params,
+            at: msg.at,
+        })?;
+        self.next_id += 1;
+        let info = LayerInfo {
+            id,
+            group: msg.group,
+            source: msg.source,
+            frames: msg.frames.len(),
+            seconds: msg.frames.len() as f64 / f64::from(self.sample_rate),
+            looped: msg.looped,
+            params: msg.params,
+            state: "pending",
+            started_frame: None,
+            audio: msg.frames,
+        };
+        self.layers.insert(id, info.clone());
+        Ok(info)
+    }
+}
+
+/// Replaces a layer's audio with a crossfade.
+#[derive(Debug, Clone)]
+pub struct ReplaceLayer {
+    pub id: LayerId,
+    pub frames: Arc<[[f32; 2]]>,
+    pub at: Quantize,
+    pub crossfade_beats: f32,
+    pub source: String,
+}
+
+impl Message<ReplaceLayer> for AudioActor {
+    type Reply = Result<LayerInfo, AudioError>;
+
+    async fn handle(&mut self, msg: ReplaceLayer, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        let looped = self.layers.get(&msg.id).ok_or(AudioError::UnknownLayer(msg.id))?.looped;
+        let audio = Box::new(LayerAudio {
+            frames: msg.frames.clone(),
+            looped,
+        });
+        self.send(Command::Replace {
+            id: msg.id,
+            audio,
+            at: msg.at,
+            crossfade_beats: msg.crossfade_beats,
+        })?;
+        let rate = f64::from(self.sample_rate);
+        let layer = self.layers.get_mut(&msg.id).ok_or(AudioError::UnknownLayer(msg.id))?;
+        layer.frames = msg.frames.len();
+        layer.seconds = msg.frames.len() as f64 / rate;
+        layer.source = msg.source;
+        layer.audio = msg.frames;
+        Ok(layer.clone())
+    }
+}
+
+/// Stops and removes a layer.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoveLayer {
+    pub id: LayerId,
+    pub at: Quantize,
+}
+
+impl Message<RemoveLayer> for AudioActor {
+    type Reply = Result<LayerInfo, AudioError>;
+
+    async fn handle(&mut self, msg: RemoveLayer, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        if !self.layers.contains_key(&msg.id) {
+            return Err(AudioError::UnknownLayer(msg.id));
+        }
+        self.send(Command::Remove { id: msg.id, at: msg.at })?;
+        let layer = self.layers.get_mut(&msg.id).ok_or(AudioError::UnknownLayer(msg.id))?;
+        layer.state = "stopping";
+        Ok(layer.clone())
+    }
+}
+
+/// Changes some of a layer's mix settings; `None` keeps a setting.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerPatch {
+    pub gain: Option<f32>,
+    pub pan: Option<f32>,
+    pub mute: Option<bool>,
+    pub solo: Option<bool>,
+    pub filter: Option<FilterMode>,
+    pub cutoff_hz: Option<f32>,
+    pub resonance: Option<f32>,
+    pub reverb_send: Option<f32>,
+    pub delay_send: Option<f32>,
+}
+
+impl LayerPatch {
+    /// These changes applied to `params`.
+    pub fn apply(&self, mut params: LayerParams) -> LayerParams {
+        let f: &mut FilterSettings = &mut params.filter;
+        if let Some(mode) = self.filter {
+            f.mode = mode;
+        }
+        if let Some(cutoff) = self.cutoff_hz {
+            f.cutoff_hz = cutoff;
+        }
+        if let Some(resonance) = self.resonance {
+            f.resonance = resonance;
+        }
+        params.gain = self.gain.unwrap_or(params.gain);
+        params.pan = self.pan.unwrap_or(params.pan);
+        params.mute = self.mute.unwrap_or(params.mute);
+        params.solo = self.solo.unwrap_or(params.solo);
+        params.reverb_send = self.reverb_send.unwrap_or(params.reverb_send);
+        params.delay_send = self.delay_send.unwrap_or(params.delay_send);
+        params
+    }
+}
+
+/// Applies a [`LayerPatch`] to a layer.
+#[derive(Debug, Clone, Copy)]
+pub struct SetLayer {
+    pub id: LayerId,
+    pub patch: LayerPatch,
+}
+
+impl Message<SetLayer> for AudioActor {
+    type Reply = Result<LayerInfo, AudioError>;
+
+    async fn handle(&mut self, msg: SetLayer, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        let params = self
+            .layers
+            .get(&msg.id)
+            .map(|l| msg.patch.apply(l.params))
+            .ok_or(AudioError::UnknownLayer(msg.id))?;
+        self.send(Command::Set { id: msg.id, params })?;
+        let layer = self.layers.get_mut(&msg.id).ok_or(AudioError::UnknownLayer(msg.id))?;
+        layer.params = params;
+        Ok(layer.clone())
+    }
+}
+
+/// Lists the layers.
+#[derive(Debug, Clone, Copy)]
+pub struct ListLayers;
+
+/// The layers, in id order.
+#[derive(Debug, Clone, Serialize, Reply)]
+pub struct LayerList(pub Vec<LayerInfo>);
+
+impl Message<ListLayers> for AudioActor {
+    type Reply = LayerList;
+
+    async fn handle(&mut self, _: ListLayers, _: &mut Context<Self, Self::Reply>) -> LayerList {
+        LayerList(self.layers.values().cloned().collect())
+    }
+}
+
+/// Reads the master effects.
+#[derive(Debug, Clone, Copy)]
+pub struct GetFx;
+
+/// Master effect settings.
+#[derive(Debug, Clone, Copy, Serialize, Reply)]
+pub struct FxSettings(pub MasterFx);
+
+impl Message<GetFx> for AudioActor {
+    type Reply = FxSettings;
+
+    async fn handle(&mut self, _: GetFx, _: &mut Context<Self, Self::Reply>) -> FxSettings {
+        FxSettings(self.fx)
+    }
+}
+
+/// Sets the master effects (the control layer merges partial changes first).
+#[derive(Debug, Clone, Copy)]
+pub struct SetFx(pub MasterFx);
+
+impl Message<SetFx> for AudioActor {
+    type Reply = Result<FxSettings, AudioError>;
+
+    async fn handle(&mut self, msg: SetFx, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        let fx = msg.0.clamped();
+        if self.handle.is_some() {
+            self.send(Command::SetFx(fx))?;
+        }
+        self.fx = fx;
+        Ok(FxSettings(fx))
+    }
+}
+
+/// Starts or stops the transport.
+#[derive(Debug, Clone, Copy)]
+pub struct SetRolling(pub bool);
+
+impl Message<SetRolling> for AudioActor {
+    type Reply = Result<(), AudioError>;
+
+    async fn handle(&mut self, msg: SetRolling, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        self.send(Command::SetRolling(msg.0))?;
+        let topic = if msg.0 { "transport.started" } else { "transport.stopped" };
+        self.events().publish(topic, json!({}));
+        Ok(())
+    }
+}
+
+/// Asks for the audio section of `daemon.status`.
+#[derive(Debug, Clone, Copy)]
+pub struct AudioStatus;
+
+/// The audio section of `daemon.status`.
+#[derive(Debug, Clone, Serialize, Reply)]
+pub struct AudioReport {
+    /// jack, offline, waiting (for JACK) or off.
+    pub driver: &'static str,
+    pub state: &'static str,
+    pub reason: String,
+    pub sample_rate: u32,
+    pub period: usize,
+    pub layers: usize,
+    pub recording: Option<PathBuf>,
+    pub xruns: u64,
+    pub dsp_load: Option<f32>,
+    pub longest_callback_us: Option<u64>,
+    pub latency_frames: usize,
+    pub commands_dropped: u64,
+    pub notifications_dropped: u64,
+}
+
+impl Message<AudioStatus> for AudioActor {
+    type Reply = AudioReport;
+
+    async fn handle(&mut self, _: AudioStatus, _: &mut Context<Self, Self::Reply>) -> AudioReport {
+        let stats = self.handle.as_ref().map(|h| h.stats().clone());
+        let load = |f: fn(&djinn_engine::mix::MixerStats) -> &std::sync::atomic::AtomicU64| {
+            stats.as_ref().map_or(0, |s| f(s).load(Ordering::Relaxed))
+        };
+        let (driver, state, recording, xruns, dsp_load, longest) = match &self.driver {
+            Driver::Jack(d) => (
+                "jack",
+                "running",
+                None,
+                d.stats.xruns.load(Ordering::Relaxed),
+                Some(d.dsp_load()),
+                Some(d.stats.longest_callback_us.load(Ordering::Relaxed)),
+            ),
+            Driver::Offline(d) => ("offline", "running", d.recording.borrow().clone(), 0, None, None),
+            Driver::WaitingForJack { .. } => ("jack", "waiting", None, 0, None, None),
+            Driver::Off => ("none", "off", None, 0, None, None),
+        };
+        AudioReport {
+            driver,
+            state,
+            reason: self.reason.clone(),
+            sample_rate: self.sample_rate,
+            period: self.period,
+            layers: self.layers.len(),
+            recording,
+            xruns,
+            dsp_load,
+            longest_callback_us: longest,
+            latency_frames: (djinn_engine::dsp::LIMITER_LOOKAHEAD_S * self.sample_rate as f32) as usize,
+            commands_dropped: load(|s| &s.commands_dropped),
+            notifications_dropped: load(|s| &s.notifications_dropped),
+        }
+    }
+}
+
+impl Message<crate::InjectPanic> for AudioActor {
+    type Reply = ();
+
+    async fn handle(&mut self, _: crate::InjectPanic, _: &mut Context<Self, Self::Reply>) {
+        panic!("fault injection: audio actor told to panic");
+    }
+}

@@ -1,0 +1,164 @@
+//! The offline driver: the mixer run by a plain thread when there is no JACK server.
+//!
+//! It renders periods at realtime pace (or as fast as it can with `fast`) and writes the
+//! master output to 32-bit float WAV files in a directory, starting a new file after every
+//! hour of audio. It is the embedded default that lets djinnd play on a machine with no
+//! sound card.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use djinn_engine::mix::{GROUPS, Outputs, Processor};
+use tokio::sync::watch;
+
+/// Frames of audio per file before a new one starts.
+pub fn rotate_after(sample_rate: u32) -> u64 {
+    u64::from(sample_rate) * 3600
+}
+
+/// A running offline driver; dropping it stops the thread and closes the file.
+pub struct OfflineDriver {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// The file being written now.
+    pub recording: watch::Receiver<Option<PathBuf>>,
+}
+
+impl OfflineDriver {
+    /// Starts rendering `processor` into files under `dir`.
+    pub fn start(
+        processor: Processor,
+        dir: PathBuf,
+        period: usize,
+        fast: bool,
+    ) -> std::io::Result<OfflineDriver> {
+        std::fs::create_dir_all(&dir)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (recording_tx, recording) = watch::channel(None);
+        let thread = std::thread::Builder::new()
+            .name("djinn-offline".into())
+            .spawn({
+                let stop = stop.clone();
+                move || run(processor, &dir, period, fast, &stop, &recording_tx)
+            })?;
+        Ok(OfflineDriver {
+            stop,
+            thread: Some(thread),
+            recording,
+        })
+    }
+}
+
+impl Drop for OfflineDriver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type Writer = hound::WavWriter<std::io::BufWriter<std::fs::File>>;
+
+fn open(dir: &Path, sample_rate: u32) -> Option<(Writer, PathBuf)> {
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace(':', "-");
+    let path = dir.join(format!("djinn-{stamp}.wav"));
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    match hound::WavWriter::create(&path, spec) {
+        Ok(writer) => {
+            tracing::info!(path = %path.display(), "offline driver writing");
+            Some((writer, path))
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot write the offline recording");
+            None
+        }
+    }
+}
+
+fn run(
+    mut processor: Processor,
+    dir: &Path,
+    period: usize,
+    fast: bool,
+    stop: &AtomicBool,
+    recording: &watch::Sender<Option<PathBuf>>,
+) {
+    let sample_rate = processor.sample_rate();
+    let mut master = [vec![0.0f32; period], vec![0.0f32; period]];
+    let mut groups: [[Vec<f32>; 2]; GROUPS] =
+        std::array::from_fn(|_| [vec![0.0; period], vec![0.0; period]]);
+    let mut file = open(dir, sample_rate);
+    recording.send_replace(file.as_ref().map(|(_, p)| p.clone()));
+    let mut in_file: u64 = 0;
+    let mut rendered: u64 = 0;
+    let mut since_flush: u64 = 0;
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        {
+            let [ml, mr] = &mut master;
+            let [g0, g1, g2, g3] = &mut groups;
+            let mut outputs = Outputs {
+                master: [ml.as_mut_slice(), mr.as_mut_slice()],
+                groups: [pair(g0), pair(g1), pair(g2), pair(g3)],
+            };
+            processor.process(&mut outputs);
+        }
+        if let Some((writer, _)) = &mut file {
+            let mut ok = true;
+            for (l, r) in master[0].iter().zip(&master[1]) {
+                ok &= writer.write_sample(*l).is_ok() && writer.write_sample(*r).is_ok();
+            }
+            if !ok {
+                tracing::error!("offline recording write failed; recording stops");
+                file = None;
+                recording.send_replace(None);
+            }
+        }
+        rendered += period as u64;
+        in_file += period as u64;
+        since_flush += period as u64;
+        if since_flush >= u64::from(sample_rate) {
+            // A flush rewrites the header, so the file is playable even if djinnd dies.
+            if let Some((writer, _)) = &mut file {
+                let _ = writer.flush();
+            }
+            since_flush = 0;
+        }
+        if in_file >= rotate_after(sample_rate) {
+            if let Some((writer, _)) = file.take() {
+                let _ = writer.finalize();
+            }
+            file = open(dir, sample_rate);
+            recording.send_replace(file.as_ref().map(|(_, p)| p.clone()));
+            in_file = 0;
+        }
+        if !fast {
+            let due = Duration::from_secs_f64(rendered as f64 / f64::from(sample_rate));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    if let Some((writer, path)) = file {
+        match writer.finalize() {
+            Ok(()) => tracing::info!(path = %path.display(), "offline recording closed"),
+            Err(e) => tracing::error!(error = %e, "offline recording not closed cleanly"),
+        }
+    }
+}
+
+fn pair(g: &mut [Vec<f32>; 2]) -> [&mut [f32]; 2] {
+    let [l, r] = g;
+    [l.as_mut_slice(), r.as_mut_slice()]
+}

@@ -1,0 +1,270 @@
+//! `layer.*`: add, replace, remove, list and set layers of the mix.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{ask_error, unavailable};
+use crate::Shared;
+use crate::rpc::{self, Params, RpcError};
+use djinn_actors::audio::{
+    AddLayer, AudioError, AudioStatus, LayerPatch, ListLayers, RemoveLayer, ReplaceLayer, SetLayer,
+};
+use djinn_actors::profiles::GetProfile;
+use djinn_engine::dsp::FilterMode;
+use djinn_engine::mix::{Group, LayerParams, Quantize};
+
+/// The mix-setting params every layer method reads.
+const MIX_PARAMS: [&str; 9] = [
+    "gain",
+    "pan",
+    "mute",
+    "solo",
+    "filter",
+    "cutoff_hz",
+    "resonance",
+    "reverb_send",
+    "delay_send",
+];
+
+fn audio_error(e: AudioError) -> RpcError {
+    match e {
+        AudioError::UnknownLayer(_) => RpcError {
+            code: rpc::NOT_FOUND,
+            message: e.to_string(),
+            data: Some(json!({ "field": "id" })),
+        },
+        AudioError::NoFreeSlot | AudioError::QueueFull => RpcError::new(rpc::BUSY, e.to_string()),
+        AudioError::Off(_) => RpcError::new(rpc::UNAVAILABLE, e.to_string()),
+    }
+}
+
+fn ranged(params: &Params, field: &str, lo: f64, hi: f64) -> Result<Option<f32>, RpcError> {
+    match params.opt_f64(field)? {
+        Some(v) if !(lo..=hi).contains(&v) => Err(RpcError::invalid_param(
+            field,
+            format!("{v} is out of range {lo} to {hi}"),
+        )),
+        v => Ok(v.map(|v| v as f32)),
+    }
+}
+
+/// Reads the mix settings present in `params`.
+fn patch(params: &Params) -> Result<LayerPatch, RpcError> {
+    let filter = params
+        .opt_str("filter")?
+        .map(|f| match f {
+            "off" => Ok(FilterMode::Off),
+            "lowpass" => Ok(FilterMode::LowPass),
+            "highpass" => Ok(FilterMode::HighPass),
+            "bandpass" => Ok(FilterMode::BandPass),
+            other => Err(RpcError::invalid_param(
+                "filter",
+                format!("{other:?} is not off, lowpass, highpass or bandpass"),
+            )),
+        })
+        .transpose()?;
+    Ok(LayerPatch {
+        gain: ranged(params, "gain", 0.0, 4.0)?,
+        pan: ranged(params, "pan", -1.0, 1.0)?,
+        mute: params.opt_bool("mute")?,
+        solo: params.opt_bool("solo")?,
+        filter,
+        cutoff_hz: ranged(params, "cutoff_hz", 20.0, 20_000.0)?,
+        resonance: ranged(params, "resonance", 0.0, 1.0)?,
+        reverb_send: ranged(params, "reverb_send", 0.0, 1.0)?,
+        delay_send: ranged(params, "delay_send", 0.0, 1.0)?,
+    })
+}
+
+fn id(params: &Params) -> Result<u64, RpcError> {
+    match params.opt_f64("id")? {
+        Some(id) if id >= 1.0 && id.fract() == 0.0 => Ok(id as u64),
+        Some(_) => Err(RpcError::invalid_param("id", "expected a layer id (a positive integer)")),
+        None => Err(RpcError::invalid_param("id", "is required")),
+    }
+}
+
+async fn quantize(shared: &Shared, params: &Params) -> Result<Quantize, RpcError> {
+    Ok(match params.opt_str("quantize")?.unwrap_or("bar") {
+        "now" => Quantize::Now,
+        "beat" => Quantize::Beat,
+        "bar" => Quantize::Bar,
+        "phrase" => {
+            let profile = shared
+                .profiles
+                .ask(GetProfile { name: None })
+                .await
+                .map_err(|e| unavailable("profiles", e))?;
+            Quantize::Phrase(profile.phrase_bars)
+        }
+        other => {
+            return Err(RpcError::invalid_param(
+                "quantize",
+                format!("{other:?} is not now, beat, bar or phrase"),
+            ));
+        }
+    })
+}
+
+/// The layer's audio from `path`, `buffer` or a payload frame, at the mixer's rate.
+async fn source(
+    shared: &Shared,
+    params: &Params,
+    payload: &[Bytes],
+) -> Result<(Arc<[[f32; 2]]>, String), RpcError> {
+    let rate = shared
+        .audio
+        .ask(AudioStatus)
+        .await
+        .map_err(|e| unavailable("audio", e))?
+        .sample_rate;
+    let path = params.opt_str("path")?;
+    let buffer = params.opt_str("buffer")?;
+    let given = usize::from(path.is_some()) + usize::from(buffer.is_some()) + usize::from(!payload.is_empty());
+    if given != 1 {
+        return Err(RpcError::invalid_param(
+            "path",
+            "give exactly one source: path, buffer, or interleaved f32 frames in a second frame",
+        ));
+    }
+    if let Some(path) = path {
+        let path = PathBuf::from(path);
+        let shown = path.display().to_string();
+        let frames = tokio::task::spawn_blocking(move || djinn_engine::decode::read_at(&path, rate))
+            .await
+            .map_err(RpcError::internal)?
+            .map_err(|e| RpcError::invalid_param("path", e))?;
+        return Ok((frames.into(), shown));
+    }
+    if let Some(buffer) = buffer {
+        return Err(RpcError {
+            code: rpc::NOT_FOUND,
+            message: format!("no generated buffer {buffer:?}"),
+            data: Some(json!({ "field": "buffer" })),
+        });
+    }
+    let channels = match params.opt_f64("channels")? {
+        None | Some(2.0) => 2,
+        Some(1.0) => 1,
+        Some(_) => return Err(RpcError::invalid_param("channels", "expected 1 or 2")),
+    };
+    let from = match params.opt_f64("rate")? {
+        None => rate,
+        Some(r) if (8_000.0..=384_000.0).contains(&r) => r as u32,
+        Some(_) => return Err(RpcError::invalid_param("rate", "expected 8000 to 384000 Hz")),
+    };
+    let bytes: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+    if bytes.len() % (4 * channels) != 0 || bytes.is_empty() {
+        return Err(RpcError::invalid_param(
+            "frames",
+            format!("the payload must be whole frames of {channels} little-endian f32 samples"),
+        ));
+    }
+    let samples: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let frames: Vec<[f32; 2]> = if channels == 1 {
+        samples.iter().map(|s| [*s, *s]).collect()
+    } else {
+        samples.chunks_exact(2).map(|f| [f[0], f[1]]).collect()
+    };
+    let frames = djinn_engine::decode::resample(&frames, from, rate)
+        .map_err(|e| RpcError::invalid_param("rate", e))?;
+    let shown = format!("frames ({} at {from} Hz)", frames.len());
+    Ok((frames.into(), shown))
+}
+
+pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<Value, RpcError> {
+    let mut known = vec!["path", "buffer", "channels", "rate", "quantize", "group", "loop"];
+    known.extend(MIX_PARAMS);
+    params.only(&known)?;
+    let group = match params.opt_str("group")?.unwrap_or("music") {
+        "drums" => Group::Drums,
+        "bass" => Group::Bass,
+        "music" => Group::Music,
+        "voice" => Group::Voice,
+        other => {
+            return Err(RpcError::invalid_param(
+                "group",
+                format!("{other:?} is not drums, bass, music or voice"),
+            ));
+        }
+    };
+    let params_patch = patch(params)?;
+    let at = quantize(shared, params).await?;
+    let looped = params.opt_bool("loop")?.unwrap_or(true);
+    let (frames, source) = source(shared, params, payload).await?;
+    let info = shared
+        .audio
+        .ask(AddLayer {
+            frames,
+            looped,
+            group,
+            params: params_patch.apply(LayerParams::default()),
+            at,
+            source,
+        })
+        .await
+        .map_err(|e| ask_error("audio", e, audio_error))?;
+    Ok(json!(info))
+}
+
+pub async fn replace(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<Value, RpcError> {
+    params.only(&["id", "path", "buffer", "channels", "rate", "quantize", "crossfade_beats"])?;
+    let id = id(params)?;
+    let at = quantize(shared, params).await?;
+    let crossfade_beats = ranged(params, "crossfade_beats", 0.0, 64.0)?.unwrap_or(1.0);
+    let (frames, source) = source(shared, params, payload).await?;
+    let info = shared
+        .audio
+        .ask(ReplaceLayer {
+            id,
+            frames,
+            at,
+            crossfade_beats,
+            source,
+        })
+        .await
+        .map_err(|e| ask_error("audio", e, audio_error))?;
+    Ok(json!(info))
+}
+
+pub async fn remove(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
+    params.only(&["id", "quantize"])?;
+    let id = id(params)?;
+    let at = quantize(shared, params).await?;
+    let info = shared
+        .audio
+        .ask(RemoveLayer { id, at })
+        .await
+        .map_err(|e| ask_error("audio", e, audio_error))?;
+    Ok(json!(info))
+}
+
+pub async fn set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
+    let mut known = vec!["id"];
+    known.extend(MIX_PARAMS);
+    params.only(&known)?;
+    let id = id(params)?;
+    let patch = patch(params)?;
+    let info = shared
+        .audio
+        .ask(SetLayer { id, patch })
+        .await
+        .map_err(|e| ask_error("audio", e, audio_error))?;
+    Ok(json!(info))
+}
+
+pub async fn list(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
+    params.only(&[])?;
+    let layers = shared
+        .audio
+        .ask(ListLayers)
+        .await
+        .map_err(|e| unavailable("audio", e))?;
+    Ok(json!({ "layers": layers.0 }))
+}
