@@ -150,7 +150,8 @@ impl Message<SyncPosition> for TransportActor {
     type Reply = ();
 
     async fn handle(&mut self, msg: SyncPosition, _: &mut Context<Self, Self::Reply>) {
-        self.transport.set_position(msg.frame, msg.beats, msg.rolling);
+        self.transport
+            .set_position(msg.frame, msg.beats, msg.rolling);
         self.transport.sample_rate = msg.sample_rate;
         self.published.send_replace(self.transport.clone());
     }

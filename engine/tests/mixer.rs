@@ -134,7 +134,7 @@ fn a_bar_quantized_launch_starts_on_the_bar_line_to_the_sample() {
     let onset = r.groups[0][0].iter().position(|s| *s != 0.0).unwrap() + 2560;
     assert_eq!(onset, 96_000);
     let started = r.notes.iter().find_map(|n| match n {
-        Notification::Started { id: 7, frame } => Some(*frame),
+        Notification::Started { id: 7, frame, .. } => Some(*frame),
         _ => None,
     });
     assert_eq!(started, Some(96_000));
@@ -167,7 +167,7 @@ fn beat_and_phrase_quantize_to_their_grid() {
         .notes
         .iter()
         .filter_map(|n| match n {
-            Notification::Started { id, frame } => Some((*id, *frame)),
+            Notification::Started { id, frame, .. } => Some((*id, *frame)),
             _ => None,
         })
         .collect();

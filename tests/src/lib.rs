@@ -82,6 +82,8 @@ pub struct Options {
     pub control: Option<String>,
     /// State directory instead of a fresh one.
     pub state_dir: Option<PathBuf>,
+    /// `--audio` (default `none`).
+    pub audio: Option<String>,
 }
 
 /// A running djinnd child process.
@@ -131,7 +133,7 @@ impl Djinnd {
             .arg("--state-dir")
             .arg(&state_dir)
             .arg("--audio")
-            .arg("none")
+            .arg(options.audio.as_deref().unwrap_or("none"))
             .args(&options.args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -236,6 +238,204 @@ fn read(path: &Path) -> String {
         let _ = file.read_to_string(&mut text);
     }
     text
+}
+
+/// JACK servers that may run at once for tests. JACK's shared registry holds only a few
+/// servers and keeps the entries of servers that died, so tests take one of a fixed set
+/// of names (an entry left by a crashed server is then reused, never piled up).
+const JACK_SLOTS: usize = 4;
+
+/// A claim on one server name, held through a lock file.
+struct Slot {
+    _lock: std::fs::File,
+    name: String,
+}
+
+impl Slot {
+    fn claim() -> Slot {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            for slot in 0..JACK_SLOTS {
+                let path = std::env::temp_dir().join(format!("djinn-test-jack-{slot}.lock"));
+                let Ok(file) = std::fs::File::create(&path) else {
+                    continue;
+                };
+                use std::os::fd::AsRawFd;
+                // SAFETY: flock on a file descriptor we own; released when the file closes.
+                let locked =
+                    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+                if locked {
+                    return Slot {
+                        _lock: file,
+                        name: format!("djinn-test-{slot}"),
+                    };
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no JACK test slot free for 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A private JACK server with the dummy driver, under a name no running test shares.
+pub struct Jackd {
+    child: Child,
+    pub name: String,
+    realtime: bool,
+    period: u32,
+    _slot: Slot,
+}
+
+impl Jackd {
+    /// Starts `jackd -n NAME -d dummy -r 48000 -p PERIOD`, realtime (`-R`) or not.
+    pub fn start(realtime: bool, period: u32) -> Jackd {
+        let slot = Slot::claim();
+        let name = slot.name.clone();
+        let child = Self::spawn(&name, realtime, period);
+        let mut jackd = Jackd {
+            child,
+            name,
+            realtime,
+            period,
+            _slot: slot,
+        };
+        jackd.wait_running();
+        jackd
+    }
+
+    fn spawn(name: &str, realtime: bool, period: u32) -> Child {
+        Command::new("jackd")
+            .args(["-n", name, if realtime { "-R" } else { "--no-realtime" }])
+            .args(["-d", "dummy", "-r", "48000", "-p", &period.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("jackd (make test installs jackd2)")
+    }
+
+    fn wait_running(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let out = Command::new("jack_wait")
+                .args(["-s", &self.name, "-c"])
+                .output();
+            // jack_wait -c exits 0 either way: read what it says.
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("running")) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("jackd {} exited: {status}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("jackd {} not running within 10 s", self.name);
+    }
+
+    /// Environment that points JACK clients at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("JACK_DEFAULT_SERVER".into(), self.name.clone()),
+            ("JACK_NO_START_SERVER".into(), "1".into()),
+        ]
+    }
+
+    /// Kills the server outright (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the server cleanly (SIGTERM), so it leaves nothing behind in JACK's shared
+    /// registry: a server killed outright keeps its slot, and JACK allows only a few.
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+    }
+
+    /// Starts the server again under the same name.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.name, self.realtime, self.period);
+        self.wait_running();
+    }
+
+    /// Port names, one per line (`jack_lsp`).
+    pub fn ports(&self) -> String {
+        let out = Command::new("jack_lsp")
+            .args(["-s", &self.name])
+            .output()
+            .expect("jack_lsp");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Records `ports` for `seconds` with jack_capture; returns one sample vector per port.
+    pub fn capture(&self, ports: &[&str], seconds: f32, dir: &Path) -> Vec<Vec<f32>> {
+        capture(&self.name, ports, seconds, dir)
+    }
+}
+
+/// Records `ports` of JACK server `server` for `seconds` with jack_capture into a file in
+/// `dir`; returns one sample vector per port.
+pub fn capture(server: &str, ports: &[&str], seconds: f32, dir: &Path) -> Vec<Vec<f32>> {
+    {
+        let path = dir.join(format!("capture-{}.wav", ports.join("+").replace(':', "_")));
+        let mut command = Command::new("jack_capture");
+        command
+            .env("JACK_DEFAULT_SERVER", server)
+            .env("JACK_NO_START_SERVER", "1")
+            .args(["--daemon", "-d", &seconds.to_string(), "-b", "32", "-c"])
+            .arg(ports.len().to_string());
+        for port in ports {
+            command.args(["--port", port]);
+        }
+        let out = command
+            .arg(&path)
+            .output()
+            .expect("jack_capture (make test installs it)");
+        assert!(
+            out.status.success() && path.exists(),
+            "jack_capture failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut reader = hound::WavReader::open(&path).expect("jack_capture wrote a WAV");
+        let spec = reader.spec();
+        let channels = usize::from(spec.channels);
+        let samples: Vec<f32> = match spec.sample_format {
+            hound::SampleFormat::Float => reader.samples::<f32>().map(Result::unwrap).collect(),
+            hound::SampleFormat::Int => {
+                let scale = 2f32.powi(i32::from(spec.bits_per_sample) - 1);
+                reader
+                    .samples::<i32>()
+                    .map(|s| s.unwrap() as f32 / scale)
+                    .collect()
+            }
+        };
+        (0..channels)
+            .map(|ch| samples.iter().skip(ch).step_by(channels).copied().collect())
+            .collect()
+    }
+}
+
+impl Drop for Jackd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Root mean square of a signal.
+pub fn rms(samples: &[f32]) -> f32 {
+    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
 }
 
 /// A loopback port nothing listens on right now.

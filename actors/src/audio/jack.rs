@@ -56,7 +56,9 @@ impl jack::ProcessHandler for Mixer {
         #[cfg(not(debug_assertions))]
         processor.process(&mut outputs);
         let took = client.time().saturating_sub(start);
-        self.stats.longest_callback_us.fetch_max(took, Ordering::Relaxed);
+        self.stats
+            .longest_callback_us
+            .fetch_max(took, Ordering::Relaxed);
         Control::Continue
     }
 }
@@ -92,7 +94,11 @@ pub fn connect(name: &str) -> Result<JackServer, jack::Error> {
 
 impl JackServer {
     /// Registers djinn's ports, starts the processor and connects the outputs.
-    pub fn start(self, processor: Processor, connect_to: &[String]) -> Result<JackDriver, jack::Error> {
+    pub fn start(
+        self,
+        processor: Processor,
+        connect_to: &[String],
+    ) -> Result<JackDriver, jack::Error> {
         let client = self.client;
         let out = |name: &str| client.register_port(name, AudioOut::default());
         let master = [out("out_L")?, out("out_R")?];
@@ -125,7 +131,11 @@ impl JackServer {
             },
             mixer,
         )?;
-        let driver = JackDriver { client, stats, name };
+        let driver = JackDriver {
+            client,
+            stats,
+            name,
+        };
         driver.connect_outputs(connect_to);
         Ok(driver)
     }

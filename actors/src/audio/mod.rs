@@ -30,8 +30,8 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-pub use self::jack::JackStats;
 use self::jack::JackDriver;
+pub use self::jack::JackStats;
 use self::offline::OfflineDriver;
 use crate::supervisor::Health;
 use crate::transport::{SyncPosition, TransportActor};
@@ -78,7 +78,10 @@ enum Driver {
     Jack(JackDriver),
     Offline(OfflineDriver),
     /// JACK was asked for (or was running) and is not reachable now.
-    WaitingForJack { since: std::time::Instant, last_try: std::time::Instant },
+    WaitingForJack {
+        since: std::time::Instant,
+        last_try: std::time::Instant,
+    },
     Off,
 }
 
@@ -114,6 +117,9 @@ pub struct AudioActor {
     period: usize,
     last_xruns: u64,
     reason: String,
+    /// Whether the transport should roll: true from the start, changed by transport.start
+    /// and transport.stop, and carried over to a new mixer after a reconnect.
+    rolling: bool,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -121,7 +127,8 @@ impl AudioActor {
     /// Builds a processor at the driver's rate, seeded with the transport and effects, and
     /// with every known layer relaunched.
     fn processor(&mut self, sample_rate: u32, period: usize) -> Processor {
-        let transport = self.args.transport_watch.borrow().clone();
+        let mut transport = self.args.transport_watch.borrow().clone();
+        transport.rolling = self.rolling;
         let (processor, mut handle) = Processor::new(sample_rate, period, transport);
         let _ = handle.send(Command::SetFx(self.fx));
         for layer in self.layers.values_mut() {
@@ -159,12 +166,21 @@ impl AudioActor {
 
     fn start_offline(&mut self) {
         let processor = self.processor(OFFLINE_RATE, OFFLINE_PERIOD);
-        match OfflineDriver::start(processor, self.args.recordings.clone(), OFFLINE_PERIOD, self.args.fast) {
+        match OfflineDriver::start(
+            processor,
+            self.args.recordings.clone(),
+            OFFLINE_PERIOD,
+            self.args.fast,
+        ) {
             Ok(driver) => {
                 self.reason = format!(
                     "no JACK server: writing the master to {}{}",
                     self.args.recordings.display(),
-                    if self.args.fast { " as fast as possible" } else { "" }
+                    if self.args.fast {
+                        " as fast as possible"
+                    } else {
+                        ""
+                    }
                 );
                 self.driver = Driver::Offline(driver);
             }
@@ -185,19 +201,24 @@ impl AudioActor {
         let mut position = None;
         while let Some(note) = self.handle.as_mut().and_then(MixerHandle::poll) {
             match note {
-                Notification::Started { id, frame } => {
+                Notification::Started { id, frame, beat } => {
                     if let Some(layer) = self.layers.get_mut(&id) {
                         layer.state = "playing";
                         layer.started_frame = Some(frame);
                     }
-                    self.events().publish("layer.started", json!({ "id": id, "frame": frame }));
+                    self.events().publish(
+                        "layer.started",
+                        json!({ "id": id, "frame": frame, "beat": beat }),
+                    );
                 }
                 Notification::Replaced { id, frame } => {
-                    self.events().publish("layer.replaced", json!({ "id": id, "frame": frame }));
+                    self.events()
+                        .publish("layer.replaced", json!({ "id": id, "frame": frame }));
                 }
                 Notification::Ended { id, frame } => {
                     self.layers.remove(&id);
-                    self.events().publish("layer.ended", json!({ "id": id, "frame": frame }));
+                    self.events()
+                        .publish("layer.ended", json!({ "id": id, "frame": frame }));
                 }
                 Notification::Retired(audio) => drop(audio),
                 Notification::Refused { id, audio, reason } => {
@@ -207,7 +228,12 @@ impl AudioActor {
                     }
                     tracing::warn!(id, ?reason, "mixer refused a layer command");
                 }
-                Notification::Position { frame, beats, rolling, .. } => {
+                Notification::Position {
+                    frame,
+                    beats,
+                    rolling,
+                    ..
+                } => {
                     position = Some((frame, beats, rolling));
                 }
                 Notification::Meter { peak, rms } => {
@@ -223,7 +249,8 @@ impl AudioActor {
                             )
                         })
                         .collect();
-                    self.events().publish("meter", serde_json::Value::Object(outputs));
+                    self.events()
+                        .publish("meter", serde_json::Value::Object(outputs));
                 }
             }
         }
@@ -256,18 +283,24 @@ impl AudioActor {
                 }
                 if driver.stats.server_gone.load(Ordering::Relaxed) {
                     tracing::error!("the JACK server went away; retrying every second");
-                    self.events().publish("health", json!({ "kind": "jack_lost" }));
+                    self.events()
+                        .publish("health", json!({ "kind": "jack_lost" }));
                     self.reason = "the JACK server went away; retrying every second".into();
                     self.handle = None;
                     // Drop the dead client in its own thread: closing it may block.
                     let old = std::mem::replace(
                         &mut self.driver,
-                        Driver::WaitingForJack { since: now, last_try: now },
+                        Driver::WaitingForJack {
+                            since: now,
+                            last_try: now,
+                        },
                     );
                     std::thread::spawn(move || drop(old));
                 }
             }
-            Driver::WaitingForJack { since, last_try } if now.duration_since(*last_try) >= RECONNECT_EVERY => {
+            Driver::WaitingForJack { since, last_try }
+                if now.duration_since(*last_try) >= RECONNECT_EVERY =>
+            {
                 let since = *since;
                 match self.start_jack() {
                     Ok(()) => {
@@ -278,7 +311,12 @@ impl AudioActor {
                             json!({ "kind": "jack_restored", "after_s": since.elapsed().as_secs_f64() }),
                         );
                     }
-                    Err(_) => self.driver = Driver::WaitingForJack { since, last_try: now },
+                    Err(_) => {
+                        self.driver = Driver::WaitingForJack {
+                            since,
+                            last_try: now,
+                        }
+                    }
                 }
             }
             _ => {}
@@ -286,7 +324,10 @@ impl AudioActor {
     }
 
     fn send(&mut self, command: Command) -> Result<(), AudioError> {
-        let handle = self.handle.as_mut().ok_or_else(|| AudioError::Off(self.reason.clone()))?;
+        let handle = self
+            .handle
+            .as_mut()
+            .ok_or_else(|| AudioError::Off(self.reason.clone()))?;
         handle.send(command).map_err(|_| AudioError::QueueFull)
     }
 }
@@ -312,6 +353,7 @@ impl Actor for AudioActor {
             period: OFFLINE_PERIOD,
             last_xruns: 0,
             reason: "audio is off (--audio none)".into(),
+            rolling: true,
             ticker: None,
         };
         match actor.args.backend {
@@ -321,7 +363,10 @@ impl Actor for AudioActor {
                 if let Err(e) = actor.start_jack() {
                     tracing::warn!(error = %e, "no JACK server yet; retrying every second");
                     actor.reason = format!("waiting for a JACK server ({e})");
-                    actor.driver = Driver::WaitingForJack { since: now, last_try: now };
+                    actor.driver = Driver::WaitingForJack {
+                        since: now,
+                        last_try: now,
+                    };
                 }
             }
             Backend::Auto => {
@@ -330,10 +375,6 @@ impl Actor for AudioActor {
                     actor.start_offline();
                 }
             }
-        }
-        // The transport rolls as soon as there is a mixer; transport.stop pauses it.
-        if actor.handle.is_some() && actor.send(Command::SetRolling(true)).is_err() {
-            tracing::warn!("could not start the transport");
         }
         let weak = actor_ref.downgrade();
         actor.ticker = Some(tokio::spawn(async move {
@@ -372,7 +413,11 @@ impl Actor for AudioActor {
         Ok(ControlFlow::Break(ActorStopReason::Panicked(err)))
     }
 
-    async fn on_stop(&mut self, _: WeakActorRef<Self>, _: ActorStopReason) -> Result<(), Self::Error> {
+    async fn on_stop(
+        &mut self,
+        _: WeakActorRef<Self>,
+        _: ActorStopReason,
+    ) -> Result<(), Self::Error> {
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
         }
@@ -393,7 +438,10 @@ pub enum AudioError {
     #[error("no layer {0}")]
     UnknownLayer(LayerId),
     /// All slots are taken.
-    #[error("all {} layer slots are in use; remove one first", djinn_engine::mix::MAX_LAYERS)]
+    #[error(
+        "all {} layer slots are in use; remove one first",
+        djinn_engine::mix::MAX_LAYERS
+    )]
     NoFreeSlot,
     /// The command queue to the mixer is full.
     #[error("the mixer's command queue is full; retry shortly")]
@@ -489,8 +537,16 @@ pub struct ReplaceLayer {
 impl Message<ReplaceLayer> for AudioActor {
     type Reply = Result<LayerInfo, AudioError>;
 
-    async fn handle(&mut self, msg: ReplaceLayer, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
-        let looped = self.layers.get(&msg.id).ok_or(AudioError::UnknownLayer(msg.id))?.looped;
+    async fn handle(
+        &mut self,
+        msg: ReplaceLayer,
+        _: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
+        let looped = self
+            .layers
+            .get(&msg.id)
+            .ok_or(AudioError::UnknownLayer(msg.id))?
+            .looped;
         let audio = Box::new(LayerAudio {
             frames: msg.frames.clone(),
             looped,
@@ -502,7 +558,10 @@ impl Message<ReplaceLayer> for AudioActor {
             crossfade_beats: msg.crossfade_beats,
         })?;
         let rate = f64::from(self.sample_rate);
-        let layer = self.layers.get_mut(&msg.id).ok_or(AudioError::UnknownLayer(msg.id))?;
+        let layer = self
+            .layers
+            .get_mut(&msg.id)
+            .ok_or(AudioError::UnknownLayer(msg.id))?;
         layer.frames = msg.frames.len();
         layer.seconds = msg.frames.len() as f64 / rate;
         layer.source = msg.source;
@@ -521,12 +580,22 @@ pub struct RemoveLayer {
 impl Message<RemoveLayer> for AudioActor {
     type Reply = Result<LayerInfo, AudioError>;
 
-    async fn handle(&mut self, msg: RemoveLayer, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+    async fn handle(
+        &mut self,
+        msg: RemoveLayer,
+        _: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
         if !self.layers.contains_key(&msg.id) {
             return Err(AudioError::UnknownLayer(msg.id));
         }
-        self.send(Command::Remove { id: msg.id, at: msg.at })?;
-        let layer = self.layers.get_mut(&msg.id).ok_or(AudioError::UnknownLayer(msg.id))?;
+        self.send(Command::Remove {
+            id: msg.id,
+            at: msg.at,
+        })?;
+        let layer = self
+            .layers
+            .get_mut(&msg.id)
+            .ok_or(AudioError::UnknownLayer(msg.id))?;
         layer.state = "stopping";
         Ok(layer.clone())
     }
@@ -586,7 +655,10 @@ impl Message<SetLayer> for AudioActor {
             .map(|l| msg.patch.apply(l.params))
             .ok_or(AudioError::UnknownLayer(msg.id))?;
         self.send(Command::Set { id: msg.id, params })?;
-        let layer = self.layers.get_mut(&msg.id).ok_or(AudioError::UnknownLayer(msg.id))?;
+        let layer = self
+            .layers
+            .get_mut(&msg.id)
+            .ok_or(AudioError::UnknownLayer(msg.id))?;
         layer.params = params;
         Ok(layer.clone())
     }
@@ -650,7 +722,12 @@ impl Message<SetRolling> for AudioActor {
 
     async fn handle(&mut self, msg: SetRolling, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
         self.send(Command::SetRolling(msg.0))?;
-        let topic = if msg.0 { "transport.started" } else { "transport.stopped" };
+        self.rolling = msg.0;
+        let topic = if msg.0 {
+            "transport.started"
+        } else {
+            "transport.stopped"
+        };
         self.events().publish(topic, json!({}));
         Ok(())
     }
@@ -696,7 +773,14 @@ impl Message<AudioStatus> for AudioActor {
                 Some(d.dsp_load()),
                 Some(d.stats.longest_callback_us.load(Ordering::Relaxed)),
             ),
-            Driver::Offline(d) => ("offline", "running", d.recording.borrow().clone(), 0, None, None),
+            Driver::Offline(d) => (
+                "offline",
+                "running",
+                d.recording.borrow().clone(),
+                0,
+                None,
+                None,
+            ),
             Driver::WaitingForJack { .. } => ("jack", "waiting", None, 0, None, None),
             Driver::Off => ("none", "off", None, 0, None, None),
         };
@@ -711,7 +795,8 @@ impl Message<AudioStatus> for AudioActor {
             xruns,
             dsp_load,
             longest_callback_us: longest,
-            latency_frames: (djinn_engine::dsp::LIMITER_LOOKAHEAD_S * self.sample_rate as f32) as usize,
+            latency_frames: (djinn_engine::dsp::LIMITER_LOOKAHEAD_S * self.sample_rate as f32)
+                as usize,
             commands_dropped: load(|s| &s.commands_dropped),
             notifications_dropped: load(|s| &s.notifications_dropped),
         }

@@ -39,7 +39,10 @@ pub async fn set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
     let names: Vec<&str> = FIELDS.iter().map(|(name, _, _)| *name).collect();
     params.only(&names)?;
     if params.0.is_empty() {
-        return Err(RpcError::invalid_param("params", format!("give at least one of {}", names.join(", "))));
+        return Err(RpcError::invalid_param(
+            "params",
+            format!("give at least one of {}", names.join(", ")),
+        ));
     }
     let current = shared
         .audio
@@ -51,17 +54,23 @@ pub async fn set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
     for (name, lo, hi) in FIELDS {
         if let Some(v) = params.opt_f64(name)? {
             if !(lo..=hi).contains(&v) {
-                return Err(RpcError::invalid_param(name, format!("{v} is out of range {lo} to {hi}")));
+                return Err(RpcError::invalid_param(
+                    name,
+                    format!("{v} is out of range {lo} to {hi}"),
+                ));
             }
             merged[name] = json!(v);
         }
     }
     let fx = serde_json::from_value(merged).map_err(RpcError::internal)?;
-    let fx = shared
-        .audio
-        .ask(SetFx(fx))
-        .await
-        .map_err(|e| ask_error("audio", e, |e| RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())))?;
-    shared.health.events().publish("fx", json!({ "kind": "changed", "fx": fx.0 }));
+    let fx = shared.audio.ask(SetFx(fx)).await.map_err(|e| {
+        ask_error("audio", e, |e| {
+            RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())
+        })
+    })?;
+    shared
+        .health
+        .events()
+        .publish("fx", json!({ "kind": "changed", "fx": fx.0 }));
     Ok(json!(fx.0))
 }

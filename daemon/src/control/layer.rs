@@ -82,7 +82,10 @@ fn patch(params: &Params) -> Result<LayerPatch, RpcError> {
 fn id(params: &Params) -> Result<u64, RpcError> {
     match params.opt_f64("id")? {
         Some(id) if id >= 1.0 && id.fract() == 0.0 => Ok(id as u64),
-        Some(_) => Err(RpcError::invalid_param("id", "expected a layer id (a positive integer)")),
+        Some(_) => Err(RpcError::invalid_param(
+            "id",
+            "expected a layer id (a positive integer)",
+        )),
         None => Err(RpcError::invalid_param("id", "is required")),
     }
 }
@@ -123,7 +126,9 @@ async fn source(
         .sample_rate;
     let path = params.opt_str("path")?;
     let buffer = params.opt_str("buffer")?;
-    let given = usize::from(path.is_some()) + usize::from(buffer.is_some()) + usize::from(!payload.is_empty());
+    let given = usize::from(path.is_some())
+        + usize::from(buffer.is_some())
+        + usize::from(!payload.is_empty());
     if given != 1 {
         return Err(RpcError::invalid_param(
             "path",
@@ -133,10 +138,11 @@ async fn source(
     if let Some(path) = path {
         let path = PathBuf::from(path);
         let shown = path.display().to_string();
-        let frames = tokio::task::spawn_blocking(move || djinn_engine::decode::read_at(&path, rate))
-            .await
-            .map_err(RpcError::internal)?
-            .map_err(|e| RpcError::invalid_param("path", e))?;
+        let frames =
+            tokio::task::spawn_blocking(move || djinn_engine::decode::read_at(&path, rate))
+                .await
+                .map_err(RpcError::internal)?
+                .map_err(|e| RpcError::invalid_param("path", e))?;
         return Ok((frames.into(), shown));
     }
     if let Some(buffer) = buffer {
@@ -154,10 +160,15 @@ async fn source(
     let from = match params.opt_f64("rate")? {
         None => rate,
         Some(r) if (8_000.0..=384_000.0).contains(&r) => r as u32,
-        Some(_) => return Err(RpcError::invalid_param("rate", "expected 8000 to 384000 Hz")),
+        Some(_) => {
+            return Err(RpcError::invalid_param(
+                "rate",
+                "expected 8000 to 384000 Hz",
+            ));
+        }
     };
     let bytes: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
-    if bytes.len() % (4 * channels) != 0 || bytes.is_empty() {
+    if !bytes.len().is_multiple_of(4 * channels) || bytes.is_empty() {
         return Err(RpcError::invalid_param(
             "frames",
             format!("the payload must be whole frames of {channels} little-endian f32 samples"),
@@ -179,7 +190,9 @@ async fn source(
 }
 
 pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<Value, RpcError> {
-    let mut known = vec!["path", "buffer", "channels", "rate", "quantize", "group", "loop"];
+    let mut known = vec![
+        "path", "buffer", "channels", "rate", "quantize", "group", "loop",
+    ];
     known.extend(MIX_PARAMS);
     params.only(&known)?;
     let group = match params.opt_str("group")?.unwrap_or("music") {
@@ -213,8 +226,20 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
     Ok(json!(info))
 }
 
-pub async fn replace(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<Value, RpcError> {
-    params.only(&["id", "path", "buffer", "channels", "rate", "quantize", "crossfade_beats"])?;
+pub async fn replace(
+    shared: &Shared,
+    params: &Params,
+    payload: &[Bytes],
+) -> Result<Value, RpcError> {
+    params.only(&[
+        "id",
+        "path",
+        "buffer",
+        "channels",
+        "rate",
+        "quantize",
+        "crossfade_beats",
+    ])?;
     let id = id(params)?;
     let at = quantize(shared, params).await?;
     let crossfade_beats = ranged(params, "crossfade_beats", 0.0, 64.0)?.unwrap_or(1.0);

@@ -69,10 +69,10 @@ pub async fn set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
 /// `transport.start` and `transport.stop`.
 pub async fn roll(shared: &Shared, params: &Params, rolling: bool) -> Result<Value, RpcError> {
     params.only(&[])?;
-    shared
-        .audio
-        .ask(SetRolling(rolling))
-        .await
-        .map_err(|e| ask_error("audio", e, |e| RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())))?;
+    shared.audio.ask(SetRolling(rolling)).await.map_err(|e| {
+        ask_error("audio", e, |e| {
+            RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())
+        })
+    })?;
     Ok(json!({ "rolling": rolling }))
 }

@@ -56,7 +56,7 @@ struct Pending {
 /// What happened in a layer during one block.
 #[derive(Clone, Copy)]
 pub(super) enum Event {
-    Started(LayerId, u64),
+    Started(LayerId, u64, f64),
     Replaced(LayerId, u64),
     Ended(LayerId, u64),
 }
@@ -255,7 +255,7 @@ impl Layer {
             if self.pending.as_ref().is_some_and(|p| due(p.target))
                 && let Some(pending) = self.pending.take()
             {
-                self.activate(id, pending, frame, events);
+                self.activate(id, pending, frame, beat, events);
             }
             if self.stopping.is_none() && self.current.is_some() && self.stop_at.is_some_and(due) {
                 self.stopping = Some(Fade {
@@ -308,7 +308,14 @@ impl Layer {
         }
     }
 
-    fn activate(&mut self, id: LayerId, pending: Pending, frame: u64, events: &mut Events) {
+    fn activate(
+        &mut self,
+        id: LayerId,
+        pending: Pending,
+        frame: u64,
+        beat: f64,
+        events: &mut Events,
+    ) {
         match pending.kind {
             PendingKind::Launch => {
                 if let Some(old) = self.current.take() {
@@ -319,7 +326,7 @@ impl Layer {
                     pos: 0,
                     fade: None,
                 });
-                events.push(Event::Started(id, frame));
+                events.push(Event::Started(id, frame, beat));
             }
             PendingKind::Replace { crossfade } => {
                 if let Some(old) = self.outgoing.take() {

@@ -212,8 +212,9 @@ pub enum Command {
 /// What the processor tells the actor.
 #[derive(Debug)]
 pub enum Notification {
-    /// A layer's first frame played at `frame` (transport frame).
-    Started { id: LayerId, frame: u64 },
+    /// A layer's first frame played at `frame` (transport frame), `beat` beats into the
+    /// transport.
+    Started { id: LayerId, frame: u64, beat: f64 },
     /// A layer's last frame played at `frame`.
     Ended { id: LayerId, frame: u64 },
     /// A layer's audio swapped in by a replace started at `frame`.
@@ -524,7 +525,9 @@ impl Processor {
                 }
                 for event in events.drain() {
                     let notification = match event {
-                        layer::Event::Started(id, frame) => Notification::Started { id, frame },
+                        layer::Event::Started(id, frame, beat) => {
+                            Notification::Started { id, frame, beat }
+                        }
                         layer::Event::Replaced(id, frame) => Notification::Replaced { id, frame },
                         layer::Event::Ended(id, frame) => Notification::Ended { id, frame },
                     };

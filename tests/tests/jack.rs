@@ -1,0 +1,297 @@
+//! djinnd on a real JACK server: each test starts its own `jackd -d dummy`, djinnd against
+//! it, adds layers over ZeroMQ and records djinn's ports with jack_capture.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use djinn_daemon::client::Client;
+use djinn_tests::{Djinnd, Jackd, Options, rms};
+use serde_json::{Value, json};
+
+fn djinnd_on(jackd: &Jackd) -> Djinnd {
+    Djinnd::start_with(Options {
+        audio: Some("jack".into()),
+        args: vec!["--jack-name".into(), "djinn".into()],
+        env: jackd.env(),
+        ..Options::default()
+    })
+}
+
+async fn wait_audio(client: &mut Client, state: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = client.call("daemon.status", Value::Null).await.unwrap();
+        if status["audio"]["state"] == state && status["audio"]["driver"] == "jack" {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audio not {state}: {}",
+            status["audio"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Interleaved stereo f32 frames as a payload frame.
+fn frames(samples: impl Iterator<Item = [f32; 2]>) -> Bytes {
+    let mut bytes = Vec::new();
+    for [l, r] in samples {
+        bytes.extend_from_slice(&l.to_le_bytes());
+        bytes.extend_from_slice(&r.to_le_bytes());
+    }
+    Bytes::from(bytes)
+}
+
+fn sine(freq: f32, amp: f32, len: usize) -> impl Iterator<Item = [f32; 2]> {
+    (0..len).map(move |i| {
+        let v = amp * (2.0 * std::f32::consts::PI * freq * i as f32 / 48_000.0).sin();
+        [v, v]
+    })
+}
+
+async fn add(client: &mut Client, params: Value, payload: Bytes) -> Value {
+    client
+        .call_with_payload("layer.add", params, vec![payload])
+        .await
+        .unwrap()
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_reaches_its_group_port_at_its_level_and_only_there() {
+    let jackd = Jackd::start(false, 256);
+    let daemon = djinnd_on(&jackd);
+    let mut client = daemon.client();
+    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    let ports = jackd.ports();
+    for port in [
+        "djinn:out_L",
+        "djinn:out_R",
+        "djinn:drums_L",
+        "djinn:drums_R",
+        "djinn:bass_L",
+        "djinn:bass_R",
+        "djinn:music_L",
+        "djinn:music_R",
+        "djinn:voice_L",
+        "djinn:voice_R",
+        "djinn:in_L",
+        "djinn:in_R",
+    ] {
+        assert!(ports.lines().any(|l| l == port), "{port} missing:\n{ports}");
+    }
+    // 1 kHz fits 48 periods in one second: a seamless loop.
+    let params = json!({ "quantize": "now", "group": "bass", "gain": 1.0 });
+    let added = add(&mut client, params, frames(sine(1000.0, 0.25, 48_000))).await;
+    assert_eq!(added["state"], "pending");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rec = jackd.capture(
+        &[
+            "djinn:bass_L",
+            "djinn:bass_R",
+            "djinn:music_L",
+            "djinn:drums_L",
+            "djinn:out_L",
+        ],
+        1.0,
+        daemon.dir.path(),
+    );
+    let expected = 0.25 / 2f32.sqrt();
+    for (ch, samples) in rec.iter().take(2).enumerate() {
+        let level = rms(samples);
+        assert!(
+            (level - expected).abs() < expected * 0.01,
+            "bass ch{ch}: rms {level}"
+        );
+    }
+    assert_eq!(rms(&rec[2]), 0.0, "music carries nothing");
+    assert_eq!(rms(&rec[3]), 0.0, "drums carry nothing");
+    assert!(
+        rms(&rec[4]) > expected * 0.5,
+        "the master carries the layer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bar_quantized_launches_land_one_bar_apart_to_the_sample() {
+    let jackd = Jackd::start(false, 256);
+    let daemon = djinnd_on(&jackd);
+    let mut client = daemon.client();
+    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    client
+        .call("transport.set", json!({ "tempo": 120 }))
+        .await
+        .unwrap();
+    let mut events = daemon.events(&["layer.started"]).await;
+    let dc = |v: f32| frames(std::iter::repeat_n([v, v], 4800));
+    // Record first, then launch two layers on later bars, each on its own port.
+    let capture = {
+        let dir = daemon.dir.path().to_owned();
+        let name = jackd.name.clone();
+        std::thread::spawn(move || {
+            djinn_tests::capture(&name, &["djinn:drums_L", "djinn:music_L"], 6.0, &dir)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = add(
+        &mut client,
+        json!({ "quantize": "bar", "group": "drums" }),
+        dc(0.5),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let second = add(
+        &mut client,
+        json!({ "quantize": "bar", "group": "music" }),
+        dc(0.5),
+    )
+    .await;
+    let mut started = std::collections::HashMap::new();
+    while started.len() < 2 {
+        let (_, event) = tokio::time::timeout(Duration::from_secs(8), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let data = &event["data"];
+        started.insert(
+            data["id"].as_u64().unwrap(),
+            (
+                data["frame"].as_u64().unwrap(),
+                data["beat"].as_f64().unwrap(),
+            ),
+        );
+    }
+    let rec = capture.join().unwrap();
+    let (f1, b1) = started[&first["id"].as_u64().unwrap()];
+    let (f2, b2) = started[&second["id"].as_u64().unwrap()];
+    // The transport's own report: both on bar lines (4/4), within a sample's worth of beat.
+    let per_frame = 120.0 / 60.0 / 48_000.0;
+    for (frame, beat) in [(f1, b1), (f2, b2)] {
+        let off = (beat / 4.0 - (beat / 4.0).round()).abs() * 4.0;
+        assert!(
+            off <= per_frame,
+            "started at frame {frame}, beat {beat}: not a bar line"
+        );
+    }
+    assert!(b2 > b1);
+    // The recording: the second onset follows the first by exactly the frames between the
+    // two reported starts, to the sample.
+    let onset = |s: &[f32]| s.iter().position(|v| *v != 0.0);
+    let o2 = onset(&rec[1]).expect("the second layer is in the recording") as i64;
+    let o1 = onset(&rec[0]).expect("the first layer is in the recording") as i64;
+    assert!(o1 > 0, "the recording began before the first launch");
+    let gap = o2 - o1;
+    assert!(
+        (gap - (f2 - f1) as i64).abs() <= 1,
+        "onsets {o1} and {o2}; transport {f1} and {f2}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pan_and_filter_do_what_they_claim() {
+    let jackd = Jackd::start(false, 256);
+    let daemon = djinnd_on(&jackd);
+    let mut client = daemon.client();
+    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    let layer = add(
+        &mut client,
+        json!({ "quantize": "now", "group": "music", "pan": 1.0 }),
+        frames(sine(6000.0, 0.3, 48_000)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rec = jackd.capture(&["djinn:music_L", "djinn:music_R"], 0.5, daemon.dir.path());
+    assert!(
+        rms(&rec[0]) < 1e-4,
+        "hard right leaves the left silent: {}",
+        rms(&rec[0])
+    );
+    let open = rms(&rec[1]);
+    assert!(
+        (open - 0.3 / 2f32.sqrt()).abs() < 0.01,
+        "right at full level: {open}"
+    );
+
+    let id = layer["id"].clone();
+    let filter = json!({ "id": id, "filter": "lowpass", "cutoff_hz": 500.0, "resonance": 0.0 });
+    client.call("layer.set", filter).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rec = jackd.capture(&["djinn:music_R"], 0.5, daemon.dir.path());
+    let filtered = rms(&rec[0]);
+    assert!(
+        filtered < open * 0.02,
+        "6 kHz through a 500 Hz low-pass: {filtered} vs {open}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_and_restarting_jackd_is_survived_and_output_resumes() {
+    let mut jackd = Jackd::start(false, 256);
+    let daemon = djinnd_on(&jackd);
+    let mut client = daemon.client();
+    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    add(
+        &mut client,
+        json!({ "quantize": "now", "group": "voice" }),
+        frames(sine(1000.0, 0.2, 48_000)),
+    )
+    .await;
+    let mut health = daemon.events(&["health"]).await;
+
+    jackd.kill();
+    let (_, lost) = tokio::time::timeout(Duration::from_secs(10), health.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lost["data"]["kind"], "jack_lost");
+    let status = wait_audio(&mut client, "waiting", Duration::from_secs(5)).await;
+    assert_eq!(status["audio"]["layers"], 1, "the layer is remembered");
+    assert_eq!(
+        client.call("daemon.ping", Value::Null).await.unwrap(),
+        "pong"
+    );
+
+    jackd.restart();
+    let (_, back) = tokio::time::timeout(Duration::from_secs(10), health.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back["data"]["kind"], "jack_restored");
+    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rec = jackd.capture(&["djinn:voice_L"], 0.5, daemon.dir.path());
+    let level = rms(&rec[0]);
+    assert!(
+        (level - 0.2 / 2f32.sqrt()).abs() < 0.01,
+        "output resumed: rms {level}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_seconds_at_256_frames_with_realtime_jackd_have_no_xruns() {
+    let jackd = Jackd::start(true, 256);
+    let daemon = djinnd_on(&jackd);
+    let mut client = daemon.client();
+    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    for (i, group) in ["drums", "bass", "music", "voice"].iter().enumerate() {
+        let params = json!({ "quantize": "now", "group": group, "reverb_send": 0.3,
+                             "delay_send": 0.2, "filter": "lowpass", "cutoff_hz": 2000 });
+        add(
+            &mut client,
+            params,
+            frames(sine(100.0 * (i + 1) as f32, 0.1, 48_000)),
+        )
+        .await;
+    }
+    let mut xruns = daemon.events(&["xrun"]).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let status = client.call("daemon.status", Value::Null).await.unwrap();
+    assert_eq!(status["audio"]["xruns"], 0, "{}", status["audio"]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), xruns.next())
+            .await
+            .is_err(),
+        "no xrun event"
+    );
+}
