@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""JACK DSP load: djinnd with 16 layers against fluidsynth playing 16 voices, same server.
+
+Starts a private `jackd -R -d dummy -r 48000 -p 64`, then in turn:
+  1. djinnd (release) with 16 looping layers, each filtered and sending to reverb and delay;
+  2. `fluidsynth -a jack` with FluidR3_GM playing a MIDI file that holds 16 notes;
+and reads JACK's DSP load with jack_cpu_load for each. Prints both and the ratio
+(target: djinn at most 0.5x fluidsynth).
+
+    python3 clients/python/bench_jack_load.py --djinnd target/release/djinnd [--seconds 8]
+"""
+
+import argparse
+import math
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from djinn_client import Djinn  # noqa: E402
+
+SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+SERVER = "djinn-bench-load"
+
+
+def midi_file(path, seconds):
+    """A type-0 SMF holding 16 notes on 16 channels (drums on 10) for `seconds`."""
+    def vlq(n):
+        out = [n & 0x7F]
+        n >>= 7
+        while n:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        return bytes(reversed(out))
+
+    ppq = 480
+    events = bytearray()
+    events += b"\x00\xff\x51\x03" + (500_000).to_bytes(3, "big")  # 120 BPM
+    programs = [0, 48, 49, 52, 33, 25, 40, 41, 42, 0, 56, 60, 65, 71, 73, 89]
+    for ch in range(16):
+        events += b"\x00" + bytes([0xC0 | ch, programs[ch]])
+    for ch in range(16):
+        note = 42 if ch == 9 else 36 + ch * 3
+        events += b"\x00" + bytes([0x90 | ch, note, 90])
+    ticks = int(seconds * 2 * ppq)
+    events += vlq(ticks) + bytes([0x80, 36, 0])
+    for ch in range(1, 16):
+        note = 42 if ch == 9 else 36 + ch * 3
+        events += b"\x00" + bytes([0x80 | ch, note, 0])
+    events += b"\x00\xff\x2f\x00"
+    with open(path, "wb") as f:
+        f.write(b"MThd" + struct.pack(">IHHH", 6, 0, 1, ppq))
+        f.write(b"MTrk" + struct.pack(">I", len(events)) + events)
+
+
+def dsp_load(env, seconds):
+    """Mean of jack_cpu_load's readings over `seconds`, skipping the first."""
+    proc = subprocess.Popen(["jack_cpu_load"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    time.sleep(seconds + 1.2)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=5)
+    loads = [float(m) for m in re.findall(r"DSP load\s*([0-9.]+)", out)]
+    if len(loads) < 2:
+        raise SystemExit(f"no DSP load readings from jack_cpu_load:\n{out}")
+    return sum(loads[1:]) / len(loads[1:])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--djinnd", default="target/release/djinnd")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+
+    env = dict(os.environ, JACK_DEFAULT_SERVER=SERVER, JACK_NO_START_SERVER="1")
+    env = {k: v for k, v in env.items() if not k.startswith("DJINN_")}
+    jackd = subprocess.Popen(["jackd", "-n", SERVER, "-R", "-d", "dummy", "-r", "48000", "-p", "64"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        idle = dsp_load(env, 3)
+        with tempfile.TemporaryDirectory() as tmp:
+            control, events = f"ipc://{tmp}/control", f"ipc://{tmp}/events"
+            djinnd = subprocess.Popen([args.djinnd, "--control", control, "--events", events,
+                                       "--state-dir", tmp, "--audio", "jack", "--log-level", "warn"],
+                                      env=env, stdout=subprocess.DEVNULL)
+            try:
+                client = Djinn(control, events)
+                for _ in range(50):
+                    try:
+                        if client.call("daemon.status")["audio"]["state"] == "running":
+                            break
+                    except Exception:
+                        time.sleep(0.1)
+                for i in range(16):
+                    freq = 55.0 * (i + 1)
+                    frames = b"".join(
+                        struct.pack("<ff", 0.04 * math.sin(2 * math.pi * freq * n / 48000), 0.0)
+                        for n in range(48000))
+                    client.call("layer.add", [frames], quantize="now",
+                                group=["drums", "bass", "music", "voice"][i % 4],
+                                filter=["lowpass", "highpass", "bandpass"][i % 3],
+                                cutoff_hz=400 + 300 * i, resonance=0.3,
+                                reverb_send=0.3, delay_send=0.2)
+                time.sleep(1.0)
+                layers = len(client.call("layer.list")["layers"])
+                djinn_load = dsp_load(env, args.seconds)
+            finally:
+                djinnd.terminate()
+                djinnd.wait(5)
+            time.sleep(0.5)
+            song = os.path.join(tmp, "sixteen.mid")
+            midi_file(song, args.seconds + 10)
+            fluid = subprocess.Popen(["fluidsynth", "-ni", "-a", "jack", "-j", "-r", "48000",
+                                      "-g", "0.5", SOUNDFONT, song],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(2.0)
+                fluid_load = dsp_load(env, args.seconds)
+            finally:
+                fluid.terminate()
+                fluid.wait(5)
+    finally:
+        jackd.terminate()
+        jackd.wait(5)
+
+    print(f"JACK DSP load at 64 frames / 48 kHz, mean over {args.seconds:.0f} s")
+    print(f"{'idle server':<34}{idle:>7.2f} %")
+    print(f"{'djinnd, ' + str(layers) + ' layers':<34}{djinn_load:>7.2f} %")
+    print(f"{'fluidsynth, 16 voices FluidR3_GM':<34}{fluid_load:>7.2f} %")
+    ratio = djinn_load / fluid_load if fluid_load > 0 else float("inf")
+    print(f"ratio djinnd / fluidsynth: {ratio:.2f}x (target <= 0.5x)")
+    return 0 if ratio <= 0.5 and layers == 16 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
