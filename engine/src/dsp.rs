@@ -23,6 +23,13 @@ pub fn flush_denormals() {
     }
 }
 
+/// The next index of a ring of `len`, without the cost of a division.
+#[inline]
+fn wrap_next(index: usize, len: usize) -> usize {
+    let next = index + 1;
+    if next >= len { 0 } else { next }
+}
+
 /// Decibels to linear gain.
 #[inline]
 pub fn db_to_gain(db: f32) -> f32 {
@@ -292,8 +299,11 @@ impl Delay {
         let len = self.line[0].len();
         let delay = self.time.next_value();
         let read = self.write as f32 + len as f32 - delay;
-        let i0 = read as usize % len;
-        let i1 = (i0 + 1) % len;
+        let mut i0 = read as usize;
+        if i0 >= len {
+            i0 -= len;
+        }
+        let i1 = wrap_next(i0, len);
         let frac = read - read.floor();
         let mut out = [0.0; 2];
         for ch in 0..2 {
@@ -305,7 +315,7 @@ impl Delay {
             }
             out[ch] = y;
         }
-        self.write = (self.write + 1) % len;
+        self.write = wrap_next(self.write, len);
         out
     }
 }
@@ -395,7 +405,7 @@ impl Reverb {
                 if let Some(slot) = comb.buf.get_mut(comb.pos) {
                     *slot = mono + comb.store * feedback;
                 }
-                comb.pos = (comb.pos + 1) % len;
+                comb.pos = wrap_next(comb.pos, len);
                 acc += y;
             }
             for ap in allpasses.iter_mut() {
@@ -405,7 +415,7 @@ impl Reverb {
                     *slot = acc + buffered * 0.5 + ANTI_DENORMAL;
                 }
                 acc = buffered - acc;
-                ap.pos = (ap.pos + 1) % len;
+                ap.pos = wrap_next(ap.pos, len);
             }
             *out = acc;
         }
@@ -582,7 +592,7 @@ impl Limiter {
             }
             out[ch] = delayed * envelope;
         }
-        self.pos = (self.pos + 1) % len;
+        self.pos = wrap_next(self.pos, len);
         out
     }
 }

@@ -29,8 +29,10 @@ fn input() -> Vec<[f32; 2]> {
                 0.0
             };
             let t = i as f32 / SR;
-            let l = 0.4 * (2.0 * PI * 110.0 * t).sin() + 0.2 * (2.0 * PI * 5000.0 * t).sin() + noise;
-            let r = 0.4 * (2.0 * PI * 110.0 * t + 0.3).sin() + 0.2 * (2.0 * PI * 5000.0 * t).sin() - noise;
+            let l =
+                0.4 * (2.0 * PI * 110.0 * t).sin() + 0.2 * (2.0 * PI * 5000.0 * t).sin() + noise;
+            let r = 0.4 * (2.0 * PI * 110.0 * t + 0.3).sin() + 0.2 * (2.0 * PI * 5000.0 * t).sin()
+                - noise;
             [l, r]
         })
         .collect()
@@ -137,5 +139,8 @@ fn compressor() {
 #[test]
 fn limiter() {
     let mut limiter = Limiter::new(-6.0, SR);
-    golden("limiter_minus6", &run(|x| limiter.process([x[0] * 2.0, x[1] * 2.0])));
+    golden(
+        "limiter_minus6",
+        &run(|x| limiter.process([x[0] * 2.0, x[1] * 2.0])),
+    );
 }

@@ -295,3 +295,85 @@ async fn thirty_seconds_at_256_frames_with_realtime_jackd_have_no_xruns() {
         "no xrun event"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_is_click_free_and_the_delay_echoes_on_its_beat() {
+    let jackd = Jackd::start(false, 256);
+    let daemon = djinnd_on(&jackd);
+    let mut client = daemon.client();
+    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    client
+        .call("transport.set", json!({ "tempo": 120 }))
+        .await
+        .unwrap();
+    let dry = json!({ "reverb_mix": 0.0, "delay_beats": 0.25, "delay_feedback": 0.0,
+                      "delay_mix": 1.0, "comp_ratio": 1.0, "limiter_ceiling_db": 0.0 });
+    client.call("fx.set", dry).await.unwrap();
+
+    // Replace a 1 kHz loop by a 1.5 kHz one mid-recording: both loops are seamless, their
+    // phases do not meet, so only the crossfade keeps the join smooth.
+    let layer = add(
+        &mut client,
+        json!({ "quantize": "now", "gain": 1.0 }),
+        frames(sine(1000.0, 0.3, 48_000)),
+    )
+    .await;
+    let mut replaced = daemon.events(&["layer.replaced"]).await;
+    let capture = {
+        let (dir, name) = (daemon.dir.path().to_owned(), jackd.name.clone());
+        std::thread::spawn(move || djinn_tests::capture(&name, &["djinn:music_L"], 3.0, &dir))
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    client
+        .call_with_payload(
+            "layer.replace",
+            json!({ "id": layer["id"], "quantize": "beat", "crossfade_beats": 0.5 }),
+            vec![frames(sine(1500.0, 0.3, 48_000))],
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), replaced.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let rec = capture.join().unwrap();
+    let steepest = rec[0]
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .fold(0.0f32, f32::max);
+    // Sines of 0.3 at 1 and 1.5 kHz move at most 0.039 and 0.059 per sample; a hard cut
+    // between them would jump by up to 0.6.
+    assert!(steepest < 0.1, "largest step {steepest}");
+    client
+        .call(
+            "layer.remove",
+            json!({ "id": layer["id"], "quantize": "now" }),
+        )
+        .await
+        .unwrap();
+
+    // An impulse sent fully to the delay comes back a quarter beat later: 6,000 frames.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let impulse = frames((0..100).map(|i| if i == 0 { [0.5, 0.5] } else { [0.0, 0.0] }));
+    let capture = {
+        let (dir, name) = (daemon.dir.path().to_owned(), jackd.name.clone());
+        std::thread::spawn(move || djinn_tests::capture(&name, &["djinn:out_L"], 2.0, &dir))
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let params = json!({ "quantize": "now", "group": "drums", "loop": false, "delay_send": 1.0 });
+    add(&mut client, params, impulse).await;
+    let rec = capture.join().unwrap();
+    let peaks: Vec<usize> = (0..rec[0].len())
+        .filter(|&i| rec[0][i].abs() > 0.25)
+        .collect();
+    assert!(peaks.len() >= 2, "dry hit and echo: {peaks:?}");
+    let (dry_at, echo_at) = (peaks[0], *peaks.last().unwrap());
+    assert!(
+        (echo_at as i64 - dry_at as i64 - 6_000).abs() <= 1,
+        "dry at {dry_at}, echo at {echo_at}"
+    );
+    assert!(
+        (rec[0][echo_at].abs() - rec[0][dry_at].abs()).abs() < 0.05,
+        "echo at full level"
+    );
+}

@@ -106,6 +106,8 @@ pub(super) struct Layer {
     delay: Smoother,
     filter: Svf,
     sample_rate: f32,
+    pan_cached: f32,
+    pan_gains: [f32; 2],
 }
 
 impl Layer {
@@ -128,6 +130,8 @@ impl Layer {
             delay: s(0.0),
             filter: Svf::new(sample_rate),
             sample_rate,
+            pan_cached: 0.0,
+            pan_gains: [1.0, 1.0],
         }
     }
 
@@ -249,21 +253,28 @@ impl Layer {
             return;
         };
         for i in 0..block.n {
-            let beat = block.beats0 + i as f64 * block.beats_per_frame;
+            // Grid checks only while something waits for its beat.
+            if self.pending.is_some() || (self.stop_at.is_some() && self.stopping.is_none()) {
+                let beat = block.beats0 + i as f64 * block.beats_per_frame;
+                let frame = block.frame0 + i as u64;
+                let due = |target: Option<f64>| target.is_none_or(|t| beat >= t - 1e-9);
+                if self.pending.as_ref().is_some_and(|p| due(p.target))
+                    && let Some(pending) = self.pending.take()
+                {
+                    self.activate(id, pending, frame, beat, events);
+                }
+                if self.stopping.is_none()
+                    && self.current.is_some()
+                    && self.stop_at.is_some_and(due)
+                {
+                    self.stopping = Some(Fade {
+                        done: 0,
+                        len: STOP_FADE,
+                        rising: false,
+                    });
+                }
+            }
             let frame = block.frame0 + i as u64;
-            let due = |target: Option<f64>| target.is_none_or(|t| beat >= t - 1e-9);
-            if self.pending.as_ref().is_some_and(|p| due(p.target))
-                && let Some(pending) = self.pending.take()
-            {
-                self.activate(id, pending, frame, beat, events);
-            }
-            if self.stopping.is_none() && self.current.is_some() && self.stop_at.is_some_and(due) {
-                self.stopping = Some(Fade {
-                    done: 0,
-                    len: STOP_FADE,
-                    rising: false,
-                });
-            }
             let Some(mut sample) = self.next_sample() else {
                 if self.current.is_none() && self.pending.is_none() && self.outgoing.is_none() {
                     // A one-shot ran out, or a stop finished: the layer is over.
@@ -285,11 +296,16 @@ impl Layer {
             let filtered = self.filter.process(sample);
             let gain = self.gain.next_value() * self.gate.next_value();
             let pan = self.pan.next_value();
-            let (left, right) = if pan >= 0.0 {
-                ((pan * FRAC_PI_2).cos(), 1.0)
-            } else {
-                (1.0, (-pan * FRAC_PI_2).cos())
-            };
+            if pan != self.pan_cached {
+                // Balance gains only change while the pan glides: computed then, cached after.
+                self.pan_cached = pan;
+                self.pan_gains = if pan >= 0.0 {
+                    [(pan * FRAC_PI_2).cos(), 1.0]
+                } else {
+                    [1.0, (-pan * FRAC_PI_2).cos()]
+                };
+            }
+            let [left, right] = self.pan_gains;
             let l = filtered[0] * gain * left;
             let r = filtered[1] * gain * right;
             if let (Some(ol), Some(or)) = (out_l.get_mut(i), out_r.get_mut(i)) {
