@@ -97,6 +97,8 @@ pub struct AudioConfig {
     pub connect: Vec<String>,
     /// Offline driver: render as fast as possible instead of at realtime pace.
     pub fast: bool,
+    /// Offline driver: recordings kept (one per hour of audio, ~1.4 GB each).
+    pub keep_recordings: usize,
 }
 
 impl Default for AudioConfig {
@@ -106,6 +108,7 @@ impl Default for AudioConfig {
             jack_name: "djinn".into(),
             connect: Vec::new(),
             fast: false,
+            keep_recordings: 6,
         }
     }
 }

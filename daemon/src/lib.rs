@@ -200,6 +200,7 @@ impl Daemon {
                 connect: config.audio.connect.clone(),
                 recordings: state_dir.join("recordings"),
                 fast: config.audio.fast,
+                keep_recordings: config.audio.keep_recordings,
                 fx: effects,
                 transport: transport.clone(),
                 transport_watch: transport_watch.clone(),

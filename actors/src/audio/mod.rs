@@ -68,6 +68,8 @@ pub struct AudioArgs {
     pub recordings: PathBuf,
     /// Offline driver without realtime pacing.
     pub fast: bool,
+    /// Offline recordings kept (one per hour of audio); older ones are deleted.
+    pub keep_recordings: usize,
     pub fx: MasterFx,
     pub transport: ActorRef<TransportActor>,
     pub transport_watch: watch::Receiver<Transport>,
@@ -171,6 +173,7 @@ impl AudioActor {
             self.args.recordings.clone(),
             OFFLINE_PERIOD,
             self.args.fast,
+            self.args.keep_recordings,
         ) {
             Ok(driver) => {
                 self.reason = format!(

@@ -28,12 +28,13 @@ pub struct OfflineDriver {
 }
 
 impl OfflineDriver {
-    /// Starts rendering `processor` into files under `dir`.
+    /// Starts rendering `processor` into files under `dir`, keeping the newest `keep` files.
     pub fn start(
         processor: Processor,
         dir: PathBuf,
         period: usize,
         fast: bool,
+        keep: usize,
     ) -> std::io::Result<OfflineDriver> {
         std::fs::create_dir_all(&dir)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -42,7 +43,7 @@ impl OfflineDriver {
             .name("djinn-offline".into())
             .spawn({
                 let stop = stop.clone();
-                move || run(processor, &dir, period, fast, &stop, &recording_tx)
+                move || run(processor, &dir, period, fast, keep, &stop, &recording_tx)
             })?;
         Ok(OfflineDriver {
             stop,
@@ -86,11 +87,39 @@ fn open(dir: &Path, sample_rate: u32) -> Option<(Writer, PathBuf)> {
     }
 }
 
+/// Deletes all but the newest `keep` recordings in `dir` (an hour of stereo float audio is
+/// about 1.4 GB: a forgotten daemon must not fill the disk).
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("djinn-") && n.ends_with(".wav"))
+        })
+        .collect();
+    // The names carry their start time, so name order is age order.
+    files.sort();
+    let excess = files.len().saturating_sub(keep.max(1));
+    for old in files.into_iter().take(excess) {
+        match std::fs::remove_file(&old) {
+            Ok(()) => tracing::info!(path = %old.display(), "old recording removed"),
+            Err(e) => {
+                tracing::warn!(path = %old.display(), error = %e, "cannot remove old recording")
+            }
+        }
+    }
+}
+
 fn run(
     mut processor: Processor,
     dir: &Path,
     period: usize,
     fast: bool,
+    keep: usize,
     stop: &AtomicBool,
     recording: &watch::Sender<Option<PathBuf>>,
 ) {
@@ -99,6 +128,7 @@ fn run(
     let mut groups: [[Vec<f32>; 2]; GROUPS] =
         std::array::from_fn(|_| [vec![0.0; period], vec![0.0; period]]);
     let mut file = open(dir, sample_rate);
+    prune(dir, keep);
     recording.send_replace(file.as_ref().map(|(_, p)| p.clone()));
     let mut in_file: u64 = 0;
     let mut rendered: u64 = 0;
@@ -140,6 +170,7 @@ fn run(
                 let _ = writer.finalize();
             }
             file = open(dir, sample_rate);
+            prune(dir, keep);
             recording.send_replace(file.as_ref().map(|(_, p)| p.clone()));
             in_file = 0;
         }
@@ -161,4 +192,33 @@ fn run(
 fn pair(g: &mut [Vec<f32>; 2]) -> [&mut [f32]; 2] {
     let [l, r] = g;
     [l.as_mut_slice(), r.as_mut_slice()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_newest_recordings_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for hour in 10..15 {
+            let name = format!("djinn-2026-11-23T{hour}-00-00Z.wav");
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        prune(dir.path(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "djinn-2026-11-23T13-00-00Z.wav",
+                "djinn-2026-11-23T14-00-00Z.wav",
+                "notes.txt"
+            ]
+        );
+    }
 }
