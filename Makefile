@@ -12,7 +12,7 @@ BUILD_PACKAGES := libjack-jackd2-dev libasound2-dev libclang-dev pkg-config
 TEST_PACKAGES := jackd2 jack-capture jack-midi-clock jack-tools fluidsynth fluid-soundfont-gm \
 	ffmpeg sox rubberband-cli espeak-ng python3-zmq systemd
 
-.PHONY: run test build deps test-deps bench install ci
+.PHONY: run test build deps test-deps bench soak install ci
 
 # Installs whichever of the given Debian packages are missing.
 define apt_install
@@ -47,6 +47,11 @@ test: test-deps
 bench: test-deps build
 	$(CARGO) bench --workspace --locked
 	/usr/bin/python3 clients/python/bench_ping.py --djinnd ./target/release/djinnd
+	/usr/bin/python3 clients/python/bench_jack_load.py --djinnd ./target/release/djinnd
+
+## soak: ten minutes on jackd -R at 64 frames with 16 layers; prints the xruns
+soak: test-deps build
+	/usr/bin/python3 clients/python/soak.py --djinnd ./target/release/djinnd
 
 ## install: binaries, systemd unit and user (run as root), then
 ##   systemctl daemon-reload && systemctl enable --now djinnd
