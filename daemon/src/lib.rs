@@ -374,7 +374,7 @@ impl Daemon {
 }
 
 /// The master effects a profile starts with.
-fn master_fx(profile: &djinn_engine::profile::Profile) -> djinn_engine::mix::MasterFx {
+pub(crate) fn master_fx(profile: &djinn_engine::profile::Profile) -> djinn_engine::mix::MasterFx {
     let e = profile.effects;
     djinn_engine::mix::MasterFx {
         reverb_size: e.reverb_size as f32,

@@ -44,6 +44,8 @@ pub const OFFLINE_RATE: u32 = 48_000;
 pub const OFFLINE_PERIOD: usize = 256;
 /// How often the actor drains notifications.
 const TICK: Duration = Duration::from_millis(10);
+/// How often the JACK load, longest callback and xruns are published as `health`.
+const HEALTH_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How often a lost JACK server is looked for.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
@@ -122,6 +124,8 @@ pub struct AudioActor {
     /// Whether the transport should roll: true from the start, changed by transport.start
     /// and transport.stop, and carried over to a new mixer after a reconnect.
     rolling: bool,
+    /// When the last periodic `health` report of the audio engine went out.
+    last_report: std::time::Instant,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -276,6 +280,18 @@ impl AudioActor {
         let now = std::time::Instant::now();
         match &self.driver {
             Driver::Jack(driver) => {
+                if now.duration_since(self.last_report) >= HEALTH_REPORT_EVERY {
+                    self.last_report = now;
+                    self.events().publish(
+                        "health",
+                        json!({
+                            "kind": "audio",
+                            "dsp_load": driver.dsp_load(),
+                            "longest_callback_us": driver.stats.longest_callback_us.load(Ordering::Relaxed),
+                            "xruns": driver.stats.xruns.load(Ordering::Relaxed),
+                        }),
+                    );
+                }
                 let xruns = driver.stats.xruns.load(Ordering::Relaxed);
                 if xruns > self.last_xruns {
                     self.events().publish(
@@ -357,6 +373,7 @@ impl Actor for AudioActor {
             last_xruns: 0,
             reason: "audio is off (--audio none)".into(),
             rolling: true,
+            last_report: std::time::Instant::now(),
             ticker: None,
         };
         match actor.args.backend {

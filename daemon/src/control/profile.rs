@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use super::{ask_error, unavailable};
 use crate::Shared;
 use crate::rpc::{self, Params, RpcError};
+use djinn_actors::audio::SetFx;
 use djinn_actors::profiles::{GetProfile, ListProfiles, SetProfile, UnknownProfile};
 
 fn not_found(e: UnknownProfile) -> RpcError {
@@ -44,6 +45,10 @@ pub async fn set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
         .ask(SetProfile { name })
         .await
         .map_err(|e| ask_error("profiles", e, not_found))?;
+    // The style's effect defaults and loudness ceiling come with it.
+    if let Err(e) = shared.audio.ask(SetFx(crate::master_fx(&profile))).await {
+        tracing::debug!(error = %e, "profile effects not applied (audio is off)");
+    }
     Ok(json!({
         "profile": profile.name,
         "tempo": profile.tempo.default,
