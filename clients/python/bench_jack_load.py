@@ -11,7 +11,6 @@ and reads JACK's DSP load with jack_cpu_load for each. Prints both and the ratio
 """
 
 import argparse
-import math
 import os
 import re
 import struct
@@ -21,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from djinn_client import Djinn  # noqa: E402
+from jack_session import djinnd_playing, jackd  # noqa: E402
 
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 SERVER = "djinn-bench-load"
@@ -76,43 +75,14 @@ def main():
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
 
-    env = dict(os.environ, JACK_DEFAULT_SERVER=SERVER, JACK_NO_START_SERVER="1")
-    env = {k: v for k, v in env.items() if not k.startswith("DJINN_")}
-    jackd = subprocess.Popen(["jackd", "-n", SERVER, "-R", "-d", "dummy", "-r", "48000", "-p", "64"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)
+    with jackd(SERVER, 64) as env:
         idle = dsp_load(env, 3)
+        with djinnd_playing(args.djinnd, env) as client:
+            time.sleep(1.0)
+            layers = len(client.call("layer.list")["layers"])
+            djinn_load = dsp_load(env, args.seconds)
+        time.sleep(0.5)
         with tempfile.TemporaryDirectory() as tmp:
-            control, events = f"ipc://{tmp}/control", f"ipc://{tmp}/events"
-            djinnd = subprocess.Popen([args.djinnd, "--control", control, "--events", events,
-                                       "--state-dir", tmp, "--audio", "jack", "--log-level", "warn"],
-                                      env=env, stdout=subprocess.DEVNULL)
-            try:
-                client = Djinn(control, events)
-                for _ in range(50):
-                    try:
-                        if client.call("daemon.status")["audio"]["state"] == "running":
-                            break
-                    except Exception:
-                        time.sleep(0.1)
-                for i in range(16):
-                    freq = 55.0 * (i + 1)
-                    frames = b"".join(
-                        struct.pack("<ff", 0.04 * math.sin(2 * math.pi * freq * n / 48000), 0.0)
-                        for n in range(48000))
-                    client.call("layer.add", [frames], quantize="now",
-                                group=["drums", "bass", "music", "voice"][i % 4],
-                                filter=["lowpass", "highpass", "bandpass"][i % 3],
-                                cutoff_hz=400 + 300 * i, resonance=0.3,
-                                reverb_send=0.3, delay_send=0.2)
-                time.sleep(1.0)
-                layers = len(client.call("layer.list")["layers"])
-                djinn_load = dsp_load(env, args.seconds)
-            finally:
-                djinnd.terminate()
-                djinnd.wait(5)
-            time.sleep(0.5)
             song = os.path.join(tmp, "sixteen.mid")
             midi_file(song, args.seconds + 10)
             fluid = subprocess.Popen(["fluidsynth", "-ni", "-a", "jack", "-j", "-r", "48000",
@@ -124,9 +94,6 @@ def main():
             finally:
                 fluid.terminate()
                 fluid.wait(5)
-    finally:
-        jackd.terminate()
-        jackd.wait(5)
 
     print(f"JACK DSP load at 64 frames / 48 kHz, mean over {args.seconds:.0f} s")
     print(f"{'idle server':<34}{idle:>7.2f} %")

@@ -50,6 +50,22 @@ pub fn python() -> Command {
     command
 }
 
+/// Runs a Python script (with the client on its path); returns its stdout, failing the
+/// test with its stderr and `context` if it fails.
+pub fn run_python(script: &str, context: &str) -> String {
+    let out = python()
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{context}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Commands under test get a clean environment: no DJINN_* or systemd variables leak in
 /// from the shell that runs the tests.
 pub fn scrub(command: &mut Command) {
@@ -382,6 +398,21 @@ impl Jackd {
     /// Records `ports` for `seconds` with jack_capture; returns one sample vector per port.
     pub fn capture(&self, ports: &[&str], seconds: f32, dir: &Path) -> Vec<Vec<f32>> {
         capture(&self.name, ports, seconds, dir)
+    }
+
+    /// Starts [`Jackd::capture`] on a thread, so the test can act while it records.
+    pub fn capture_in_background(
+        &self,
+        ports: &[&str],
+        seconds: f32,
+        dir: &Path,
+    ) -> std::thread::JoinHandle<Vec<Vec<f32>>> {
+        let (name, dir) = (self.name.clone(), dir.to_owned());
+        let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+        std::thread::spawn(move || {
+            let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+            capture(&name, &ports, seconds, &dir)
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use djinn_daemon::client::ClientError;
-use djinn_tests::{Djinnd, Options, bin, python, scrub};
+use djinn_tests::{Djinnd, Options, bin, run_python, scrub};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -54,18 +54,8 @@ with Djinn("{control}", "{events}") as d:
         control = daemon.control,
         events = daemon.events
     );
-    let out = python()
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "python client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        daemon.log()
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "97.0");
+    let out = run_python(&script, &daemon.log());
+    assert_eq!(out.trim(), "97.0");
 
     // profile.set -> profile + transport; transport.set (Rust); transport.set (Python).
     let mut seen = Vec::new();
@@ -119,17 +109,7 @@ for topic, event in d.events("transport", timeout_ms=5000):
         control = daemon.control,
         events = daemon.events
     );
-    let out = python()
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8_lossy(&out.stdout);
+    let line = run_python(&script, &daemon.log());
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields.first(), Some(&"transport"), "{line}");
     assert_eq!(fields.last(), Some(&"140.0"), "{line}");

@@ -143,13 +143,8 @@ async fn bar_quantized_launches_land_one_bar_apart_to_the_sample() {
     let mut events = daemon.events(&["layer.started"]).await;
     let dc = |v: f32| frames(std::iter::repeat_n([v, v], 4800));
     // Record first, then launch two layers on later bars, each on its own port.
-    let capture = {
-        let dir = daemon.dir.path().to_owned();
-        let name = jackd.name.clone();
-        std::thread::spawn(move || {
-            djinn_tests::capture(&name, &["djinn:drums_L", "djinn:music_L"], 6.0, &dir)
-        })
-    };
+    let capture =
+        jackd.capture_in_background(&["djinn:drums_L", "djinn:music_L"], 6.0, daemon.dir.path());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let first = add(
         &mut client,
@@ -328,10 +323,7 @@ async fn replace_is_click_free_and_the_delay_echoes_on_its_beat() {
     )
     .await;
     let mut replaced = daemon.events(&["layer.replaced"]).await;
-    let capture = {
-        let (dir, name) = (daemon.dir.path().to_owned(), jackd.name.clone());
-        std::thread::spawn(move || djinn_tests::capture(&name, &["djinn:music_L"], 3.0, &dir))
-    };
+    let capture = jackd.capture_in_background(&["djinn:music_L"], 3.0, daemon.dir.path());
     tokio::time::sleep(Duration::from_millis(600)).await;
     client
         .call_with_payload(
@@ -364,10 +356,7 @@ async fn replace_is_click_free_and_the_delay_echoes_on_its_beat() {
     // An impulse sent fully to the delay comes back a quarter beat later: 6,000 frames.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let impulse = frames((0..100).map(|i| if i == 0 { [0.5, 0.5] } else { [0.0, 0.0] }));
-    let capture = {
-        let (dir, name) = (daemon.dir.path().to_owned(), jackd.name.clone());
-        std::thread::spawn(move || djinn_tests::capture(&name, &["djinn:out_L"], 2.0, &dir))
-    };
+    let capture = jackd.capture_in_background(&["djinn:out_L"], 2.0, daemon.dir.path());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let params = json!({ "quantize": "now", "group": "drums", "loop": false, "delay_send": 1.0 });
     add(&mut client, params, impulse).await;
