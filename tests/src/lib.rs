@@ -264,11 +264,21 @@ const JACK_SLOTS: usize = 4;
 /// A claim on one server name, held through a lock file.
 struct Slot {
     _lock: std::fs::File,
+    _timing: std::fs::File,
     name: String,
 }
 
 impl Slot {
-    fn claim() -> Slot {
+    /// Claims a server name. A test that measures timing (xruns, clicks) runs `alone`: it
+    /// waits until no other JACK test runs and keeps the others out until it is done.
+    fn claim(alone: bool) -> Slot {
+        use std::os::fd::AsRawFd;
+        let timing_path = std::env::temp_dir().join("djinn-test-jack-timing.lock");
+        let timing = std::fs::File::create(&timing_path).expect("timing lock file");
+        let mode = if alone { libc::LOCK_EX } else { libc::LOCK_SH };
+        // SAFETY: flock on a file descriptor we own; released when the file closes.
+        let rc = unsafe { libc::flock(timing.as_raw_fd(), mode) };
+        assert_eq!(rc, 0, "flock {}", timing_path.display());
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             for slot in 0..JACK_SLOTS {
@@ -283,6 +293,7 @@ impl Slot {
                 if locked {
                     return Slot {
                         _lock: file,
+                        _timing: timing,
                         name: format!("djinn-test-{slot}"),
                     };
                 }
@@ -308,7 +319,17 @@ pub struct Jackd {
 impl Jackd {
     /// Starts `jackd -n NAME -d dummy -r 48000 -p PERIOD`, realtime (`-R`) or not.
     pub fn start(realtime: bool, period: u32) -> Jackd {
-        let slot = Slot::claim();
+        Self::start_with(realtime, period, false)
+    }
+
+    /// Like [`Jackd::start`], with no other JACK test running meanwhile: for tests that
+    /// measure timing, which a busy 2-core machine would disturb.
+    pub fn start_alone(realtime: bool, period: u32) -> Jackd {
+        Self::start_with(realtime, period, true)
+    }
+
+    fn start_with(realtime: bool, period: u32, alone: bool) -> Jackd {
+        let slot = Slot::claim(alone);
         let name = slot.name.clone();
         let child = Self::spawn(&name, realtime, period);
         let mut jackd = Jackd {

@@ -17,6 +17,20 @@ fn djinnd_on(jackd: &Jackd) -> Djinnd {
     })
 }
 
+/// A private jackd and a djinnd playing through it, with a client. Realtime servers are
+/// for timing measurements and run with no other JACK test beside them.
+async fn on_jack(realtime: bool, period: u32) -> (Jackd, Djinnd, Client) {
+    let jackd = if realtime {
+        Jackd::start_alone(true, period)
+    } else {
+        Jackd::start(false, period)
+    };
+    let daemon = djinnd_on(&jackd);
+    let mut client = daemon.client();
+    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    (jackd, daemon, client)
+}
+
 async fn wait_audio(client: &mut Client, state: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
@@ -77,10 +91,7 @@ async fn add(client: &mut Client, params: Value, payload: Bytes) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layer_reaches_its_group_port_at_its_level_and_only_there() {
-    let jackd = Jackd::start(false, 256);
-    let daemon = djinnd_on(&jackd);
-    let mut client = daemon.client();
-    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    let (jackd, daemon, mut client) = on_jack(false, 256).await;
     let ports = jackd.ports();
     for port in [
         "djinn:out_L",
@@ -132,10 +143,7 @@ async fn a_layer_reaches_its_group_port_at_its_level_and_only_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bar_quantized_launches_land_one_bar_apart_to_the_sample() {
-    let jackd = Jackd::start(false, 256);
-    let daemon = djinnd_on(&jackd);
-    let mut client = daemon.client();
-    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    let (jackd, daemon, mut client) = on_jack(false, 256).await;
     client
         .call("transport.set", json!({ "tempo": 120 }))
         .await
@@ -202,10 +210,7 @@ async fn bar_quantized_launches_land_one_bar_apart_to_the_sample() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pan_and_filter_do_what_they_claim() {
-    let jackd = Jackd::start(false, 256);
-    let daemon = djinnd_on(&jackd);
-    let mut client = daemon.client();
-    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    let (jackd, daemon, mut client) = on_jack(false, 256).await;
     let layer = add(
         &mut client,
         json!({ "quantize": "now", "group": "music", "pan": 1.0 }),
@@ -239,10 +244,7 @@ async fn pan_and_filter_do_what_they_claim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_and_restarting_jackd_is_survived_and_output_resumes() {
-    let mut jackd = Jackd::start(false, 256);
-    let daemon = djinnd_on(&jackd);
-    let mut client = daemon.client();
-    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    let (mut jackd, daemon, mut client) = on_jack(false, 256).await;
     add(
         &mut client,
         json!({ "quantize": "now", "group": "voice" }),
@@ -274,10 +276,7 @@ async fn killing_and_restarting_jackd_is_survived_and_output_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_seconds_at_256_frames_with_realtime_jackd_have_no_xruns() {
-    let jackd = Jackd::start(true, 256);
-    let daemon = djinnd_on(&jackd);
-    let mut client = daemon.client();
-    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    let (_jackd, daemon, mut client) = on_jack(true, 256).await;
     for (i, group) in ["drums", "bass", "music", "voice"].iter().enumerate() {
         let params = json!({ "quantize": "now", "group": group, "reverb_send": 0.3,
                              "delay_send": 0.2, "filter": "lowpass", "cutoff_hz": 2000 });
@@ -302,10 +301,7 @@ async fn thirty_seconds_at_256_frames_with_realtime_jackd_have_no_xruns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_is_click_free_and_the_delay_echoes_on_its_beat() {
-    let jackd = Jackd::start(false, 256);
-    let daemon = djinnd_on(&jackd);
-    let mut client = daemon.client();
-    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    let (jackd, daemon, mut client) = on_jack(true, 256).await;
     client
         .call("transport.set", json!({ "tempo": 120 }))
         .await
