@@ -8,16 +8,11 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use djinn_engine::dsp::FilterMode;
 use djinn_engine::mix::{
-    Command, FilterSettings, GROUPS, Group, LayerAudio, LayerParams, Outputs, Processor, Quantize,
+    Command, FilterSettings, Group, LayerAudio, LayerParams, OutputBuffers, Processor, Quantize,
 };
 use djinn_engine::transport::Transport;
 
 const PERIOD: usize = 64;
-
-fn pair(g: &mut [Vec<f32>; 2]) -> [&mut [f32]; 2] {
-    let [l, r] = g;
-    [l.as_mut_slice(), r.as_mut_slice()]
-}
 
 fn sixteen_layers(c: &mut Criterion) {
     let mut transport = Transport::default();
@@ -60,19 +55,12 @@ fn sixteen_layers(c: &mut Criterion) {
             })
             .unwrap();
     }
-    let mut master = [vec![0.0f32; PERIOD], vec![0.0f32; PERIOD]];
-    let mut groups: [[Vec<f32>; 2]; GROUPS] =
-        std::array::from_fn(|_| [vec![0.0; PERIOD], vec![0.0; PERIOD]]);
+    let mut buffers = OutputBuffers::new(PERIOD);
     c.bench_function(
         "mix/process 64 frames, 16 layers, filter+sends+master",
         |b| {
             b.iter(|| {
-                let [ml, mr] = &mut master;
-                let [g0, g1, g2, g3] = &mut groups;
-                let mut outputs = Outputs {
-                    master: [ml.as_mut_slice(), mr.as_mut_slice()],
-                    groups: [pair(g0), pair(g1), pair(g2), pair(g3)],
-                };
+                let mut outputs = buffers.outputs();
                 processor.process(black_box(&mut outputs));
                 while handle.poll().is_some() {}
             })

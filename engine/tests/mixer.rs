@@ -7,7 +7,7 @@ use assert_no_alloc::{AllocDisabler, assert_no_alloc};
 use djinn_engine::dsp::FilterMode;
 use djinn_engine::mix::{
     Command, FilterSettings, GROUPS, Group, LayerAudio, LayerParams, MasterFx, MixerHandle,
-    Notification, Outputs, Processor, Quantize,
+    Notification, OutputBuffers, Processor, Quantize,
 };
 use djinn_engine::transport::Transport;
 
@@ -15,34 +15,6 @@ use djinn_engine::transport::Transport;
 static ALLOCATOR: AllocDisabler = AllocDisabler;
 
 const SR: u32 = 48_000;
-
-/// Ten output channels for one period, owned by the test.
-struct Buffers {
-    master: [Vec<f32>; 2],
-    groups: [[Vec<f32>; 2]; GROUPS],
-}
-
-impl Buffers {
-    fn new(n: usize) -> Self {
-        Self {
-            master: [vec![0.0; n], vec![0.0; n]],
-            groups: std::array::from_fn(|_| [vec![0.0; n], vec![0.0; n]]),
-        }
-    }
-
-    fn outputs(&mut self) -> Outputs<'_> {
-        fn pair(g: &mut [Vec<f32>; 2]) -> [&mut [f32]; 2] {
-            let [l, r] = g;
-            [l.as_mut_slice(), r.as_mut_slice()]
-        }
-        let [ml, mr] = &mut self.master;
-        let [g0, g1, g2, g3] = &mut self.groups;
-        Outputs {
-            master: [ml.as_mut_slice(), mr.as_mut_slice()],
-            groups: [pair(g0), pair(g1), pair(g2), pair(g3)],
-        }
-    }
-}
 
 /// A processor at 120 BPM, 4/4, rolling, with effects dry so levels are plain.
 fn rolling(period: usize) -> (Processor, MixerHandle) {
@@ -100,7 +72,7 @@ struct Run {
 }
 
 fn run(processor: &mut Processor, handle: &mut MixerHandle, period: usize, periods: usize) -> Run {
-    let mut buffers = Buffers::new(period);
+    let mut buffers = OutputBuffers::new(period);
     let mut result = Run {
         master_l: Vec::new(),
         master_r: Vec::new(),
@@ -358,7 +330,7 @@ fn one_shots_end_and_slots_run_out_politely() {
 fn ten_thousand_busy_periods_allocate_nothing() {
     let period = 64;
     let (mut p, mut h) = rolling(period);
-    let mut buffers = Buffers::new(period);
+    let mut buffers = OutputBuffers::new(period);
     // Allocate every buffer up front; the processor may only move them.
     let mut audio: Vec<Box<LayerAudio>> = (0..400)
         .map(|i| sine_loop(110.0 + i as f32, 4800 + i * 7, 0.05))

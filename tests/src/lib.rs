@@ -440,43 +440,41 @@ impl Jackd {
 /// Records `ports` of JACK server `server` for `seconds` with jack_capture into a file in
 /// `dir`; returns one sample vector per port.
 pub fn capture(server: &str, ports: &[&str], seconds: f32, dir: &Path) -> Vec<Vec<f32>> {
-    {
-        let path = dir.join(format!("capture-{}.wav", ports.join("+").replace(':', "_")));
-        let mut command = Command::new("jack_capture");
-        command
-            .env("JACK_DEFAULT_SERVER", server)
-            .env("JACK_NO_START_SERVER", "1")
-            .args(["--daemon", "-d", &seconds.to_string(), "-b", "32", "-c"])
-            .arg(ports.len().to_string());
-        for port in ports {
-            command.args(["--port", port]);
-        }
-        let out = command
-            .arg(&path)
-            .output()
-            .expect("jack_capture (make test installs it)");
-        assert!(
-            out.status.success() && path.exists(),
-            "jack_capture failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut reader = hound::WavReader::open(&path).expect("jack_capture wrote a WAV");
-        let spec = reader.spec();
-        let channels = usize::from(spec.channels);
-        let samples: Vec<f32> = match spec.sample_format {
-            hound::SampleFormat::Float => reader.samples::<f32>().map(Result::unwrap).collect(),
-            hound::SampleFormat::Int => {
-                let scale = 2f32.powi(i32::from(spec.bits_per_sample) - 1);
-                reader
-                    .samples::<i32>()
-                    .map(|s| s.unwrap() as f32 / scale)
-                    .collect()
-            }
-        };
-        (0..channels)
-            .map(|ch| samples.iter().skip(ch).step_by(channels).copied().collect())
-            .collect()
+    let path = dir.join(format!("capture-{}.wav", ports.join("+").replace(':', "_")));
+    let mut command = Command::new("jack_capture");
+    command
+        .env("JACK_DEFAULT_SERVER", server)
+        .env("JACK_NO_START_SERVER", "1")
+        .args(["--daemon", "-d", &seconds.to_string(), "-b", "32", "-c"])
+        .arg(ports.len().to_string());
+    for port in ports {
+        command.args(["--port", port]);
     }
+    let out = command
+        .arg(&path)
+        .output()
+        .expect("jack_capture (make test installs it)");
+    assert!(
+        out.status.success() && path.exists(),
+        "jack_capture failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reader = hound::WavReader::open(&path).expect("jack_capture wrote a WAV");
+    let spec = reader.spec();
+    let channels = usize::from(spec.channels);
+    let samples: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader.samples::<f32>().map(Result::unwrap).collect(),
+        hound::SampleFormat::Int => {
+            let scale = 2f32.powi(i32::from(spec.bits_per_sample) - 1);
+            reader
+                .samples::<i32>()
+                .map(|s| s.unwrap() as f32 / scale)
+                .collect()
+        }
+    };
+    (0..channels)
+        .map(|ch| samples.iter().skip(ch).step_by(channels).copied().collect())
+        .collect()
 }
 
 impl Drop for Jackd {

@@ -119,6 +119,8 @@ pub struct AudioActor {
     fx: MasterFx,
     sample_rate: u32,
     period: usize,
+    /// Frames of latency the mixer adds (its limiter's lookahead).
+    latency: usize,
     last_xruns: u64,
     reason: String,
     /// Whether the transport should roll: true from the start, changed by transport.start
@@ -154,6 +156,7 @@ impl AudioActor {
         self.handle = Some(handle);
         self.sample_rate = sample_rate;
         self.period = period;
+        self.latency = processor.latency();
         processor
     }
 
@@ -244,14 +247,13 @@ impl AudioActor {
                     position = Some((frame, beats, rolling));
                 }
                 Notification::Meter { peak, rms } => {
-                    let names = ["master", "drums", "bass", "music", "voice"];
+                    let names = std::iter::once("master").chain(Group::ALL.map(Group::name));
                     let outputs: serde_json::Map<String, serde_json::Value> = names
-                        .iter()
                         .zip(peak.iter().zip(&rms))
                         .map(|(name, (p, r))| {
                             let db = |v: f32| (gain_to_db(v) * 10.0).round() / 10.0;
                             (
-                                (*name).to_owned(),
+                                name.to_owned(),
                                 json!({ "peak_db": [db(p[0]), db(p[1])], "rms_db": [db(r[0]), db(r[1])] }),
                             )
                         })
@@ -268,10 +270,8 @@ impl AudioActor {
                 rolling,
                 sample_rate: self.sample_rate,
             };
-            let transport = self.args.transport.clone();
-            tokio::spawn(async move {
-                let _ = transport.tell(sync).await;
-            });
+            // A position lost to a full mailbox is replaced by the next one 20 ms later.
+            let _ = self.args.transport.tell(sync).try_send();
         }
         self.watch_jack();
     }
@@ -370,6 +370,7 @@ impl Actor for AudioActor {
             next_id: 1,
             sample_rate: OFFLINE_RATE,
             period: OFFLINE_PERIOD,
+            latency: 0,
             last_xruns: 0,
             reason: "audio is off (--audio none)".into(),
             rolling: true,
@@ -815,8 +816,7 @@ impl Message<AudioStatus> for AudioActor {
             xruns,
             dsp_load,
             longest_callback_us: longest,
-            latency_frames: (djinn_engine::dsp::LIMITER_LOOKAHEAD_S * self.sample_rate as f32)
-                as usize,
+            latency_frames: self.latency,
             commands_dropped: load(|s| &s.commands_dropped),
             notifications_dropped: load(|s| &s.notifications_dropped),
         }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use djinn_engine::mix::{GROUPS, Outputs, Processor};
+use djinn_engine::mix::{OutputBuffers, Processor};
 use tokio::sync::watch;
 
 /// Frames of audio per file before a new one starts.
@@ -124,9 +124,7 @@ fn run(
     recording: &watch::Sender<Option<PathBuf>>,
 ) {
     let sample_rate = processor.sample_rate();
-    let mut master = [vec![0.0f32; period], vec![0.0f32; period]];
-    let mut groups: [[Vec<f32>; 2]; GROUPS] =
-        std::array::from_fn(|_| [vec![0.0; period], vec![0.0; period]]);
+    let mut buffers = OutputBuffers::new(period);
     let mut file = open(dir, sample_rate);
     prune(dir, keep);
     recording.send_replace(file.as_ref().map(|(_, p)| p.clone()));
@@ -135,18 +133,10 @@ fn run(
     let mut since_flush: u64 = 0;
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        {
-            let [ml, mr] = &mut master;
-            let [g0, g1, g2, g3] = &mut groups;
-            let mut outputs = Outputs {
-                master: [ml.as_mut_slice(), mr.as_mut_slice()],
-                groups: [pair(g0), pair(g1), pair(g2), pair(g3)],
-            };
-            processor.process(&mut outputs);
-        }
+        processor.process(&mut buffers.outputs());
         if let Some((writer, _)) = &mut file {
             let mut ok = true;
-            for (l, r) in master[0].iter().zip(&master[1]) {
+            for (l, r) in buffers.master[0].iter().zip(&buffers.master[1]) {
                 ok &= writer.write_sample(*l).is_ok() && writer.write_sample(*r).is_ok();
             }
             if !ok {
@@ -187,11 +177,6 @@ fn run(
             Err(e) => tracing::error!(error = %e, "offline recording not closed cleanly"),
         }
     }
-}
-
-fn pair(g: &mut [Vec<f32>; 2]) -> [&mut [f32]; 2] {
-    let [l, r] = g;
-    [l.as_mut_slice(), r.as_mut_slice()]
 }
 
 #[cfg(test)]

@@ -268,6 +268,36 @@ pub struct Outputs<'a> {
     pub groups: [[&'a mut [f32]; 2]; GROUPS],
 }
 
+/// Owned output buffers for drivers that are not JACK (the offline driver, tests,
+/// benchmarks): master and groups, left and right, one period long.
+pub struct OutputBuffers {
+    pub master: [Vec<f32>; 2],
+    pub groups: [[Vec<f32>; 2]; GROUPS],
+}
+
+impl OutputBuffers {
+    /// Silent buffers of `frames` frames.
+    pub fn new(frames: usize) -> Self {
+        Self {
+            master: [vec![0.0; frames], vec![0.0; frames]],
+            groups: std::array::from_fn(|_| [vec![0.0; frames], vec![0.0; frames]]),
+        }
+    }
+
+    /// The buffers as the processor writes them.
+    pub fn outputs(&mut self) -> Outputs<'_> {
+        fn pair(buffers: &mut [Vec<f32>; 2]) -> [&mut [f32]; 2] {
+            let [l, r] = buffers;
+            [l.as_mut_slice(), r.as_mut_slice()]
+        }
+        let [g0, g1, g2, g3] = &mut self.groups;
+        Outputs {
+            master: pair(&mut self.master),
+            groups: [pair(g0), pair(g1), pair(g2), pair(g3)],
+        }
+    }
+}
+
 /// The actor's side: sends commands, receives notifications.
 pub struct MixerHandle {
     commands: Producer<Command>,
