@@ -493,7 +493,9 @@ const TRUE_PEAK_MARGIN_DB: f32 = 0.3;
 pub struct Limiter {
     ceiling: f32,
     delay: [Vec<f32>; 2],
-    needs: Vec<f32>,
+    /// The lookahead window's gain needs as a monotonic queue (ascending from the front),
+    /// so the window minimum costs O(1) per sample instead of a scan of the window.
+    minima: MinQueue,
     pos: usize,
     sum: f64,
     averaged: Vec<f32>,
@@ -508,7 +510,7 @@ impl Limiter {
         let mut limiter = Self {
             ceiling: 1.0,
             delay: [vec![0.0; len], vec![0.0; len]],
-            needs: vec![1.0; len],
+            minima: MinQueue::new(len),
             pos: 0,
             sum: len as f64,
             averaged: vec![1.0; len],
@@ -557,7 +559,7 @@ impl Limiter {
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     #[inline]
     pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
-        let len = self.needs.len();
+        let len = self.averaged.len();
         let peak = Self::true_peak(&mut self.history[0], frame[0])
             .max(Self::true_peak(&mut self.history[1], frame[1]));
         let need = if peak > self.ceiling {
@@ -565,11 +567,8 @@ impl Limiter {
         } else {
             1.0
         };
-        if let Some(slot) = self.needs.get_mut(self.pos) {
-            *slot = need;
-        }
         // Hold: the smallest gain needed anywhere in the window.
-        let held = self.needs.iter().copied().fold(1.0f32, f32::min);
+        let held = self.minima.push(need);
         // Average the held gains over the window (running sum).
         let old = self.averaged.get(self.pos).copied().unwrap_or(1.0);
         if let Some(slot) = self.averaged.get_mut(self.pos) {
@@ -597,11 +596,87 @@ impl Limiter {
     }
 }
 
+/// The minimum of the last `window` values pushed, in O(1) amortised per push: a ring of
+/// (sequence number, value) pairs whose values ascend from the front.
+#[derive(Debug)]
+struct MinQueue {
+    seq: Vec<u64>,
+    values: Vec<f32>,
+    head: usize,
+    len: usize,
+    window: u64,
+    count: u64,
+}
+
+impl MinQueue {
+    fn new(window: usize) -> Self {
+        let cap = window + 1;
+        Self {
+            seq: vec![0; cap],
+            values: vec![0.0; cap],
+            head: 0,
+            len: 0,
+            window: window as u64,
+            count: 0,
+        }
+    }
+
+    /// Adds `value` and returns the minimum of the window, `value` included (at most 1).
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    #[inline]
+    fn push(&mut self, value: f32) -> f32 {
+        let cap = self.values.len();
+        // Drop from the back every value no smaller than the new one: it can never be the
+        // minimum again.
+        while self.len > 0 {
+            let back = (self.head + self.len - 1) % cap;
+            if self.values.get(back).is_some_and(|&v| v >= value) {
+                self.len -= 1;
+            } else {
+                break;
+            }
+        }
+        let slot = (self.head + self.len) % cap;
+        if let (Some(s), Some(v)) = (self.seq.get_mut(slot), self.values.get_mut(slot)) {
+            *s = self.count;
+            *v = value;
+            self.len += 1;
+        }
+        // Drop from the front what has left the window.
+        while self.len > 1
+            && self
+                .seq
+                .get(self.head)
+                .is_some_and(|&s| s + self.window <= self.count)
+        {
+            self.head = (self.head + 1) % cap;
+            self.len -= 1;
+        }
+        self.count += 1;
+        self.values.get(self.head).copied().unwrap_or(1.0).min(1.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SR: f32 = 48_000.0;
+
+    #[test]
+    fn the_min_queue_is_the_window_minimum() {
+        let values: Vec<f32> = (0..2000u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 1000) as f32 / 1000.0)
+            .collect();
+        for window in [1usize, 2, 7, 72] {
+            let mut q = MinQueue::new(window);
+            for (i, &v) in values.iter().enumerate() {
+                let lo = (i + 1).saturating_sub(window);
+                let expected = values[lo..=i].iter().copied().fold(1.0f32, f32::min);
+                assert_eq!(q.push(v), expected, "window {window} at {i}");
+            }
+        }
+    }
 
     fn sine(freq: f32, frames: usize, amp: f32) -> Vec<[f32; 2]> {
         (0..frames)

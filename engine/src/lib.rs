@@ -5,9 +5,11 @@
 //! the realtime mixer, analysis and file formats. The daemon and its actors build on it; it
 //! never calls back into them.
 
+pub mod analysis;
 pub mod decode;
 pub mod dsp;
 pub mod mix;
 pub mod music;
 pub mod profile;
+pub mod synth;
 pub mod transport;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::music::{Key, Meter};
+use crate::synth::Groove;
 use crate::transport::TEMPO_RANGE;
 
 /// The roles a layer can play; every profile has a palette for each.
@@ -29,6 +30,8 @@ pub struct Profile {
     pub meter: Meter,
     /// Bars in one phrase: the unit the DJ thinks in.
     pub phrase_bars: u32,
+    /// Where the beats fall: the rhythm patterns the generator plays.
+    pub groove: Groove,
     /// Instruments per role (pad, bass, lead, drum, fx).
     pub palette: BTreeMap<String, Vec<String>>,
     pub effects: EffectDefaults,
@@ -102,6 +105,8 @@ struct ProfileFile {
     #[serde(default)]
     meter: Meter,
     phrase_bars: toml::Spanned<u32>,
+    #[serde(default)]
+    groove: Groove,
     palette: toml::Spanned<BTreeMap<String, Vec<String>>>,
     effects: toml::Spanned<EffectDefaults>,
     loudness: toml::Spanned<LoudnessTarget>,
@@ -195,6 +200,7 @@ impl Profile {
             key: file.key,
             meter: file.meter,
             phrase_bars,
+            groove: file.groove,
             palette: file.palette.into_inner(),
             effects: fx,
             loudness,

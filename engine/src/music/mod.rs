@@ -1,7 +1,12 @@
-//! Music theory the rest of djinn speaks: pitch classes, scales, keys and meters.
+//! Music theory the rest of djinn speaks: pitch classes, scales, keys and meters, and (in
+//! [`harmony`]) notes, chords, progressions and voice leading.
 //!
 //! Plain values with parsing and display, so that a key typed by a user ("F minor", "C#m",
 //! "Bb dorian") and a key in a profile or a JSON-RPC request mean the same thing everywhere.
+
+mod harmony;
+
+pub use harmony::{Chord, PROGRESSIONS_MAJOR, PROGRESSIONS_MINOR, PROGRESSIONS_STILL, note_hz};
 
 use std::fmt;
 use std::str::FromStr;

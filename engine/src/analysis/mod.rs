@@ -1,0 +1,10 @@
+//! Listening to audio: loudness, tempo, pitch content and an overall quality assessment.
+//!
+//! Plain functions over stereo `[f32; 2]` frames; nothing here runs on the JACK thread.
+
+pub mod chroma;
+pub mod loudness;
+pub mod quality;
+pub mod tempo;
+
+pub use loudness::{LoudnessError, LoudnessReport};
