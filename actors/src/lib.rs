@@ -9,7 +9,10 @@
 pub mod audio;
 pub mod backends;
 pub mod events;
+pub mod generator;
+pub mod moods;
 pub mod profiles;
+pub mod scripting;
 pub mod supervisor;
 pub mod transport;
 

@@ -295,3 +295,31 @@ impl Message<InjectPanic> for ProfileLibrary {
         panic!("fault injection: profile library told to panic");
     }
 }
+
+/// Every loaded profile and the active one, for work that may switch style (prompts).
+#[derive(Debug, Clone, Reply)]
+pub struct ProfileSnapshot {
+    pub set: ProfileSet,
+    pub active: Profile,
+}
+
+/// Takes a snapshot of the library.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotProfiles;
+
+impl Message<SnapshotProfiles> for ProfileLibrary {
+    type Reply = Result<ProfileSnapshot, UnknownProfile>;
+
+    async fn handle(
+        &mut self,
+        _: SnapshotProfiles,
+        _: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
+        let active = self.selection.borrow().active.clone();
+        let active = self.lookup(&active)?.clone();
+        Ok(ProfileSnapshot {
+            set: self.set.clone(),
+            active,
+        })
+    }
+}

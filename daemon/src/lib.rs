@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod logging;
+pub mod offline;
 pub mod publisher;
 pub mod rpc;
 pub mod state;
@@ -23,6 +24,7 @@ use anyhow::Context as _;
 use djinn_actors::audio::{AudioActor, AudioArgs, Backend};
 use djinn_actors::backends::BackendProbe;
 use djinn_actors::events::EventSink;
+use djinn_actors::generator::{Generator, GeneratorArgs};
 use djinn_actors::profiles::{
     DEFAULT_PROFILE, ProfileArgs, ProfileLibrary, ProfileSelection, ReloadProfiles, SetProfile,
 };
@@ -31,7 +33,7 @@ use djinn_actors::transport::{GetTransport, SetTransport, TransportActor, Transp
 use djinn_engine::transport::{Transport, TransportChange};
 use kameo::actor::{ActorRef, Spawn};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use zeromq::{PubSocket, RouterSocket, Socket};
 
@@ -39,6 +41,9 @@ use crate::config::{AudioBackend, Config, ConfigLoader};
 
 /// How long shutdown waits for requests in flight before giving up on them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(1200);
+
+/// Renders (loops, songs, presets) that run at once; more wait for a slot.
+pub const RENDER_SLOTS: usize = 1;
 
 /// A one-way switch every task can wait on.
 #[derive(Debug, Clone)]
@@ -84,6 +89,9 @@ pub struct Shared {
     pub transport_watch: watch::Receiver<Transport>,
     pub profiles: ActorRef<ProfileLibrary>,
     pub audio: ActorRef<AudioActor>,
+    pub generator: ActorRef<Generator>,
+    /// Renders (loops, songs, presets) running at once; more wait their turn.
+    pub render_slots: Arc<Semaphore>,
     pub selection: watch::Receiver<ProfileSelection>,
     pub health: Health,
     pub backends: BackendProbe,
@@ -211,6 +219,24 @@ impl Daemon {
         .spawn()
         .await;
 
+        let preset_dirs = config
+            .daemon
+            .profiles_dir
+            .iter()
+            .map(|d| d.join("presets"))
+            .collect();
+        let generator = Generator::supervise(
+            &supervisor,
+            GeneratorArgs {
+                scripts_dir: config.daemon.scripts_dir.clone(),
+                preset_dirs,
+                health: health.clone(),
+            },
+        )
+        .restart_limit(RESTART_LIMIT, RESTART_WINDOW)
+        .spawn()
+        .await;
+
         let mut events_socket = PubSocket::new();
         let events_endpoint = events_socket
             .bind(&config.control.events)
@@ -241,6 +267,10 @@ impl Daemon {
             transport_watch,
             profiles,
             audio,
+            generator,
+            // NOTE: one render at a time per core is what this box can do without starving
+            // the audio thread of CPU.
+            render_slots: Arc::new(Semaphore::new(RENDER_SLOTS)),
             selection,
             health,
             backends,

@@ -13,3 +13,4 @@ pub mod music;
 pub mod profile;
 pub mod synth;
 pub mod transport;
+pub mod wav;

@@ -4,10 +4,12 @@
 //! timeout it prints one line and exits with status 2; a request the daemon refused exits 1.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use djinn_daemon::client::{Client, ClientError, Events};
+use djinn_daemon::offline;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -63,6 +65,49 @@ enum Command {
     },
     /// Follow the event stream, optionally only some topics.
     Events { topics: Vec<String> },
+    /// Render a song from a prompt to a WAV file, here, with no daemon.
+    Generate {
+        /// What to play, like "UK drill beat, dark 808 slides, sparse piano, 142 bpm".
+        #[arg(long, short)]
+        prompt: Option<String>,
+        /// Length in seconds, 10 to 3600; the file is exactly this long.
+        #[arg(long, short, default_value_t = 180.0)]
+        seconds: f64,
+        /// Where to write the WAV file (32-bit float stereo).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Seed: the same seed and prompt give the same song.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Style profile to start from (the prompt may name another).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Extra profiles directory.
+        #[arg(long, value_name = "DIR")]
+        profiles: Option<PathBuf>,
+        /// Scripts directory (moods/default.rhai).
+        #[arg(long, value_name = "DIR")]
+        scripts: Option<PathBuf>,
+        /// Sample rate in Hz.
+        #[arg(long, default_value_t = 48_000)]
+        rate: u32,
+    },
+    /// Judge an audio file: loudness, true peak, clipping, DC, silence, phase and scores.
+    Analyze {
+        file: PathBuf,
+        /// Profile whose loudness target and ceiling apply.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Extra profiles directory.
+        #[arg(long, value_name = "DIR")]
+        profiles: Option<PathBuf>,
+        /// Integrated loudness target, LUFS (default: the profile's).
+        #[arg(long, allow_negative_numbers = true)]
+        target_lufs: Option<f64>,
+        /// True-peak ceiling, dBTP (default: the profile's).
+        #[arg(long, allow_negative_numbers = true)]
+        true_peak_limit: Option<f64>,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -79,6 +124,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(result) = run_offline(&cli) {
+        return match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("djinn: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -89,6 +143,164 @@ fn main() -> std::process::ExitCode {
             };
             std::process::ExitCode::from(code)
         }
+    }
+}
+
+/// Runs the commands that need no daemon; `None` for the others.
+fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
+    match &cli.command {
+        Command::Generate {
+            prompt,
+            seconds,
+            output,
+            seed,
+            profile,
+            profiles,
+            scripts,
+            rate,
+        } => {
+            let options = offline::GenerateOptions {
+                prompt: prompt.clone(),
+                seconds: *seconds,
+                output: output.clone(),
+                seed: *seed,
+                profile: profile.clone(),
+                profiles_dir: profiles.clone(),
+                scripts_dir: scripts.clone(),
+                sample_rate: *rate,
+            };
+            let bar = progress_bar();
+            let result = offline::generate(&options, &mut |done| {
+                bar.set_position((done * 1000.0) as u64);
+            });
+            bar.finish_and_clear();
+            Some(result.map(|report| {
+                if cli.json {
+                    println!("{}", pretty(&report));
+                } else {
+                    show_song(&report);
+                }
+            }))
+        }
+        Command::Analyze {
+            file,
+            profile,
+            profiles,
+            target_lufs,
+            true_peak_limit,
+        } => {
+            let options = offline::AnalyzeOptions {
+                profile: profile.clone(),
+                profiles_dir: profiles.clone(),
+                target_lufs: *target_lufs,
+                true_peak_limit: *true_peak_limit,
+            };
+            Some(offline::analyze(file, &options).map(|report| {
+                if cli.json {
+                    println!("{}", pretty(&report));
+                } else {
+                    show_assessment(&report);
+                }
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// A progress bar on a terminal, nothing when stderr is not one.
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(1000),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} rendering [{bar:40}] {percent:>3}%  {elapsed}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn show_song(r: &Value) {
+    println!("wrote      {}", text(&r["file"]));
+    println!(
+        "length     {:.3} s  ({} frames at {} Hz)",
+        r["seconds"].as_f64().unwrap_or(0.0),
+        text(&r["frames"]),
+        text(&r["sample_rate"])
+    );
+    let recipe = &r["recipe"];
+    println!(
+        "style      {}  {} BPM  {}  {}",
+        text(&r["style"]),
+        text(&recipe["tempo"]),
+        text(&recipe["key"]),
+        text(&recipe["groove"])
+    );
+    let parts: Vec<String> = recipe["parts"]
+        .as_array()
+        .map(|a| a.iter().map(text).collect())
+        .unwrap_or_default();
+    println!("parts      {}", parts.join(", "));
+    let sections: Vec<String> = r["sections"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| format!("{} ({} bars)", text(&s["kind"]), text(&s["bars"])))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("sections   {}", sections.join(" → "));
+    show_loudness(&r["loudness"]);
+    if let Some(unknown) = r["unknown"].as_array().filter(|a| !a.is_empty()) {
+        let words: Vec<String> = unknown.iter().map(text).collect();
+        println!("not understood: {}", words.join(", "));
+    }
+    println!(
+        "rendered   in {:.2} s ({:.0}x realtime)",
+        r["render_seconds"].as_f64().unwrap_or(0.0),
+        r["realtime_factor"].as_f64().unwrap_or(0.0)
+    );
+}
+
+fn show_loudness(l: &Value) {
+    println!(
+        "loudness   {:.1} LUFS integrated, LRA {:.1} LU, true peak {:.2} dBTP",
+        l["integrated_lufs"].as_f64().unwrap_or(f64::NEG_INFINITY),
+        l["range_lu"].as_f64().unwrap_or(0.0),
+        l["true_peak_dbtp"].as_f64().unwrap_or(f64::NEG_INFINITY)
+    );
+}
+
+fn show_assessment(r: &Value) {
+    println!("file       {}", text(&r["file"]));
+    show_loudness(&r["loudness"]);
+    println!(
+        "target     {} LUFS, ceiling {} dBTP ({})",
+        text(&r["target"]["lufs"]),
+        text(&r["target"]["true_peak_limit"]),
+        text(&r["target"]["profile"])
+    );
+    if let Some(bpm) = r["tempo"]["bpm"].as_f64() {
+        println!("tempo      {bpm:.1} BPM");
+    }
+    for key in [
+        "overall_score",
+        "mix_readiness",
+        "perceptual_quality",
+        "stability",
+    ] {
+        println!("{key:<19}{:.2}", r[key].as_f64().unwrap_or(0.0));
+    }
+    let violations = r["violations"].as_array().cloned().unwrap_or_default();
+    if violations.is_empty() {
+        println!("violations none");
+    }
+    for v in violations {
+        println!("violation  {}: {}", text(&v["kind"]), text(&v["message"]));
+    }
+    for w in r["warnings"].as_array().cloned().unwrap_or_default() {
+        println!("warning    {}", text(&w));
     }
 }
 
@@ -132,6 +344,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             return Ok(());
         }
         Command::Events { topics } => return follow(&cli, topics).await,
+        Command::Generate { .. } | Command::Analyze { .. } => return Ok(()),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "djinn", &mut std::io::stdout());
             return Ok(());

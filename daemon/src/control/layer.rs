@@ -12,9 +12,11 @@ use crate::rpc::{self, Params, RpcError};
 use djinn_actors::audio::{
     AddLayer, AudioError, AudioStatus, LayerPatch, ListLayers, RemoveLayer, ReplaceLayer, SetLayer,
 };
+use djinn_actors::generator::GetBuffer;
 use djinn_actors::profiles::GetProfile;
 use djinn_engine::dsp::FilterMode;
 use djinn_engine::mix::{Group, LayerParams, Quantize};
+use djinn_engine::synth::Role;
 
 /// The mix-setting params every layer method reads.
 const MIX_PARAMS: [&str; 9] = [
@@ -117,7 +119,7 @@ async fn source(
     shared: &Shared,
     params: &Params,
     payload: &[Bytes],
-) -> Result<(Arc<[[f32; 2]]>, String), RpcError> {
+) -> Result<(Arc<[[f32; 2]]>, String, Option<Role>), RpcError> {
     let rate = shared
         .audio
         .ask(AudioStatus)
@@ -143,14 +145,31 @@ async fn source(
                 .await
                 .map_err(RpcError::internal)?
                 .map_err(|e| RpcError::invalid_param("path", e))?;
-        return Ok((frames.into(), shown));
+        return Ok((frames.into(), shown, None));
     }
     if let Some(buffer) = buffer {
-        return Err(RpcError {
-            code: rpc::NOT_FOUND,
-            message: format!("no generated buffer {buffer:?}"),
-            data: Some(json!({ "field": "buffer" })),
-        });
+        let stored = shared
+            .generator
+            .ask(GetBuffer {
+                id: buffer.to_owned(),
+            })
+            .await
+            .map_err(|e| {
+                ask_error("generator", e, |e| RpcError {
+                    code: rpc::NOT_FOUND,
+                    message: e.to_string(),
+                    data: Some(json!({ "field": "buffer" })),
+                })
+            })?;
+        let frames = if stored.sample_rate == rate {
+            stored.frames
+        } else {
+            // The server's rate changed since the loop was made.
+            djinn_engine::decode::resample(&stored.frames, stored.sample_rate, rate)
+                .map_err(|e| RpcError::invalid_param("buffer", e))?
+                .into()
+        };
+        return Ok((frames, buffer.to_owned(), stored.role));
     }
     let channels = match params.opt_f64("channels")? {
         None | Some(2.0) => 2,
@@ -186,7 +205,7 @@ async fn source(
     let frames = djinn_engine::decode::resample(&frames, from, rate)
         .map_err(|e| RpcError::invalid_param("rate", e))?;
     let shown = format!("frames ({} at {from} Hz)", frames.len());
-    Ok((frames.into(), shown))
+    Ok((frames.into(), shown, None))
 }
 
 pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<Value, RpcError> {
@@ -195,12 +214,13 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
     ];
     known.extend(MIX_PARAMS);
     params.only(&known)?;
-    let group = match params.opt_str("group")?.unwrap_or("music") {
-        "drums" => Group::Drums,
-        "bass" => Group::Bass,
-        "music" => Group::Music,
-        "voice" => Group::Voice,
-        other => {
+    let group = match params.opt_str("group")? {
+        None => None,
+        Some("drums") => Some(Group::Drums),
+        Some("bass") => Some(Group::Bass),
+        Some("music") => Some(Group::Music),
+        Some("voice") => Some(Group::Voice),
+        Some(other) => {
             return Err(RpcError::invalid_param(
                 "group",
                 format!("{other:?} is not drums, bass, music or voice"),
@@ -210,7 +230,13 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
     let params_patch = patch(params)?;
     let at = quantize(shared, params).await?;
     let looped = params.opt_bool("loop")?.unwrap_or(true);
-    let (frames, source) = source(shared, params, payload).await?;
+    let (frames, source, role) = source(shared, params, payload).await?;
+    // A generated single-role loop goes to its role's group unless told otherwise.
+    let group = group.unwrap_or(match role {
+        Some(Role::Drum) => Group::Drums,
+        Some(Role::Bass) => Group::Bass,
+        _ => Group::Music,
+    });
     let info = shared
         .audio
         .ask(AddLayer {
@@ -243,7 +269,7 @@ pub async fn replace(
     let id = id(params)?;
     let at = quantize(shared, params).await?;
     let crossfade_beats = ranged(params, "crossfade_beats", 0.0, 64.0)?.unwrap_or(1.0);
-    let (frames, source) = source(shared, params, payload).await?;
+    let (frames, source, _) = source(shared, params, payload).await?;
     let info = shared
         .audio
         .ask(ReplaceLayer {

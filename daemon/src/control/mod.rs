@@ -9,8 +9,10 @@
 mod daemon;
 mod debug;
 mod fx;
+mod generate;
 mod layer;
 mod profile;
+mod render;
 mod transport;
 
 use std::fmt::Display;
@@ -61,7 +63,7 @@ pub async fn serve(socket: RouterSocket, shared: Arc<Shared>) {
                         Ok(_permit) => answer(&shared, &envelope, max_bytes).await,
                         Err(_) => {
                             let error = RpcError::new(rpc::BUSY, "busy: too many requests in flight; retry shortly");
-                            reject(&shared, &envelope, Value::Null, error)
+                            (reject(&shared, &envelope, Value::Null, error), Vec::new())
                         }
                     };
                     envelope.reply(sender, reply).await;
@@ -116,9 +118,10 @@ impl Envelope {
             .unwrap_or_default()
     }
 
-    async fn reply(self, mut sender: RouterSendHalf, response: Response) {
+    async fn reply(self, mut sender: RouterSendHalf, (response, payload): (Response, Vec<Bytes>)) {
         let mut frames = self.routing;
         frames.push(Bytes::from(response.to_bytes()));
+        frames.extend(payload);
         let Ok(message) = ZmqMessage::try_from(frames) else {
             return;
         };
@@ -130,8 +133,23 @@ impl Envelope {
     }
 }
 
+/// A result and the binary frames that follow it (rendered audio).
+pub struct Reply {
+    pub result: Value,
+    pub payload: Vec<Bytes>,
+}
+
+impl From<Value> for Reply {
+    fn from(result: Value) -> Self {
+        Reply {
+            result,
+            payload: Vec::new(),
+        }
+    }
+}
+
 /// Validates and answers one request.
-async fn answer(shared: &Shared, envelope: &Envelope, max_bytes: usize) -> Response {
+async fn answer(shared: &Shared, envelope: &Envelope, max_bytes: usize) -> (Response, Vec<Bytes>) {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let size: usize = envelope.frames.iter().map(Bytes::len).sum();
     if size > max_bytes {
@@ -139,15 +157,20 @@ async fn answer(shared: &Shared, envelope: &Envelope, max_bytes: usize) -> Respo
             rpc::INVALID_REQUEST,
             format!("invalid request: {size} bytes is over the {max_bytes}-byte limit"),
         );
-        return reject(shared, envelope, Value::Null, error);
+        return (reject(shared, envelope, Value::Null, error), Vec::new());
     }
     let Some(first) = envelope.frames.first() else {
         let error = RpcError::new(rpc::INVALID_REQUEST, "invalid request: empty message");
-        return reject(shared, envelope, Value::Null, error);
+        return (reject(shared, envelope, Value::Null, error), Vec::new());
     };
     let request = match Request::parse(first) {
         Ok(request) => request,
-        Err(rejected) => return reject(shared, envelope, rejected.id, rejected.error),
+        Err(rejected) => {
+            return (
+                reject(shared, envelope, rejected.id, rejected.error),
+                Vec::new(),
+            );
+        }
     };
     let token = shared.config().control.token;
     if let Some(expected) = token {
@@ -159,7 +182,7 @@ async fn answer(shared: &Shared, envelope: &Envelope, max_bytes: usize) -> Respo
                 "unauthorized: wrong token"
             };
             let error = RpcError::new(rpc::UNAUTHORIZED, message);
-            return reject(shared, envelope, request.id, error);
+            return (reject(shared, envelope, request.id, error), Vec::new());
         }
     }
     let payload = &envelope.frames[1..];
@@ -168,7 +191,10 @@ async fn answer(shared: &Shared, envelope: &Envelope, max_bytes: usize) -> Respo
         shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::info!(peer = %envelope.peer(), method = %request.method, code = error.code, error = %error.message, "request failed");
     }
-    Response::new(request.id, outcome)
+    match outcome {
+        Ok(reply) => (Response::new(request.id, Ok(reply.result)), reply.payload),
+        Err(error) => (Response::new(request.id, Err(error)), Vec::new()),
+    }
 }
 
 fn reject(shared: &Shared, envelope: &Envelope, id: Value, error: RpcError) -> Response {
@@ -183,14 +209,17 @@ async fn dispatch(
     method: &str,
     params: &Params,
     payload: &[Bytes],
-) -> Result<Value, RpcError> {
+) -> Result<Reply, RpcError> {
     if shared.shutdown.is_triggered() {
         return Err(RpcError::new(
             rpc::SHUTTING_DOWN,
             "shutting down: no new requests are taken",
         ));
     }
-    match method {
+    if method == "render.audio" {
+        return render::audio(shared, params).await;
+    }
+    let result = match method {
         "daemon.ping" => daemon::ping(params),
         "daemon.status" => daemon::status(shared, params).await,
         "daemon.shutdown" => daemon::shutdown(shared, params),
@@ -208,6 +237,10 @@ async fn dispatch(
         "layer.list" => layer::list(shared, params).await,
         "fx.get" => fx::get(shared, params).await,
         "fx.set" => fx::set(shared, params).await,
+        "generate.loop" => generate::generate_loop(shared, params).await,
+        "generate.song" => generate::generate_song(shared, params).await,
+        "render.presets" => render::presets(shared, params).await,
+        "quality.assess" => render::assess(shared, params, payload).await,
         "debug.panic" if shared.config().debug.fault_injection => {
             debug::panic(shared, params).await
         }
@@ -215,7 +248,8 @@ async fn dispatch(
             rpc::METHOD_NOT_FOUND,
             format!("unknown method: {method}"),
         )),
-    }
+    };
+    result.map(Reply::from)
 }
 
 /// Turns a failed ask into the reply the client should see: the handler's own error

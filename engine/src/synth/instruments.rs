@@ -16,6 +16,24 @@ use crate::music::note_hz;
 /// How often a voice retunes its filter, in samples.
 const TUNE_EVERY: usize = 32;
 
+/// How an instrument is voiced beyond its notes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Tone {
+    /// Dark (0) to bright (1): filter cutoffs and partials.
+    pub brightness: f32,
+    /// An envelope that replaces the instrument's own.
+    pub shape: Option<Adsr>,
+}
+
+impl Tone {
+    pub fn brightness(brightness: f32) -> Tone {
+        Tone {
+            brightness,
+            shape: None,
+        }
+    }
+}
+
 /// What distinguishes one rendered note from another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct NoteKey {
@@ -31,7 +49,7 @@ pub(crate) fn render_notes(
     instrument: Instrument,
     notes: &[Note],
     frames_per_beat: f64,
-    brightness: f32,
+    tone: Tone,
     sample_rate: u32,
     seed: u64,
     out: &mut [[f32; 2]],
@@ -58,7 +76,7 @@ pub(crate) fn render_notes(
                 held,
                 note.slide_from,
                 key.accent,
-                brightness,
+                tone,
                 sr,
                 voice_seed,
             )
@@ -87,37 +105,36 @@ fn voice(
     held: usize,
     slide_from: Option<f32>,
     accent: bool,
-    brightness: f32,
+    tone: Tone,
     sr: f32,
     seed: u64,
 ) -> Vec<[f32; 2]> {
     use Instrument::*;
+    let Tone { brightness, shape } = tone;
     match instrument {
-        Supersaw | WarmPad | Strings | Choir => {
-            saw_pad(instrument, pitch, held, brightness, sr, seed)
-        }
+        Supersaw | WarmPad | Strings | Choir => saw_pad(instrument, pitch, held, tone, sr, seed),
         BellPad => fm(
             pitch,
             held,
             2.0,
             1.2,
             1.5,
-            Adsr::new(0.5, 2.0, 0.6, 1.6),
+            shape.unwrap_or(Adsr::new(0.5, 2.0, 0.6, 1.6)),
             sr,
             true,
         ),
         Sub | Acid | Reese | Bass808 => mono(bass(
-            instrument, pitch, held, slide_from, accent, brightness, sr, seed,
+            instrument, pitch, held, slide_from, accent, tone, sr, seed,
         )),
-        MonoLead | Pluck | Arp => mono(lead(instrument, pitch, held, brightness, sr, seed)),
-        Piano => mono(piano(pitch, held, brightness, sr, seed)),
+        MonoLead | Pluck | Arp => mono(lead(instrument, pitch, held, tone, sr, seed)),
+        Piano => mono(piano(pitch, held, tone, sr, seed)),
         Bell => fm(
             pitch,
             held,
             3.5,
             2.5,
             0.35,
-            Adsr::new(0.002, 1.4, 0.0, 0.6),
+            shape.unwrap_or(Adsr::new(0.002, 1.4, 0.0, 0.6)),
             sr,
             false,
         ),
@@ -144,10 +161,11 @@ fn saw_pad(
     kind: Instrument,
     pitch: f32,
     held: usize,
-    brightness: f32,
+    tone: Tone,
     sr: f32,
     seed: u64,
 ) -> Vec<[f32; 2]> {
+    let brightness = tone.brightness;
     let (adsr, count, spread_cents, base_cutoff, vibrato) = match kind {
         Instrument::Supersaw => (
             Adsr::new(0.2, 0.8, 0.85, 0.9),
@@ -304,16 +322,18 @@ fn bass(
     held: usize,
     slide_from: Option<f32>,
     accent: bool,
-    brightness: f32,
+    tone: Tone,
     sr: f32,
     seed: u64,
 ) -> Vec<f32> {
+    let brightness = tone.brightness;
     let adsr = match kind {
         Instrument::Sub => Adsr::new(0.004, 0.3, 0.85, 0.06),
         Instrument::Acid => Adsr::new(0.003, 0.25, 0.6, 0.04),
         Instrument::Reese => Adsr::new(0.01, 0.5, 0.9, 0.12),
         _ => Adsr::new(0.002, 1.6, 0.35, 0.12),
     };
+    let adsr = tone.shape.unwrap_or(adsr);
     let len = adsr.length(held, sr);
     let mut env = adsr.start(held, sr);
     let glide_frames = 0.07 * sr;
@@ -371,19 +391,14 @@ fn bass(
     out
 }
 
-fn lead(
-    kind: Instrument,
-    pitch: f32,
-    held: usize,
-    brightness: f32,
-    sr: f32,
-    seed: u64,
-) -> Vec<f32> {
+fn lead(kind: Instrument, pitch: f32, held: usize, tone: Tone, sr: f32, seed: u64) -> Vec<f32> {
+    let brightness = tone.brightness;
     let adsr = match kind {
         Instrument::MonoLead => Adsr::new(0.01, 0.3, 0.75, 0.2),
         Instrument::Pluck => Adsr::new(0.002, 0.35, 0.0, 0.15),
         _ => Adsr::new(0.002, 0.16, 0.0, 0.08),
     };
+    let adsr = tone.shape.unwrap_or(adsr);
     let len = adsr.length(held, sr);
     let mut env = adsr.start(held, sr);
     let hz = note_hz(pitch);
@@ -423,9 +438,10 @@ fn lead(
 
 /// An additive piano: inharmonic partials that die faster the higher they are, and a
 /// felt thump at the strike.
-fn piano(pitch: f32, held: usize, brightness: f32, sr: f32, seed: u64) -> Vec<f32> {
+fn piano(pitch: f32, held: usize, tone: Tone, sr: f32, seed: u64) -> Vec<f32> {
     const PARTIALS: usize = 8;
-    let adsr = Adsr::new(0.002, 10.0, 1.0, 0.25);
+    let brightness = tone.brightness;
+    let adsr = tone.shape.unwrap_or(Adsr::new(0.002, 10.0, 1.0, 0.25));
     let len = adsr.length(held.min((3.0 * sr) as usize), sr);
     let mut env = adsr.start(held.min((3.0 * sr) as usize), sr);
     let hz = note_hz(pitch);

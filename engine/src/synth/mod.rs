@@ -9,6 +9,7 @@
 mod drums;
 mod instruments;
 pub mod pattern;
+pub mod preset;
 pub mod render;
 pub mod voice;
 
@@ -185,6 +186,19 @@ impl Instrument {
     }
 }
 
+impl Serialize for Instrument {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Instrument {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Instrument {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -303,7 +317,7 @@ impl<'de> Deserialize<'de> for Groove {
 
 /// Everything the generator needs to know to play: the musical context, the parts, the
 /// character and the loudness contract. The mood scripts build one from a prompt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recipe {
     pub tempo: f64,
     pub key: Key,

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::instruments::{self, Tone};
 use super::pattern::{self, Phrase, SectionKind};
-use super::{Grid, Instrument, Recipe, Role, drums, instruments};
+use super::{Grid, Instrument, Recipe, Role, drums};
 use crate::analysis::loudness::{self, LoudnessError, LoudnessReport};
 use crate::dsp::{Limiter, Reverb, db_to_gain};
 
@@ -135,7 +136,7 @@ fn render_phrase(
                     inst,
                     &notes,
                     fpb,
-                    recipe.brightness,
+                    Tone::brightness(recipe.brightness),
                     grid.sample_rate,
                     part_seed,
                     &mut part,
@@ -224,6 +225,9 @@ pub fn render_loop(
     })
 }
 
+/// Sections with their weights.
+type Layout<'a> = &'a [(SectionKind, u32)];
+
 /// The sections of a song of `total_bars` bars in `recipe`'s style: intro, build, drop or
 /// verse, breakdown, drop, outro, with the middle repeated for long songs.
 pub fn plan(recipe: &Recipe, total_bars: u32, phrase_bars: u32) -> Vec<Section> {
@@ -234,21 +238,28 @@ pub fn plan(recipe: &Recipe, total_bars: u32, phrase_bars: u32) -> Vec<Section> 
         Verse
     };
     // Weights of the sections of one cycle; long songs repeat the middle.
-    let head = [(Intro, 2u32), (Build, 1)];
-    let middle = [(main, 4u32), (Breakdown, 2), (Build, 1), (main, 4)];
-    let tail = [(Outro, 2u32)];
     // Sections are whole multiples of four bars (or of the phrase, when shorter).
     let unit = phrase_bars.clamp(1, 4);
     let units = total_bars.div_ceil(unit).max(1);
+    let (head, middle, tail): (Layout, Layout, Layout) = if units < 8 {
+        // Too short for a journey: in, the groove, out.
+        (&[(Intro, 1)], &[(main, 2)], &[(Outro, 1)])
+    } else {
+        (
+            &[(Intro, 2), (Build, 1)],
+            &[(main, 4), (Breakdown, 2), (Build, 1), (main, 4)],
+            &[(Outro, 2)],
+        )
+    };
     let weight = |s: &[(SectionKind, u32)]| s.iter().map(|x| x.1).sum::<u32>();
-    let base = weight(&head) + weight(&middle) + weight(&tail);
+    let base = weight(head) + weight(middle) + weight(tail);
     // Long songs: repeat the middle so that sections stay a few phrases long.
     let cycles = (units / (base * 2)).max(1);
     let mut layout: Vec<(SectionKind, u32)> = head.to_vec();
     for _ in 0..cycles {
-        layout.extend_from_slice(&middle);
+        layout.extend_from_slice(middle);
     }
-    layout.extend_from_slice(&tail);
+    layout.extend_from_slice(tail);
     let total_weight: u32 = layout.iter().map(|x| x.1).sum();
     // Share the phrases out by weight; short songs drop the sections that get none.
     let mut sections = Vec::new();

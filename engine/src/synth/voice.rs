@@ -123,7 +123,7 @@ impl Noise {
 }
 
 /// An ADSR envelope in seconds, exponential decay and release, linear attack.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adsr {
     pub attack: f32,
     pub decay: f32,

@@ -1,0 +1,297 @@
+//! Prompts to recipes: the mood script reads a prompt ("UK drill beat, dark 808 slides,
+//! sparse piano, 142 bpm") and says which style, tempo, key, instruments and character it
+//! asks for; this module checks what the script returned and builds the [`Recipe`].
+//!
+//! The script is `moods/default.rhai` in the scripts directory when there is one, else the
+//! copy built into djinn. Words the script does not understand are reported, never
+//! silently dropped.
+
+use std::path::Path;
+
+use rhai::AST;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::scripting::{Sandbox, ScriptError, ScriptLimits};
+use djinn_engine::music::Key;
+use djinn_engine::profile::{Profile, ProfileSet};
+use djinn_engine::synth::{Groove, Instrument, Recipe};
+
+/// The mood script shipped with djinn.
+pub const DEFAULT_SCRIPT: &str = include_str!("../../scripts/moods/default.rhai");
+const BUILT_IN_NAME: &str = "built-in moods/default.rhai";
+
+/// What went wrong turning a prompt into a recipe.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MoodError {
+    /// The script failed.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
+    /// The script returned a value djinn cannot use; `field` names it.
+    #[error("{script}: interpret() returned a bad {field}: {message}")]
+    Result {
+        script: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// A prompt, understood.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Interpretation {
+    pub prompt: String,
+    /// The profile the recipe starts from.
+    pub style: String,
+    pub recipe: Recipe,
+    pub mood: Vec<String>,
+    /// Words the script did not understand.
+    pub unknown: Vec<String>,
+}
+
+/// What `interpret()` may return; every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScriptResult {
+    style: Option<String>,
+    tempo: Option<f64>,
+    tempo_word: Option<String>,
+    key: Option<String>,
+    groove: Option<String>,
+    swing: Option<f64>,
+    #[serde(default)]
+    parts: Vec<String>,
+    intensity: Option<f64>,
+    brightness: Option<f64>,
+    space: Option<f64>,
+    #[serde(default)]
+    mood: Vec<String>,
+    #[serde(default)]
+    unknown: Vec<String>,
+}
+
+/// The loaded mood script.
+#[derive(Debug)]
+pub struct MoodScript {
+    sandbox: Sandbox,
+    ast: AST,
+    name: String,
+}
+
+impl MoodScript {
+    /// The script built into djinn.
+    pub fn built_in() -> MoodScript {
+        let sandbox = Sandbox::new(ScriptLimits::default());
+        // NOTE: the built-in script is compiled by a unit test, so this cannot fail in a
+        // shipped binary; an empty AST would only make every prompt unknown.
+        let ast = sandbox
+            .compile(BUILT_IN_NAME, DEFAULT_SCRIPT)
+            .unwrap_or_default();
+        MoodScript {
+            sandbox,
+            ast,
+            name: BUILT_IN_NAME.to_owned(),
+        }
+    }
+
+    /// `moods/default.rhai` under `scripts_dir` when it exists, else the built-in script.
+    pub fn load(scripts_dir: Option<&Path>) -> Result<MoodScript, ScriptError> {
+        match scripts_dir.map(|d| d.join("moods").join("default.rhai")) {
+            Some(path) if path.exists() => Self::from_file(&path),
+            _ => Ok(Self::built_in()),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<MoodScript, ScriptError> {
+        let sandbox = Sandbox::new(ScriptLimits::default());
+        let ast = sandbox.compile_file(path)?;
+        Ok(MoodScript {
+            sandbox,
+            ast,
+            name: path.display().to_string(),
+        })
+    }
+
+    /// Where the script came from.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Turns `prompt` into a recipe, starting from `profile` (or the profile the prompt
+    /// names, looked up in `profiles`).
+    pub fn interpret(
+        &self,
+        prompt: &str,
+        profile: &Profile,
+        profiles: &ProfileSet,
+    ) -> Result<Interpretation, MoodError> {
+        let profile_map =
+            rhai::serde::to_dynamic(profile_view(profile)).map_err(|e| MoodError::Result {
+                script: self.name.clone(),
+                field: "profile".into(),
+                message: e.to_string(),
+            })?;
+        let returned = self.sandbox.call(
+            &self.name,
+            &self.ast,
+            "interpret",
+            (prompt.to_owned(), profile_map),
+        )?;
+        let bad = |field: &str, message: String| MoodError::Result {
+            script: self.name.clone(),
+            field: field.to_owned(),
+            message,
+        };
+        let value: Value =
+            rhai::serde::from_dynamic(&returned).map_err(|e| bad("result", e.to_string()))?;
+        let result: ScriptResult =
+            serde_json::from_value(value).map_err(|e| bad("result", e.to_string()))?;
+
+        let base = match &result.style {
+            Some(style) => profiles
+                .get(style)
+                .ok_or_else(|| bad("style", format!("no profile named {style:?}")))?,
+            None => profile,
+        };
+        let mut recipe = Recipe::from_profile(base);
+        match (result.tempo, result.tempo_word.as_deref()) {
+            (Some(t), _) if !(20.0..=300.0).contains(&t) => {
+                return Err(bad("tempo", format!("{t} is outside 20–300 BPM")));
+            }
+            (Some(t), _) => recipe.tempo = t,
+            (None, Some("min")) => recipe.tempo = base.tempo.min,
+            (None, Some("max")) => recipe.tempo = base.tempo.max,
+            (None, Some(other)) => {
+                return Err(bad("tempo_word", format!("{other:?} is not min or max")));
+            }
+            (None, None) => {}
+        }
+        if let Some(key) = &result.key {
+            recipe.key = key.parse::<Key>().map_err(|e| bad("key", e.to_string()))?;
+        }
+        if let Some(groove) = &result.groove {
+            recipe.groove = groove.parse::<Groove>().map_err(|e| bad("groove", e))?;
+        }
+        let unit = |field: &str, v: Option<f64>, hi: f64| -> Result<Option<f32>, MoodError> {
+            match v {
+                Some(x) if !(0.0..=hi).contains(&x) => {
+                    Err(bad(field, format!("{x} is outside 0–{hi}")))
+                }
+                other => Ok(other.map(|x| x as f32)),
+            }
+        };
+        if let Some(s) = unit("swing", result.swing, 0.5)? {
+            recipe.swing = s;
+        }
+        if let Some(x) = unit("intensity", result.intensity, 1.0)? {
+            recipe.intensity = x;
+        }
+        if let Some(x) = unit("brightness", result.brightness, 1.0)? {
+            recipe.brightness = x;
+        }
+        if let Some(x) = unit("space", result.space, 1.0)? {
+            recipe.space = x;
+        }
+        for name in &result.parts {
+            let instrument = name.parse::<Instrument>().map_err(|e| bad("parts", e))?;
+            recipe.parts.retain(|p| p.role() != instrument.role());
+            recipe.parts.push(instrument);
+        }
+        recipe.parts.sort_by_key(|i| i.role());
+        Ok(Interpretation {
+            prompt: prompt.to_owned(),
+            style: base.name.clone(),
+            recipe,
+            mood: result.mood,
+            unknown: result.unknown,
+        })
+    }
+}
+
+/// The profile as the script sees it.
+fn profile_view(profile: &Profile) -> Value {
+    json!({
+        "name": profile.name,
+        "description": profile.description,
+        "tempo": { "min": profile.tempo.min, "default": profile.tempo.default, "max": profile.tempo.max },
+        "key": profile.key.to_string(),
+        "meter": profile.meter.to_string(),
+        "groove": profile.groove.name(),
+        "mood": profile.mood,
+        "palette": profile.palette,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use djinn_engine::synth::Role;
+
+    fn interpret(prompt: &str, profile: &str) -> Interpretation {
+        let profiles = ProfileSet::built_in();
+        MoodScript::built_in()
+            .interpret(prompt, profiles.get(profile).unwrap(), &profiles)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_built_in_script_compiles() {
+        let sandbox = Sandbox::new(ScriptLimits::default());
+        sandbox.compile(BUILT_IN_NAME, DEFAULT_SCRIPT).unwrap();
+    }
+
+    #[test]
+    fn the_drill_example() {
+        let i = interpret(
+            "UK drill beat, dark 808 slides, sparse piano, 142 bpm",
+            "deep_house",
+        );
+        assert_eq!(i.style, "uk_drill");
+        assert_eq!(i.recipe.tempo, 142.0);
+        assert_eq!(i.recipe.key.to_string(), "F# minor");
+        assert_eq!(i.recipe.instrument(Role::Bass), Some(Instrument::Bass808));
+        assert_eq!(i.recipe.instrument(Role::Lead), Some(Instrument::Piano));
+        assert!(i.recipe.brightness < 0.3);
+        assert!(i.recipe.intensity < 0.4);
+        assert!(i.unknown.is_empty(), "{:?}", i.unknown);
+        assert!(i.mood.contains(&"dark".to_owned()));
+    }
+
+    #[test]
+    fn numbers_win_and_keys_are_read() {
+        let i = interpret("slow deep house in Eb minor at 121", "techno_minimal");
+        assert_eq!(i.style, "deep_house");
+        assert_eq!(i.recipe.tempo, 121.0);
+        assert_eq!(i.recipe.key.to_string(), "Eb minor");
+        let i = interpret("slow deep house", "techno_minimal");
+        assert_eq!(i.recipe.tempo, 118.0);
+        let i = interpret("jungle with reese bass 172bpm, F#m", "sleep");
+        assert_eq!(i.recipe.tempo, 172.0);
+        assert_eq!(i.recipe.key.to_string(), "F# minor");
+        assert_eq!(i.recipe.instrument(Role::Bass), Some(Instrument::Reese));
+    }
+
+    #[test]
+    fn unknown_words_are_listed() {
+        let i = interpret("wobbly kazoo techno", "deep_house");
+        assert_eq!(i.style, "techno_minimal");
+        assert_eq!(i.unknown, vec!["wobbly".to_owned(), "kazoo".to_owned()]);
+    }
+
+    #[test]
+    fn a_script_returning_nonsense_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("moods")).unwrap();
+        std::fs::write(
+            dir.path().join("moods/default.rhai"),
+            "fn interpret(prompt, profile) { #{ parts: [\"kazoo\"] } }",
+        )
+        .unwrap();
+        let script = MoodScript::load(Some(dir.path())).unwrap();
+        let profiles = ProfileSet::built_in();
+        let err = script
+            .interpret("x", profiles.get("dub").unwrap(), &profiles)
+            .unwrap_err();
+        assert!(err.to_string().contains("bad parts"), "{err}");
+        assert!(err.to_string().contains("moods/default.rhai"), "{err}");
+    }
+}

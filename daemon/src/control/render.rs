@@ -1,0 +1,336 @@
+//! `render.*` and `quality.assess`: one sound from a preset, and the verdict on any audio.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{Reply, unavailable};
+use crate::Shared;
+use crate::rpc::{Params, RpcError};
+use djinn_actors::audio::AudioStatus;
+use djinn_actors::generator::{GetPreset, ListPresets};
+use djinn_actors::profiles::GetProfile;
+use djinn_engine::analysis::quality::{self, Target};
+use djinn_engine::music::{Key, Meter, PitchClass, Scale};
+use djinn_engine::synth::preset::{Preset, RenderContext, render_preset};
+
+pub async fn presets(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
+    params.only(&[])?;
+    let list = shared
+        .generator
+        .ask(ListPresets)
+        .await
+        .map_err(|e| unavailable("generator", e))?;
+    Ok(json!(list))
+}
+
+async fn preset(shared: &Shared, params: &Params) -> Result<Preset, RpcError> {
+    match params.0.get("preset") {
+        Some(Value::String(name)) => shared
+            .generator
+            .ask(GetPreset { name: name.clone() })
+            .await
+            .map_err(|e| unavailable("generator", e))?
+            .ok_or_else(|| RpcError {
+                code: crate::rpc::NOT_FOUND,
+                message: format!("no preset named {name:?}; render.presets lists them"),
+                data: Some(json!({ "field": "preset" })),
+            }),
+        Some(object @ Value::Object(_)) => {
+            let preset: Preset = serde_path_to_error::deserialize(object).map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    "preset".to_owned()
+                } else {
+                    format!("preset.{path}")
+                };
+                let message = e.into_inner().to_string();
+                RpcError::invalid_param(&field, message)
+            })?;
+            preset
+                .validate()
+                .map_err(|e| RpcError::invalid_param(&format!("preset.{}", e.field), e.message))?;
+            Ok(preset)
+        }
+        Some(_) => Err(RpcError::invalid_param(
+            "preset",
+            "expected a preset object or the name of a shipped preset",
+        )),
+        None => Err(RpcError::invalid_param("preset", "is required")),
+    }
+}
+
+/// The musical context: the transport's, with what `context` overrides.
+fn context(shared: &Shared, params: &Params) -> Result<RenderContext, RpcError> {
+    let transport = shared.transport_watch.borrow().clone();
+    let mut ctx = RenderContext {
+        tempo: transport.tempo,
+        key: transport.key,
+        meter: transport.meter,
+    };
+    let Some(given) = params.0.get("context") else {
+        return Ok(ctx);
+    };
+    let Value::Object(map) = given else {
+        return Err(RpcError::invalid_param("context", "expected an object"));
+    };
+    let inner = Params(map.clone());
+    inner
+        .only(&["tempo", "key", "scale", "time_signature"])
+        .map_err(|e| prefix(e, "context"))?;
+    if let Some(t) = inner.opt_f64("tempo").map_err(|e| prefix(e, "context"))? {
+        if !(20.0..=300.0).contains(&t) {
+            return Err(RpcError::invalid_param(
+                "context.tempo",
+                format!("{t} is outside 20–300 BPM"),
+            ));
+        }
+        ctx.tempo = t;
+    }
+    if let Some(k) = inner.opt_f64("key").map_err(|e| prefix(e, "context"))? {
+        if k.fract() != 0.0 || !(0.0..=11.0).contains(&k) {
+            return Err(RpcError::invalid_param(
+                "context.key",
+                "expected a pitch class 0 (C) to 11 (B)",
+            ));
+        }
+        ctx.key = Key::new(PitchClass::new(k as i32), ctx.key.scale);
+    }
+    if let Some(s) = inner.opt_str("scale").map_err(|e| prefix(e, "context"))? {
+        let scale: Scale = s
+            .parse()
+            .map_err(|e| RpcError::invalid_param("context.scale", e))?;
+        ctx.key = Key::new(ctx.key.tonic, scale);
+    }
+    match map.get("time_signature") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => {
+            ctx.meter = s
+                .parse::<Meter>()
+                .map_err(|e| RpcError::invalid_param("context.time_signature", e))?;
+        }
+        Some(Value::Array(a)) if a.len() == 2 => {
+            let n = a[0].as_u64().unwrap_or(0);
+            let d = a[1].as_u64().unwrap_or(0);
+            ctx.meter = u8::try_from(n)
+                .ok()
+                .zip(u8::try_from(d).ok())
+                .and_then(|(n, d)| Meter::new(n, d))
+                .ok_or_else(|| {
+                    RpcError::invalid_param(
+                        "context.time_signature",
+                        "expected [beats, unit] like [4, 4]",
+                    )
+                })?;
+        }
+        Some(_) => {
+            return Err(RpcError::invalid_param(
+                "context.time_signature",
+                "expected \"4/4\" or [4, 4]",
+            ));
+        }
+    }
+    Ok(ctx)
+}
+
+fn prefix(mut e: RpcError, outer: &str) -> RpcError {
+    if let Some(data) = e.data.as_mut()
+        && let Some(Value::String(field)) = data.get_mut("field")
+    {
+        *field = format!("{outer}.{field}");
+    }
+    e
+}
+
+pub async fn audio(shared: &Shared, params: &Params) -> Result<Reply, RpcError> {
+    params.only(&["preset", "context", "duration"])?;
+    let preset = preset(shared, params).await?;
+    let ctx = context(shared, params)?;
+    let duration = params
+        .opt_f64("duration")?
+        .ok_or_else(|| RpcError::invalid_param("duration", "is required (seconds)"))?;
+    let profile = shared
+        .profiles
+        .ask(GetProfile { name: None })
+        .await
+        .map_err(|e| unavailable("profiles", e))?;
+    let rate = shared
+        .audio
+        .ask(AudioStatus)
+        .await
+        .map_err(|e| unavailable("audio", e))?
+        .sample_rate;
+    let rendered = {
+        let _slot = shared
+            .render_slots
+            .acquire()
+            .await
+            .map_err(RpcError::internal)?;
+        let preset = preset.clone();
+        let (target, ceiling) = (
+            profile.loudness.target_lufs,
+            profile.loudness.true_peak_dbtp,
+        );
+        tokio::task::spawn_blocking(move || {
+            render_preset(&preset, ctx, duration, target, ceiling, rate)
+        })
+        .await
+        .map_err(RpcError::internal)?
+        .map_err(|e| {
+            let field = if e.field == "duration" || e.field.starts_with("context.") {
+                e.field
+            } else {
+                format!("preset.{}", e.field)
+            };
+            RpcError::invalid_param(&field, e.message)
+        })?
+    };
+    let mut bytes = Vec::with_capacity(rendered.frames.len() * 8);
+    for f in &rendered.frames {
+        bytes.extend_from_slice(&f[0].to_le_bytes());
+        bytes.extend_from_slice(&f[1].to_le_bytes());
+    }
+    Ok(Reply {
+        result: json!({
+            "preset": preset.name,
+            "role": preset.role,
+            "sample_rate": rate,
+            "channels": 2,
+            "frames": rendered.frames.len(),
+            "duration": rendered.frames.len() as f64 / f64::from(rate),
+            "format": "f32le interleaved, in the next frame",
+            "context": {
+                "tempo": ctx.tempo,
+                "key": ctx.key.tonic.semitones(),
+                "scale": ctx.key.scale,
+                "time_signature": ctx.meter,
+            },
+            "loudness": rendered.loudness,
+        }),
+        payload: vec![Bytes::from(bytes)],
+    })
+}
+
+pub async fn assess(
+    shared: &Shared,
+    params: &Params,
+    payload: &[Bytes],
+) -> Result<Value, RpcError> {
+    params.only(&["path", "channels", "rate", "role", "context"])?;
+    let role = params
+        .opt_str("role")?
+        .map(|r| {
+            r.parse::<djinn_engine::synth::Role>()
+                .map_err(|e| RpcError::invalid_param("role", e))
+        })
+        .transpose()?;
+    let profile = shared
+        .profiles
+        .ask(GetProfile { name: None })
+        .await
+        .map_err(|e| unavailable("profiles", e))?;
+    let mut target = Target {
+        lufs: profile.loudness.target_lufs,
+        ceiling_dbtp: profile.loudness.true_peak_dbtp,
+    };
+    if let Some(ctx) = params.0.get("context") {
+        let Value::Object(map) = ctx else {
+            return Err(RpcError::invalid_param("context", "expected an object"));
+        };
+        let inner = Params(map.clone());
+        inner
+            .only(&[
+                "target_lufs",
+                "true_peak_limit",
+                "tempo",
+                "key",
+                "scale",
+                "time_signature",
+            ])
+            .map_err(|e| prefix(e, "context"))?;
+        if let Some(t) = inner
+            .opt_f64("target_lufs")
+            .map_err(|e| prefix(e, "context"))?
+        {
+            target.lufs = t;
+        }
+        if let Some(c) = inner
+            .opt_f64("true_peak_limit")
+            .map_err(|e| prefix(e, "context"))?
+        {
+            target.ceiling_dbtp = c;
+        }
+    }
+    let (frames, rate, source) = match (params.opt_str("path")?, payload.is_empty()) {
+        (Some(path), true) => {
+            let path = PathBuf::from(path);
+            let shown = path.display().to_string();
+            let decoded = tokio::task::spawn_blocking(move || djinn_engine::decode::read(&path))
+                .await
+                .map_err(RpcError::internal)?
+                .map_err(|e| RpcError::invalid_param("path", e))?;
+            (decoded.frames, decoded.sample_rate, shown)
+        }
+        (None, false) => {
+            let channels = match params.opt_f64("channels")? {
+                None | Some(2.0) => 2,
+                Some(1.0) => 1,
+                Some(_) => return Err(RpcError::invalid_param("channels", "expected 1 or 2")),
+            };
+            let rate = match params.opt_f64("rate")? {
+                Some(r) if (8_000.0..=384_000.0).contains(&r) => r as u32,
+                Some(_) => {
+                    return Err(RpcError::invalid_param(
+                        "rate",
+                        "expected 8000 to 384000 Hz",
+                    ));
+                }
+                None => {
+                    return Err(RpcError::invalid_param(
+                        "rate",
+                        "is required with a payload",
+                    ));
+                }
+            };
+            let bytes: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+            if bytes.is_empty() || !bytes.len().is_multiple_of(4 * channels) {
+                return Err(RpcError::invalid_param(
+                    "frames",
+                    format!(
+                        "the payload must be whole frames of {channels} little-endian f32 samples"
+                    ),
+                ));
+            }
+            let samples: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let frames: Vec<[f32; 2]> = if channels == 1 {
+                samples.iter().map(|s| [*s, *s]).collect()
+            } else {
+                samples.chunks_exact(2).map(|f| [f[0], f[1]]).collect()
+            };
+            (
+                frames,
+                rate,
+                format!("{} frames at {rate} Hz", samples.len() / channels),
+            )
+        }
+        _ => {
+            return Err(RpcError::invalid_param(
+                "path",
+                "give exactly one source: path, or interleaved f32 frames in a second frame",
+            ));
+        }
+    };
+    let assessment = tokio::task::spawn_blocking(move || quality::assess(&frames, rate, target))
+        .await
+        .map_err(RpcError::internal)?
+        .map_err(|e| RpcError::invalid_param("rate", e))?;
+    let mut result = json!(assessment);
+    result["source"] = json!(source);
+    result["role"] = json!(role);
+    result["target"] = json!({ "lufs": target.lufs, "true_peak_limit": target.ceiling_dbtp });
+    Ok(result)
+}

@@ -1,0 +1,115 @@
+//! The work the `djinn` command does by itself, with no daemon: songs from a prompt and the
+//! analysis of audio files. It uses the same engine, profiles and mood script as djinnd.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use djinn_actors::moods::MoodScript;
+use djinn_actors::profiles::DEFAULT_PROFILE;
+use djinn_engine::analysis::quality::{self, Target};
+use djinn_engine::analysis::tempo;
+use djinn_engine::profile::{Profile, ProfileSet};
+use djinn_engine::synth::render::SONG_SECONDS;
+use djinn_engine::synth::render_song;
+
+/// What `djinn generate` was asked for.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub prompt: Option<String>,
+    pub seconds: f64,
+    pub output: PathBuf,
+    pub seed: u64,
+    pub profile: Option<String>,
+    pub profiles_dir: Option<PathBuf>,
+    pub scripts_dir: Option<PathBuf>,
+    pub sample_rate: u32,
+}
+
+fn profiles(dir: Option<&Path>) -> ProfileSet {
+    let dirs: Vec<PathBuf> = dir.into_iter().map(Path::to_path_buf).collect();
+    let (set, errors) = ProfileSet::load_over_built_in(&dirs);
+    for error in errors {
+        eprintln!("djinn: profile skipped: {error}");
+    }
+    set
+}
+
+fn profile<'a>(set: &'a ProfileSet, name: Option<&str>) -> anyhow::Result<&'a Profile> {
+    let name = name.unwrap_or(DEFAULT_PROFILE);
+    set.get(name).with_context(|| {
+        let known: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
+        format!("no profile named {name:?}; there are {}", known.join(", "))
+    })
+}
+
+/// Renders a song to `options.output` and returns its report.
+pub fn generate(options: &GenerateOptions, progress: &mut dyn FnMut(f64)) -> anyhow::Result<Value> {
+    if !SONG_SECONDS.contains(&options.seconds) {
+        bail!("--seconds must be 10 to 3600 (got {})", options.seconds);
+    }
+    let set = profiles(options.profiles_dir.as_deref());
+    let base = profile(&set, options.profile.as_deref())?;
+    let script = MoodScript::load(options.scripts_dir.as_deref())?;
+    let interpretation = script.interpret(options.prompt.as_deref().unwrap_or(""), base, &set)?;
+    let style = profile(&set, Some(&interpretation.style))?;
+    let started = Instant::now();
+    let song = render_song(
+        &interpretation.recipe,
+        options.seconds,
+        style.phrase_bars,
+        options.seed,
+        options.sample_rate,
+        progress,
+    )?;
+    let render_s = started.elapsed().as_secs_f64();
+    djinn_engine::wav::write(&options.output, &song.frames, options.sample_rate)?;
+    Ok(json!({
+        "file": options.output,
+        "seconds": song.frames.len() as f64 / f64::from(options.sample_rate),
+        "frames": song.frames.len(),
+        "sample_rate": options.sample_rate,
+        "seed": options.seed,
+        "style": interpretation.style,
+        "recipe": interpretation.recipe,
+        "mood": interpretation.mood,
+        "unknown": interpretation.unknown,
+        "sections": song.sections,
+        "loudness": song.loudness,
+        "render_seconds": render_s,
+        "realtime_factor": options.seconds / render_s.max(1e-9),
+        "mood_script": script.name(),
+    }))
+}
+
+/// What `djinn analyze` judges against.
+#[derive(Debug, Clone, Default)]
+pub struct AnalyzeOptions {
+    pub profile: Option<String>,
+    pub profiles_dir: Option<PathBuf>,
+    pub target_lufs: Option<f64>,
+    pub true_peak_limit: Option<f64>,
+}
+
+/// Decodes `path` and returns the quality assessment, with the tempo when there is one.
+pub fn analyze(path: &Path, options: &AnalyzeOptions) -> anyhow::Result<Value> {
+    let set = profiles(options.profiles_dir.as_deref());
+    let base = profile(&set, options.profile.as_deref())?;
+    let target = Target {
+        lufs: options.target_lufs.unwrap_or(base.loudness.target_lufs),
+        ceiling_dbtp: options
+            .true_peak_limit
+            .unwrap_or(base.loudness.true_peak_dbtp),
+    };
+    let decoded = djinn_engine::decode::read(path)?;
+    let assessment = quality::assess(&decoded.frames, decoded.sample_rate, target)?;
+    let estimate = tempo::estimate(&decoded.frames, decoded.sample_rate, 70.0, 180.0);
+    let mut result = json!(assessment);
+    result["file"] = json!(path);
+    result["sample_rate"] = json!(decoded.sample_rate);
+    result["target"] = json!({ "lufs": target.lufs, "true_peak_limit": target.ceiling_dbtp, "profile": base.name });
+    result["tempo"] = json!(estimate);
+    Ok(result)
+}
