@@ -483,63 +483,21 @@ impl Compressor {
 pub const LIMITER_LOOKAHEAD_S: f32 = 0.0015;
 /// Room left below the ceiling for inter-sample peaks the 4× estimate cannot see.
 const TRUE_PEAK_MARGIN_DB: f32 = 0.3;
+/// Release time of the limiter, seconds.
+const LIMITER_RELEASE_S: f32 = 0.08;
 
-/// A lookahead brick-wall limiter that holds inter-sample (true) peaks under a ceiling.
-///
-/// Peaks are estimated on a 4× Catmull-Rom interpolation of the signal; the needed gain is
-/// held over the lookahead window and averaged over the same window, so the gain at any
-/// peak is at most what that peak needs: no overshoot, and no hard corners to distort.
-#[derive(Debug)]
-pub struct Limiter {
-    ceiling: f32,
-    delay: [Vec<f32>; 2],
-    /// The lookahead window's gain needs as a monotonic queue (ascending from the front),
-    /// so the window minimum costs O(1) per sample instead of a scan of the window.
-    minima: MinQueue,
-    pos: usize,
-    sum: f64,
-    averaged: Vec<f32>,
-    history: [[f32; 3]; 2],
-    release: f32,
-    envelope: f32,
+/// A 4× Catmull-Rom estimate of one channel's true (inter-sample) peak.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeakEstimator {
+    history: [f32; 3],
 }
 
-impl Limiter {
-    pub fn new(ceiling_db: f32, sample_rate: f32) -> Self {
-        let len = ((LIMITER_LOOKAHEAD_S * sample_rate) as usize).max(1);
-        let mut limiter = Self {
-            ceiling: 1.0,
-            delay: [vec![0.0; len], vec![0.0; len]],
-            minima: MinQueue::new(len),
-            pos: 0,
-            sum: len as f64,
-            averaged: vec![1.0; len],
-            history: [[0.0; 3]; 2],
-            release: (-1.0 / (0.08 * sample_rate)).exp(),
-            envelope: 1.0,
-        };
-        limiter.set_ceiling(ceiling_db);
-        limiter
-    }
-
-    /// Lookahead latency in frames.
-    pub fn latency(&self) -> usize {
-        self.delay[0].len()
-    }
-
-    pub fn set_ceiling(&mut self, ceiling_db: f32) {
-        self.ceiling = db_to_gain(ceiling_db.min(0.0) - TRUE_PEAK_MARGIN_DB);
-    }
-
-    /// The current gain, 0–1.
-    pub fn gain(&self) -> f32 {
-        self.envelope
-    }
-
-    /// The highest of the sample and three interpolated points before it.
+impl PeakEstimator {
+    /// The highest of the sample and three interpolated points before it. Runs on the JACK
+    /// thread: no allocation, locks, system calls or logging.
     #[inline]
-    fn true_peak(history: &mut [f32; 3], x: f32) -> f32 {
-        let [p0, p1, p2] = *history;
+    pub fn next(&mut self, x: f32) -> f32 {
+        let [p0, p1, p2] = self.history;
         let p3 = x;
         let mut peak = p2.abs().max(p3.abs());
         for t in [0.25f32, 0.5, 0.75] {
@@ -552,21 +510,53 @@ impl Limiter {
             // window all the same.
             peak = peak.max(v.abs());
         }
-        *history = [p1, p2, p3];
+        self.history = [p1, p2, p3];
         peak
     }
+}
 
-    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+/// The limiter's gain law, apart from its delay line: the gain each sample needs is held
+/// over the lookahead window, averaged over the same window and released slowly. Offline
+/// mastering runs it over precomputed peaks.
+#[derive(Debug)]
+pub struct LimiterGain {
+    minima: MinQueue,
+    averaged: Vec<f32>,
+    pos: usize,
+    sum: f64,
+    inv_len: f64,
+    release: f32,
+    envelope: f32,
+}
+
+impl LimiterGain {
+    /// A gain law over a window of `window` samples releasing with coefficient `release`.
+    pub fn new(window: usize, release: f32) -> Self {
+        let window = window.max(1);
+        Self {
+            minima: MinQueue::new(window),
+            averaged: vec![1.0; window],
+            pos: 0,
+            sum: window as f64,
+            inv_len: 1.0 / window as f64,
+            release,
+            envelope: 1.0,
+        }
+    }
+
+    /// The limiter's law at `sample_rate`.
+    pub fn for_rate(sample_rate: f32) -> Self {
+        Self::new(
+            ((LIMITER_LOOKAHEAD_S * sample_rate) as usize).max(1),
+            (-1.0 / (LIMITER_RELEASE_S * sample_rate)).exp(),
+        )
+    }
+
+    /// Feeds the gain this sample needs (at most 1) and returns the gain to apply to the
+    /// sample a window ago. Runs on the JACK thread: no allocation, locks, system calls or
+    /// logging.
     #[inline]
-    pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
-        let len = self.averaged.len();
-        let peak = Self::true_peak(&mut self.history[0], frame[0])
-            .max(Self::true_peak(&mut self.history[1], frame[1]));
-        let need = if peak > self.ceiling {
-            self.ceiling / peak
-        } else {
-            1.0
-        };
+    pub fn next(&mut self, need: f32) -> f32 {
         // Hold: the smallest gain needed anywhere in the window.
         let held = self.minima.push(need);
         // Average the held gains over the window (running sum).
@@ -575,14 +565,73 @@ impl Limiter {
             *slot = held;
         }
         self.sum += f64::from(held) - f64::from(old);
-        let smooth = (self.sum / len as f64) as f32;
+        let smooth = (self.sum * self.inv_len) as f32;
         self.envelope = if smooth < self.envelope {
             smooth
         } else {
             smooth + (self.envelope - smooth) * self.release
         }
         .min(smooth.max(held));
-        let envelope = self.envelope.min(1.0);
+        self.pos = wrap_next(self.pos, self.averaged.len());
+        self.envelope.min(1.0)
+    }
+}
+
+/// A lookahead brick-wall limiter that holds inter-sample (true) peaks under a ceiling.
+///
+/// Peaks are estimated on a 4× Catmull-Rom interpolation of the signal; the needed gain is
+/// held over the lookahead window and averaged over the same window, so the gain at any
+/// peak is at most what that peak needs: no overshoot, and no hard corners to distort.
+#[derive(Debug)]
+pub struct Limiter {
+    ceiling: f32,
+    delay: [Vec<f32>; 2],
+    pos: usize,
+    peaks: [PeakEstimator; 2],
+    law: LimiterGain,
+}
+
+impl Limiter {
+    pub fn new(ceiling_db: f32, sample_rate: f32) -> Self {
+        let law = LimiterGain::for_rate(sample_rate);
+        let len = law.averaged.len();
+        let mut limiter = Self {
+            ceiling: 1.0,
+            delay: [vec![0.0; len], vec![0.0; len]],
+            pos: 0,
+            peaks: [PeakEstimator::default(); 2],
+            law,
+        };
+        limiter.set_ceiling(ceiling_db);
+        limiter
+    }
+
+    /// Lookahead latency in frames.
+    pub fn latency(&self) -> usize {
+        self.delay[0].len()
+    }
+
+    pub fn set_ceiling(&mut self, ceiling_db: f32) {
+        self.ceiling = ceiling_gain(ceiling_db);
+    }
+
+    /// The current gain, 0–1.
+    pub fn gain(&self) -> f32 {
+        self.law.envelope.min(1.0)
+    }
+
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    #[inline]
+    pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
+        let peak = self.peaks[0]
+            .next(frame[0])
+            .max(self.peaks[1].next(frame[1]));
+        let need = if peak > self.ceiling {
+            self.ceiling / peak
+        } else {
+            1.0
+        };
+        let envelope = self.law.next(need);
         let mut out = [0.0; 2];
         for ch in 0..2 {
             let delayed = self.delay[ch].get(self.pos).copied().unwrap_or(0.0);
@@ -591,9 +640,14 @@ impl Limiter {
             }
             out[ch] = delayed * envelope;
         }
-        self.pos = wrap_next(self.pos, len);
+        self.pos = wrap_next(self.pos, self.delay[0].len());
         out
     }
+}
+
+/// The linear level the limiter holds peaks under for a ceiling in dBTP (margin included).
+pub fn ceiling_gain(ceiling_db: f32) -> f32 {
+    db_to_gain(ceiling_db.min(0.0) - TRUE_PEAK_MARGIN_DB)
 }
 
 /// The minimum of the last `window` values pushed, in O(1) amortised per push: a ring of
@@ -626,17 +680,18 @@ impl MinQueue {
     #[inline]
     fn push(&mut self, value: f32) -> f32 {
         let cap = self.values.len();
+        let at = |i: usize| if i >= cap { i - cap } else { i };
         // Drop from the back every value no smaller than the new one: it can never be the
         // minimum again.
-        while self.len > 0 {
-            let back = (self.head + self.len - 1) % cap;
-            if self.values.get(back).is_some_and(|&v| v >= value) {
-                self.len -= 1;
-            } else {
-                break;
-            }
+        while self.len > 0
+            && self
+                .values
+                .get(at(self.head + self.len - 1))
+                .is_some_and(|&v| v >= value)
+        {
+            self.len -= 1;
         }
-        let slot = (self.head + self.len) % cap;
+        let slot = at(self.head + self.len);
         if let (Some(s), Some(v)) = (self.seq.get_mut(slot), self.values.get_mut(slot)) {
             *s = self.count;
             *v = value;
@@ -649,7 +704,7 @@ impl MinQueue {
                 .get(self.head)
                 .is_some_and(|&s| s + self.window <= self.count)
         {
-            self.head = (self.head + 1) % cap;
+            self.head = at(self.head + 1);
             self.len -= 1;
         }
         self.count += 1;

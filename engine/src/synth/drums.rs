@@ -10,32 +10,51 @@ use super::voice::{Noise, Sine, VoiceFilter, pan_gains, saturate};
 /// Frames over which every hit fades in, so that none starts with a step.
 const ATTACK_FRAMES: f32 = 24.0;
 
-/// Renders `hits` on `kit` into `out`, frame 0 being beat 0.
-pub(crate) fn render_hits(
-    kit: Instrument,
-    hits: &[Hit],
-    frames_per_beat: f64,
-    kick_hz: f32,
-    sample_rate: u32,
+/// The drums of every kit used in a piece, each synthesized once.
+pub(crate) struct DrumMachine {
     seed: u64,
-    out: &mut [[f32; 2]],
-) {
-    let sr = sample_rate as f32;
-    let mut sounds: HashMap<Drum, Vec<f32>> = HashMap::new();
-    for hit in hits {
-        let start = (hit.beat * frames_per_beat).round().max(0.0) as usize;
-        let sound = sounds
-            .entry(hit.drum)
-            .or_insert_with(|| drum(hit.drum, kit, kick_hz, sr, seed ^ hit.drum as u64));
-        let [l, r] = pan_gains(hit.drum.pan());
-        let gains = [
-            l * std::f32::consts::SQRT_2 * hit.velocity,
-            r * std::f32::consts::SQRT_2 * hit.velocity,
-        ];
-        if let Some(dest) = out.get_mut(start..) {
-            for (frame, &s) in dest.iter_mut().zip(sound.iter()) {
-                frame[0] += s * gains[0];
-                frame[1] += s * gains[1];
+    sample_rate: u32,
+    kick_hz: f32,
+    sounds: HashMap<(Instrument, Drum), Vec<f32>>,
+}
+
+impl DrumMachine {
+    /// A machine whose kick is tuned to `kick_hz`.
+    pub fn new(seed: u64, kick_hz: f32, sample_rate: u32) -> DrumMachine {
+        DrumMachine {
+            seed,
+            sample_rate,
+            kick_hz,
+            sounds: HashMap::new(),
+        }
+    }
+
+    /// Renders `hits` on `kit` into `out`, frame 0 being beat 0.
+    pub fn render(
+        &mut self,
+        kit: Instrument,
+        hits: &[Hit],
+        frames_per_beat: f64,
+        out: &mut [[f32; 2]],
+    ) {
+        let sr = self.sample_rate as f32;
+        for hit in hits {
+            let start = (hit.beat * frames_per_beat).round().max(0.0) as usize;
+            let (seed, kick_hz) = (self.seed, self.kick_hz);
+            let sound = self
+                .sounds
+                .entry((kit, hit.drum))
+                .or_insert_with(|| drum(hit.drum, kit, kick_hz, sr, seed ^ hit.drum as u64));
+            let [l, r] = pan_gains(hit.drum.pan());
+            let gains = [
+                l * std::f32::consts::SQRT_2 * hit.velocity,
+                r * std::f32::consts::SQRT_2 * hit.velocity,
+            ];
+            if let Some(dest) = out.get_mut(start..) {
+                for (frame, &s) in dest.iter_mut().zip(sound.iter()) {
+                    frame[0] += s * gains[0];
+                    frame[1] += s * gains[1];
+                }
             }
         }
     }

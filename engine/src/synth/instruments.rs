@@ -43,55 +43,73 @@ struct NoteKey {
     accent: bool,
 }
 
-/// Renders `notes` played by `instrument` into `out`, frame 0 being beat 0 of the score.
-/// Notes past the end of `out` are cut; `out` should leave room for release tails.
-pub(crate) fn render_notes(
-    instrument: Instrument,
-    notes: &[Note],
-    frames_per_beat: f64,
+/// Every note rendered so far in a piece, by instrument and note, so that each distinct
+/// note is synthesized once however often it recurs.
+pub(crate) struct Voices {
+    seed: u64,
     tone: Tone,
     sample_rate: u32,
-    seed: u64,
-    out: &mut [[f32; 2]],
-) {
-    let sr = sample_rate as f32;
-    let mut cache: HashMap<NoteKey, Vec<[f32; 2]>> = HashMap::new();
-    for note in notes {
-        let start = (note.beat * frames_per_beat).round().max(0.0) as usize;
-        if start >= out.len() {
-            continue;
+    sounds: HashMap<(Instrument, NoteKey), Vec<[f32; 2]>>,
+}
+
+impl Voices {
+    pub fn new(seed: u64, tone: Tone, sample_rate: u32) -> Voices {
+        Voices {
+            seed,
+            tone,
+            sample_rate,
+            sounds: HashMap::new(),
         }
-        let held = ((note.length * frames_per_beat).round() as usize).max(16);
-        let key = NoteKey {
-            pitch: note.pitch.to_bits(),
-            held,
-            slide: note.slide_from.map(f32::to_bits),
-            accent: note.velocity > 0.9,
-        };
-        let sound = cache.entry(key).or_insert_with(|| {
-            let voice_seed = seed ^ u64::from(key.pitch).rotate_left(17) ^ held as u64;
-            voice(
-                instrument,
-                note.pitch,
+    }
+
+    /// Renders `notes` played by `instrument` into `out`, frame 0 being beat 0 of the
+    /// score. Notes past the end of `out` are cut; `out` should leave room for tails.
+    pub fn render(
+        &mut self,
+        instrument: Instrument,
+        notes: &[Note],
+        frames_per_beat: f64,
+        out: &mut [[f32; 2]],
+    ) {
+        let sr = self.sample_rate as f32;
+        for note in notes {
+            let start = (note.beat * frames_per_beat).round().max(0.0) as usize;
+            if start >= out.len() {
+                continue;
+            }
+            let held = ((note.length * frames_per_beat).round() as usize).max(16);
+            let key = NoteKey {
+                pitch: note.pitch.to_bits(),
                 held,
-                note.slide_from,
-                key.accent,
-                tone,
-                sr,
-                voice_seed,
-            )
-        });
-        let gains = pan_gains(note.pan);
-        // Re-centre the equal-power law so a centred note keeps unity gain.
-        let gains = [
-            gains[0] * std::f32::consts::SQRT_2,
-            gains[1] * std::f32::consts::SQRT_2,
-        ];
-        let v = note.velocity;
-        if let Some(dest) = out.get_mut(start..) {
-            for (frame, s) in dest.iter_mut().zip(sound.iter()) {
-                frame[0] += s[0] * v * gains[0];
-                frame[1] += s[1] * v * gains[1];
+                slide: note.slide_from.map(f32::to_bits),
+                accent: note.velocity > 0.9,
+            };
+            let (seed, tone) = (self.seed, self.tone);
+            let sound = self.sounds.entry((instrument, key)).or_insert_with(|| {
+                let voice_seed = seed
+                    ^ u64::from(key.pitch).rotate_left(17)
+                    ^ (held as u64).rotate_left(40)
+                    ^ instrument as u64;
+                voice(
+                    instrument,
+                    note.pitch,
+                    held,
+                    note.slide_from,
+                    key.accent,
+                    tone,
+                    sr,
+                    voice_seed,
+                )
+            });
+            let gains = pan_gains(note.pan);
+            // Re-centre the equal-power law so a centred note keeps unity gain.
+            let v = note.velocity * std::f32::consts::SQRT_2;
+            let gains = [gains[0] * v, gains[1] * v];
+            if let Some(dest) = out.get_mut(start..) {
+                for (frame, s) in dest.iter_mut().zip(sound.iter()) {
+                    frame[0] += s[0] * gains[0];
+                    frame[1] += s[1] * gains[1];
+                }
             }
         }
     }

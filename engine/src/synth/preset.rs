@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::instruments::{self, Tone};
+use super::drums::DrumMachine;
+use super::instruments::{Tone, Voices};
 use super::pattern::{self, Note, Phrase, SectionKind};
 use super::render::{Rendered, master};
 use super::voice::Adsr;
-use super::{Grid, Groove, Instrument, Recipe, Role, drums};
+use super::{Grid, Groove, Instrument, Recipe, Role};
 use crate::music::{Key, Meter};
 
 /// Longest render, seconds.
@@ -262,8 +263,12 @@ pub fn render_preset(
                 fill: false,
             };
             let score = pattern::drums(&recipe, phrase, 1);
-            let kick = pattern::kick_hz(context.key);
-            drums::render_hits(instrument, &score.hits, fpb, kick, sample_rate, 1, &mut out);
+            DrumMachine::new(1, pattern::kick_hz(context.key), sample_rate).render(
+                instrument,
+                &score.hits,
+                fpb,
+                &mut out,
+            );
         }
         role => {
             let notes: Vec<Note> = match role {
@@ -293,7 +298,7 @@ pub fn render_preset(
                     .collect(),
                 _ => vec![note(0.0, beats, root)],
             };
-            instruments::render_notes(instrument, &notes, fpb, tone, sample_rate, 1, &mut out);
+            Voices::new(1, tone, sample_rate).render(instrument, &notes, fpb, &mut out);
         }
     }
     // A short fade at the very end, so a cut note does not click.
