@@ -48,6 +48,7 @@ bench: test-deps build
 	$(CARGO) bench --workspace --locked
 	/usr/bin/python3 clients/python/bench_ping.py --djinnd ./target/release/djinnd
 	/usr/bin/python3 clients/python/bench_jack_load.py --djinnd ./target/release/djinnd
+	/usr/bin/python3 clients/python/bench_render.py --djinn ./target/release/djinn
 
 ## soak: ten minutes on jackd -R at 64 frames with 16 layers; prints the xruns
 soak: test-deps build

@@ -13,7 +13,7 @@ use djinn_engine::analysis::quality::{self, Target};
 use djinn_engine::analysis::tempo;
 use djinn_engine::profile::{Profile, ProfileSet};
 use djinn_engine::synth::render::SONG_SECONDS;
-use djinn_engine::synth::render_song;
+use djinn_engine::synth::{Instrument, Role, render_song};
 
 /// What `djinn generate` was asked for.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct GenerateOptions {
     pub profiles_dir: Option<PathBuf>,
     pub scripts_dir: Option<PathBuf>,
     pub sample_rate: u32,
+    /// Roles that play; empty for all.
+    pub roles: Vec<String>,
 }
 
 fn profiles(dir: Option<&Path>) -> ProfileSet {
@@ -53,7 +55,24 @@ pub fn generate(options: &GenerateOptions, progress: &mut dyn FnMut(f64)) -> any
     let set = profiles(options.profiles_dir.as_deref());
     let base = profile(&set, options.profile.as_deref())?;
     let script = MoodScript::load(options.scripts_dir.as_deref())?;
-    let interpretation = script.interpret(options.prompt.as_deref().unwrap_or(""), base, &set)?;
+    let mut interpretation =
+        script.interpret(options.prompt.as_deref().unwrap_or(""), base, &set)?;
+    if !options.roles.is_empty() {
+        let roles = options
+            .roles
+            .iter()
+            .map(|r| r.trim().parse::<Role>().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<Role>>>()?;
+        let recipe = &mut interpretation.recipe;
+        recipe.parts = roles
+            .iter()
+            .map(|&r| {
+                recipe
+                    .instrument(r)
+                    .unwrap_or_else(|| Instrument::default_for(r, recipe.groove))
+            })
+            .collect();
+    }
     let style = profile(&set, Some(&interpretation.style))?;
     let started = Instant::now();
     let song = render_song(
@@ -112,4 +131,16 @@ pub fn analyze(path: &Path, options: &AnalyzeOptions) -> anyhow::Result<Value> {
     result["target"] = json!({ "lufs": target.lufs, "true_peak_limit": target.ceiling_dbtp, "profile": base.name });
     result["tempo"] = json!(estimate);
     Ok(result)
+}
+
+/// Decodes `path` and measures its loudness with the `ebur128` crate, nothing else.
+pub fn loudness(path: &Path) -> anyhow::Result<Value> {
+    let decoded = djinn_engine::decode::read(path)?;
+    let report = djinn_engine::analysis::loudness::measure(&decoded.frames, decoded.sample_rate)?;
+    Ok(json!({
+        "file": path,
+        "sample_rate": decoded.sample_rate,
+        "seconds": decoded.frames.len() as f64 / f64::from(decoded.sample_rate),
+        "loudness": report,
+    }))
 }

@@ -91,6 +91,9 @@ enum Command {
         /// Sample rate in Hz.
         #[arg(long, default_value_t = 48_000)]
         rate: u32,
+        /// Only these roles play, comma-separated (pad, bass, lead, drum, fx).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
     },
     /// Judge an audio file: loudness, true peak, clipping, DC, silence, phase and scores.
     Analyze {
@@ -107,6 +110,10 @@ enum Command {
         /// True-peak ceiling, dBTP (default: the profile's).
         #[arg(long, allow_negative_numbers = true)]
         true_peak_limit: Option<f64>,
+        /// Only measure loudness (integrated, range, true and sample peak), like ffmpeg's
+        /// ebur128 filter.
+        #[arg(long)]
+        loudness: bool,
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
@@ -158,6 +165,7 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
             profiles,
             scripts,
             rate,
+            roles,
         } => {
             let options = offline::GenerateOptions {
                 prompt: prompt.clone(),
@@ -168,6 +176,7 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
                 profiles_dir: profiles.clone(),
                 scripts_dir: scripts.clone(),
                 sample_rate: *rate,
+                roles: roles.clone(),
             };
             let bar = progress_bar();
             let result = offline::generate(&options, &mut |done| {
@@ -188,7 +197,18 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
             profiles,
             target_lufs,
             true_peak_limit,
+            loudness,
         } => {
+            if *loudness {
+                return Some(offline::loudness(file).map(|report| {
+                    if cli.json {
+                        println!("{}", pretty(&report));
+                    } else {
+                        println!("file       {}", text(&report["file"]));
+                        show_loudness(&report["loudness"]);
+                    }
+                }));
+            }
             let options = offline::AnalyzeOptions {
                 profile: profile.clone(),
                 profiles_dir: profiles.clone(),

@@ -374,7 +374,11 @@ mod tests {
         let audio: Vec<[f32; 2]> = (0..rate as usize * 20)
             .map(|n| {
                 let t = n as f32 / rate as f32;
-                let level = if ((t * 0.5) as u32).is_multiple_of(2) { 0.5 } else { 0.1 };
+                let level = if ((t * 0.5) as u32).is_multiple_of(2) {
+                    0.5
+                } else {
+                    0.1
+                };
                 let buzz = ((t * 997.0).fract() - 0.5) * level;
                 let click = if n % 12_000 == 0 { 0.9 } else { 0.0 };
                 [buzz + click, buzz * 0.7 - click * 0.5]

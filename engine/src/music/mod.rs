@@ -1,5 +1,5 @@
 //! Music theory the rest of djinn speaks: pitch classes, scales, keys and meters, and (in
-//! [`harmony`]) notes, chords, progressions and voice leading.
+//! `harmony`) notes, chords, progressions and voice leading.
 //!
 //! Plain values with parsing and display, so that a key typed by a user ("F minor", "C#m",
 //! "Bb dorian") and a key in a profile or a JSON-RPC request mean the same thing everywhere.
