@@ -103,6 +103,17 @@ async fn a_generated_loop_joins_the_mix_on_its_role_group() {
     let list = client.call("layer.list", Value::Null).await.unwrap();
     assert_eq!(list["layers"][0]["state"], "playing", "{list}");
 
+    let status = client.call("daemon.status", Value::Null).await.unwrap();
+    assert_eq!(status["generator"]["buffers"], 2, "{}", status["generator"]);
+    assert_eq!(status["generator"]["presets"], 12);
+    assert!(
+        status["generator"]["mood_script"]
+            .as_str()
+            .unwrap()
+            .contains("built-in")
+    );
+    assert_eq!(status["actors"]["generator"]["state"], "running");
+
     let err = client
         .call("layer.add", json!({ "buffer": "loop-999" }))
         .await

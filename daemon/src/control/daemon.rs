@@ -9,6 +9,7 @@ use crate::Shared;
 use crate::config::AudioBackend;
 use crate::rpc::{Params, RpcError};
 use djinn_actors::audio::AudioStatus;
+use djinn_actors::generator::GetGeneratorStatus;
 use djinn_actors::transport::GetTransport;
 
 pub fn ping(params: &Params) -> Result<Value, RpcError> {
@@ -44,6 +45,13 @@ pub async fn status(shared: &Shared, params: &Params) -> Result<Value, RpcError>
         .into_iter()
         .map(|(name, health)| (name.to_owned(), json!(health)))
         .collect();
+    // The generator is reported when it answers; a restarting one shows in `actors`.
+    let generator = shared
+        .generator
+        .ask(GetGeneratorStatus)
+        .await
+        .map(|g| json!(g))
+        .unwrap_or(Value::Null);
     let backends = tokio::task::spawn_blocking({
         let probe = shared.backends.clone();
         move || probe.probe()
@@ -60,6 +68,7 @@ pub async fn status(shared: &Shared, params: &Params) -> Result<Value, RpcError>
         "audio": audio,
         "transport": super::transport::describe(&transport),
         "actors": actors,
+        "generator": generator,
         "backends": backends,
         "control": {
             "endpoint": shared.control_endpoint,
