@@ -13,6 +13,7 @@ use djinn_actors::audio::AudioStatus;
 use djinn_actors::generator::{Interpret, StoreBuffer, StoredBuffer};
 use djinn_actors::moods::{Interpretation, MoodError};
 use djinn_actors::profiles::{ProfileSnapshot, SnapshotProfiles};
+use djinn_engine::profile::Profile;
 use djinn_engine::synth::render::{MAX_LOOP_BARS, SONG_SECONDS};
 use djinn_engine::synth::{Recipe, Role, render_loop, render_song};
 
@@ -54,18 +55,22 @@ async fn snapshot(shared: &Shared, profile: Option<&str>) -> Result<ProfileSnaps
     Ok(snapshot)
 }
 
-/// What a prompt (or, without one, the style) asks for.
+/// What a prompt (or, without one, the style) asks for, and the profile of the style it
+/// chose.
 pub(super) async fn interpret(
     shared: &Shared,
     prompt: Option<&str>,
     profile: Option<&str>,
-) -> Result<Interpretation, RpcError> {
+) -> Result<(Interpretation, Profile), RpcError> {
     let snapshot = snapshot(shared, profile).await?;
-    match prompt {
-        Some(p) if p.len() > MAX_PROMPT => Err(RpcError::invalid_param(
-            "prompt",
-            format!("is {} bytes; the limit is {MAX_PROMPT}", p.len()),
-        )),
+    let set = snapshot.set.clone();
+    let interpretation = match prompt {
+        Some(p) if p.len() > MAX_PROMPT => {
+            return Err(RpcError::invalid_param(
+                "prompt",
+                format!("is {} bytes; the limit is {MAX_PROMPT}", p.len()),
+            ));
+        }
         Some(p) => shared
             .generator
             .ask(Interpret {
@@ -74,15 +79,21 @@ pub(super) async fn interpret(
                 profiles: snapshot.set,
             })
             .await
-            .map_err(|e| ask_error("generator", e, mood_error)),
-        None => Ok(Interpretation {
+            .map_err(|e| ask_error("generator", e, mood_error))?,
+        None => Interpretation {
             prompt: String::new(),
             style: snapshot.active.name.clone(),
             recipe: Recipe::from_profile(&snapshot.active),
             mood: Vec::new(),
             unknown: Vec::new(),
-        }),
-    }
+        },
+    };
+    // NOTE: the mood script only names styles it found in this same set.
+    let style = set
+        .get(&interpretation.style)
+        .cloned()
+        .ok_or_else(|| RpcError::internal(format!("style {:?} vanished", interpretation.style)))?;
+    Ok((interpretation, style))
 }
 
 async fn sample_rate(shared: &Shared) -> Result<u32, RpcError> {
@@ -157,7 +168,7 @@ pub async fn generate_loop(shared: &Shared, params: &Params) -> Result<Value, Rp
     let seed = seed(params)?;
     let role = role(params)?;
     let save = params.opt_bool("save")?.unwrap_or(false);
-    let interpretation = interpret(shared, params.opt_str("prompt")?, None).await?;
+    let (interpretation, _) = interpret(shared, params.opt_str("prompt")?, None).await?;
     let mut recipe = interpretation.recipe.clone();
     // A loop joins the mix: it plays at the transport's tempo, in its meter and key.
     let transport = shared.transport_watch.borrow().clone();
@@ -245,16 +256,13 @@ pub async fn generate_song(shared: &Shared, params: &Params) -> Result<Value, Rp
         None => return Err(RpcError::invalid_param("seconds", "is required")),
     };
     let seed = seed(params)?;
-    let interpretation = interpret(
+    let (interpretation, style) = interpret(
         shared,
         params.opt_str("prompt")?,
         params.opt_str("profile")?,
     )
     .await?;
-    let phrase_bars = snapshot(shared, Some(&interpretation.style))
-        .await?
-        .active
-        .phrase_bars;
+    let phrase_bars = style.phrase_bars;
     let name = file_name(params, format!("song-{}-{seed}", interpretation.style))?;
     let path = files_dir(shared)?.join(&name);
     let rate = sample_rate(shared).await?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{ask_error, unavailable};
+use super::{ask_error, payload_channels, payload_frames, payload_rate, unavailable};
 use crate::Shared;
 use crate::rpc::{self, Params, RpcError};
 use djinn_actors::audio::{
@@ -171,37 +171,9 @@ async fn source(
         };
         return Ok((frames, buffer.to_owned(), stored.role));
     }
-    let channels = match params.opt_f64("channels")? {
-        None | Some(2.0) => 2,
-        Some(1.0) => 1,
-        Some(_) => return Err(RpcError::invalid_param("channels", "expected 1 or 2")),
-    };
-    let from = match params.opt_f64("rate")? {
-        None => rate,
-        Some(r) if (8_000.0..=384_000.0).contains(&r) => r as u32,
-        Some(_) => {
-            return Err(RpcError::invalid_param(
-                "rate",
-                "expected 8000 to 384000 Hz",
-            ));
-        }
-    };
-    let bytes: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
-    if !bytes.len().is_multiple_of(4 * channels) || bytes.is_empty() {
-        return Err(RpcError::invalid_param(
-            "frames",
-            format!("the payload must be whole frames of {channels} little-endian f32 samples"),
-        ));
-    }
-    let samples: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let frames: Vec<[f32; 2]> = if channels == 1 {
-        samples.iter().map(|s| [*s, *s]).collect()
-    } else {
-        samples.chunks_exact(2).map(|f| [f[0], f[1]]).collect()
-    };
+    let channels = payload_channels(params)?;
+    let from = payload_rate(params)?.unwrap_or(rate);
+    let frames = payload_frames(payload, channels)?;
     let frames = djinn_engine::decode::resample(&frames, from, rate)
         .map_err(|e| RpcError::invalid_param("rate", e))?;
     let shown = format!("frames ({} at {from} Hz)", frames.len());

@@ -272,6 +272,47 @@ fn unavailable(actor: &str, error: impl Display) -> RpcError {
     )
 }
 
+/// The `channels` param of a request with an audio payload: 1 or 2 (the default).
+fn payload_channels(params: &Params) -> Result<usize, RpcError> {
+    match params.opt_f64("channels")? {
+        None | Some(2.0) => Ok(2),
+        Some(1.0) => Ok(1),
+        Some(_) => Err(RpcError::invalid_param("channels", "expected 1 or 2")),
+    }
+}
+
+/// The `rate` param of a request with an audio payload, when given: 8000–384000 Hz.
+fn payload_rate(params: &Params) -> Result<Option<u32>, RpcError> {
+    match params.opt_f64("rate")? {
+        Some(r) if (8_000.0..=384_000.0).contains(&r) => Ok(Some(r as u32)),
+        Some(_) => Err(RpcError::invalid_param(
+            "rate",
+            "expected 8000 to 384000 Hz",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Payload frames of interleaved little-endian f32 samples as stereo frames (mono doubled).
+fn payload_frames(payload: &[Bytes], channels: usize) -> Result<Vec<[f32; 2]>, RpcError> {
+    let bytes: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4 * channels) {
+        return Err(RpcError::invalid_param(
+            "frames",
+            format!("the payload must be whole frames of {channels} little-endian f32 samples"),
+        ));
+    }
+    let samples: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(if channels == 1 {
+        samples.iter().map(|s| [*s, *s]).collect()
+    } else {
+        samples.chunks_exact(2).map(|f| [f[0], f[1]]).collect()
+    })
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Reply, unavailable};
+use super::{Reply, payload_channels, payload_frames, payload_rate, unavailable};
 use crate::Shared;
 use crate::rpc::{Params, RpcError};
 use djinn_actors::audio::AudioStatus;
@@ -273,49 +273,12 @@ pub async fn assess(
             (decoded.frames, decoded.sample_rate, shown)
         }
         (None, false) => {
-            let channels = match params.opt_f64("channels")? {
-                None | Some(2.0) => 2,
-                Some(1.0) => 1,
-                Some(_) => return Err(RpcError::invalid_param("channels", "expected 1 or 2")),
-            };
-            let rate = match params.opt_f64("rate")? {
-                Some(r) if (8_000.0..=384_000.0).contains(&r) => r as u32,
-                Some(_) => {
-                    return Err(RpcError::invalid_param(
-                        "rate",
-                        "expected 8000 to 384000 Hz",
-                    ));
-                }
-                None => {
-                    return Err(RpcError::invalid_param(
-                        "rate",
-                        "is required with a payload",
-                    ));
-                }
-            };
-            let bytes: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
-            if bytes.is_empty() || !bytes.len().is_multiple_of(4 * channels) {
-                return Err(RpcError::invalid_param(
-                    "frames",
-                    format!(
-                        "the payload must be whole frames of {channels} little-endian f32 samples"
-                    ),
-                ));
-            }
-            let samples: Vec<f32> = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let frames: Vec<[f32; 2]> = if channels == 1 {
-                samples.iter().map(|s| [*s, *s]).collect()
-            } else {
-                samples.chunks_exact(2).map(|f| [f[0], f[1]]).collect()
-            };
-            (
-                frames,
-                rate,
-                format!("{} frames at {rate} Hz", samples.len() / channels),
-            )
+            let channels = payload_channels(params)?;
+            let rate = payload_rate(params)?
+                .ok_or_else(|| RpcError::invalid_param("rate", "is required with a payload"))?;
+            let frames = payload_frames(payload, channels)?;
+            let shown = format!("{} frames at {rate} Hz", frames.len());
+            (frames, rate, shown)
         }
         _ => {
             return Err(RpcError::invalid_param(
