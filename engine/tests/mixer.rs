@@ -147,6 +147,47 @@ fn beat_and_phrase_quantize_to_their_grid() {
 }
 
 #[test]
+fn a_launch_at_a_named_bar_lands_on_it_and_a_late_one_is_refused() {
+    let period = 256;
+    let (mut p, mut h) = rolling(period);
+    run(&mut p, &mut h, period, 4); // frame 1,024 of bar 0
+    h.send(launch(
+        1,
+        dc(0.25, 100, true),
+        Group::Drums,
+        Quantize::AtBar(2),
+    ))
+    .unwrap();
+    // Bar 0 has begun: this one is too late and must not play off the grid.
+    h.send(launch(
+        2,
+        dc(0.25, 100, true),
+        Group::Bass,
+        Quantize::AtBar(0),
+    ))
+    .unwrap();
+    let r = run(&mut p, &mut h, period, 800); // past 2 bars = 192,000 frames
+    let started: Vec<(u64, u64)> = r
+        .notes
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Started { id, frame, .. } => Some((*id, *frame)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec![(1, 192_000)]);
+    assert!(r.notes.iter().any(|n| matches!(
+        n,
+        Notification::Refused {
+            id: 2,
+            reason: djinn_engine::mix::Refusal::Late,
+            ..
+        }
+    )));
+    assert!(r.groups[1][0].iter().all(|s| *s == 0.0));
+}
+
+#[test]
 fn replace_crossfades_without_a_click() {
     let period = 128;
     let (mut p, mut h) = rolling(period);

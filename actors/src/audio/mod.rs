@@ -32,6 +32,7 @@ use tokio::sync::watch;
 
 use self::jack::JackDriver;
 pub use self::jack::JackStats;
+pub use self::offline::Hold;
 use self::offline::OfflineDriver;
 use crate::supervisor::Health;
 use crate::transport::{SyncPosition, TransportActor};
@@ -107,6 +108,9 @@ pub struct LayerInfo {
     pub started_frame: Option<u64>,
     #[serde(skip)]
     audio: Arc<[[f32; 2]]>,
+    /// What a pending replace swaps out, restored if the replace misses its bar.
+    #[serde(skip)]
+    previous: Option<(String, Arc<[[f32; 2]]>)>,
 }
 
 /// The owner of the mixer.
@@ -122,10 +126,14 @@ pub struct AudioActor {
     /// Frames of latency the mixer adds (its limiter's lookahead).
     latency: usize,
     last_xruns: u64,
+    /// Launches and replaces that reached the mixer after their bar had begun.
+    missed: u64,
     reason: String,
     /// Whether the transport should roll: true from the start, changed by transport.start
     /// and transport.stop, and carried over to a new mixer after a reconnect.
     rolling: bool,
+    /// How far a `--fast` offline driver may run ahead of the director.
+    hold: Hold,
     /// When the last periodic `health` report of the audio engine went out.
     last_report: std::time::Instant,
     ticker: Option<tokio::task::JoinHandle<()>>,
@@ -181,6 +189,7 @@ impl AudioActor {
             OFFLINE_PERIOD,
             self.args.fast,
             self.args.keep_recordings,
+            self.hold.clone(),
         ) {
             Ok(driver) => {
                 self.reason = format!(
@@ -222,6 +231,9 @@ impl AudioActor {
                     );
                 }
                 Notification::Replaced { id, frame } => {
+                    if let Some(layer) = self.layers.get_mut(&id) {
+                        layer.previous = None;
+                    }
                     self.events()
                         .publish("layer.replaced", json!({ "id": id, "frame": frame }));
                 }
@@ -231,6 +243,15 @@ impl AudioActor {
                         .publish("layer.ended", json!({ "id": id, "frame": frame }));
                 }
                 Notification::Retired(audio) => drop(audio),
+                Notification::Refused {
+                    id,
+                    audio,
+                    reason: Refusal::Late,
+                } => {
+                    drop(audio);
+                    self.missed += 1;
+                    self.missed_bar(id);
+                }
                 Notification::Refused { id, audio, reason } => {
                     drop(audio);
                     if reason == Refusal::NoFreeSlot {
@@ -274,6 +295,33 @@ impl AudioActor {
             let _ = self.args.transport.tell(sync).try_send();
         }
         self.watch_jack();
+    }
+
+    /// A launch or replace came too late for its bar: a new layer is dropped, a replaced
+    /// one keeps playing what it played.
+    fn missed_bar(&mut self, id: LayerId) {
+        let Some(layer) = self.layers.get_mut(&id) else {
+            return;
+        };
+        let source = match layer.previous.take() {
+            Some((source, audio)) => {
+                let missed = std::mem::replace(&mut layer.source, source);
+                layer.frames = audio.len();
+                layer.seconds = audio.len() as f64 / f64::from(self.sample_rate);
+                layer.audio = audio;
+                missed
+            }
+            None => {
+                let missed = layer.source.clone();
+                self.layers.remove(&id);
+                missed
+            }
+        };
+        tracing::warn!(id, %source, "layer missed its bar");
+        self.events().publish(
+            "layer.missed",
+            json!({ "id": id, "source": source, "reason": "not ready before its bar" }),
+        );
     }
 
     fn watch_jack(&mut self) {
@@ -372,8 +420,10 @@ impl Actor for AudioActor {
             period: OFFLINE_PERIOD,
             latency: 0,
             last_xruns: 0,
+            missed: 0,
             reason: "audio is off (--audio none)".into(),
             rolling: true,
+            hold: Hold::default(),
             last_report: std::time::Instant::now(),
             ticker: None,
         };
@@ -539,6 +589,7 @@ impl Message<AddLayer> for AudioActor {
             state: "pending",
             started_frame: None,
             audio: msg.frames,
+            previous: None,
         };
         self.layers.insert(id, info.clone());
         Ok(info)
@@ -585,8 +636,12 @@ impl Message<ReplaceLayer> for AudioActor {
             .ok_or(AudioError::UnknownLayer(msg.id))?;
         layer.frames = msg.frames.len();
         layer.seconds = msg.frames.len() as f64 / rate;
-        layer.source = msg.source;
-        layer.audio = msg.frames;
+        let source = std::mem::replace(&mut layer.source, msg.source);
+        let audio = std::mem::replace(&mut layer.audio, msg.frames);
+        // A second replace before the first lands keeps the audio that actually plays.
+        if layer.previous.is_none() {
+            layer.previous = Some((source, audio));
+        }
         Ok(layer.clone())
     }
 }
@@ -623,7 +678,7 @@ impl Message<RemoveLayer> for AudioActor {
 }
 
 /// Changes some of a layer's mix settings; `None` keeps a setting.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LayerPatch {
     pub gain: Option<f32>,
     pub pan: Option<f32>,
@@ -634,6 +689,42 @@ pub struct LayerPatch {
     pub resonance: Option<f32>,
     pub reverb_send: Option<f32>,
     pub delay_send: Option<f32>,
+}
+
+impl Serialize for LayerPatch {
+    /// The settings that change, by their request names.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        let numbers = [
+            ("gain", self.gain),
+            ("pan", self.pan),
+            ("cutoff_hz", self.cutoff_hz),
+            ("resonance", self.resonance),
+            ("reverb_send", self.reverb_send),
+            ("delay_send", self.delay_send),
+        ];
+        for (name, value) in numbers {
+            if let Some(v) = value {
+                map.serialize_entry(name, &v)?;
+            }
+        }
+        if let Some(filter) = self.filter {
+            let name = match filter {
+                FilterMode::Off => "off",
+                FilterMode::LowPass => "lowpass",
+                FilterMode::HighPass => "highpass",
+                FilterMode::BandPass => "bandpass",
+            };
+            map.serialize_entry("filter", name)?;
+        }
+        for (name, value) in [("mute", self.mute), ("solo", self.solo)] {
+            if let Some(v) = value {
+                map.serialize_entry(name, &v)?;
+            }
+        }
+        map.end()
+    }
 }
 
 impl LayerPatch {
@@ -754,6 +845,20 @@ impl Message<SetRolling> for AudioActor {
     }
 }
 
+/// Holds a `--fast` offline driver before `beat` (`None` lets it run free). Realtime
+/// drivers cannot wait and ignore it. Replies whether the driver is one that waits.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldAt(pub Option<f64>);
+
+impl Message<HoldAt> for AudioActor {
+    type Reply = bool;
+
+    async fn handle(&mut self, msg: HoldAt, _: &mut Context<Self, Self::Reply>) -> bool {
+        self.hold.set(msg.0);
+        self.args.fast && matches!(self.driver, Driver::Offline(_))
+    }
+}
+
 /// Asks for the audio section of `daemon.status`.
 #[derive(Debug, Clone, Copy)]
 pub struct AudioStatus;
@@ -773,6 +878,8 @@ pub struct AudioReport {
     pub dsp_load: Option<f32>,
     pub longest_callback_us: Option<u64>,
     pub latency_frames: usize,
+    /// Launches and replaces skipped because they arrived after their bar began.
+    pub missed: u64,
     pub commands_dropped: u64,
     pub notifications_dropped: u64,
 }
@@ -817,6 +924,7 @@ impl Message<AudioStatus> for AudioActor {
             dsp_load,
             longest_callback_us: longest,
             latency_frames: self.latency,
+            missed: self.missed,
             commands_dropped: load(|s| &s.commands_dropped),
             notifications_dropped: load(|s| &s.notifications_dropped),
         }

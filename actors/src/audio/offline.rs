@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,6 +17,32 @@ use tokio::sync::watch;
 /// Frames of audio per file before a new one starts.
 pub fn rotate_after(sample_rate: u32) -> u64 {
     u64::from(sample_rate) * 3600
+}
+
+/// How far a `fast` offline driver may run ahead: it does not start a period that would
+/// cross this transport beat. The director holds it at the next bar it has not yet
+/// scheduled, so a faster-than-realtime render never outruns the music it is waiting for,
+/// as an offline bounce waits for its plugins. A realtime driver ignores it.
+#[derive(Debug, Clone)]
+pub struct Hold(Arc<AtomicU64>);
+
+impl Default for Hold {
+    fn default() -> Self {
+        Hold(Arc::new(AtomicU64::new(f64::INFINITY.to_bits())))
+    }
+}
+
+impl Hold {
+    /// Lets the driver run up to `beat`; `None` releases it.
+    pub fn set(&self, beat: Option<f64>) {
+        let beat = beat.unwrap_or(f64::INFINITY);
+        self.0.store(beat.to_bits(), Ordering::Release);
+    }
+
+    pub fn beat(&self) -> Option<f64> {
+        let beat = f64::from_bits(self.0.load(Ordering::Acquire));
+        beat.is_finite().then_some(beat)
+    }
 }
 
 /// A running offline driver; dropping it stops the thread and closes the file.
@@ -35,6 +61,7 @@ impl OfflineDriver {
         period: usize,
         fast: bool,
         keep: usize,
+        hold: Hold,
     ) -> std::io::Result<OfflineDriver> {
         std::fs::create_dir_all(&dir)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -43,7 +70,14 @@ impl OfflineDriver {
             .name("djinn-offline".into())
             .spawn({
                 let stop = stop.clone();
-                move || run(processor, &dir, period, fast, keep, &stop, &recording_tx)
+                move || {
+                    let pace = if fast {
+                        Pace::Fast(hold)
+                    } else {
+                        Pace::Realtime
+                    };
+                    run(processor, &dir, period, pace, keep, &stop, &recording_tx)
+                }
             })?;
         Ok(OfflineDriver {
             stop,
@@ -114,11 +148,16 @@ fn prune(dir: &Path, keep: usize) {
     }
 }
 
+enum Pace {
+    Realtime,
+    Fast(Hold),
+}
+
 fn run(
     mut processor: Processor,
     dir: &Path,
     period: usize,
-    fast: bool,
+    pace: Pace,
     keep: usize,
     stop: &AtomicBool,
     recording: &watch::Sender<Option<PathBuf>>,
@@ -133,6 +172,16 @@ fn run(
     let mut since_flush: u64 = 0;
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if let Pace::Fast(hold) = &pace
+            && let Some(limit) = hold.beat()
+        {
+            let t = processor.transport();
+            let next = t.beats() + period as f64 * t.tempo / (60.0 * f64::from(sample_rate));
+            if t.rolling && next > limit {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        }
         processor.process(&mut buffers.outputs());
         if let Some((writer, _)) = &mut file {
             let mut ok = true;
@@ -164,7 +213,7 @@ fn run(
             recording.send_replace(file.as_ref().map(|(_, p)| p.clone()));
             in_file = 0;
         }
-        if !fast {
+        if let Pace::Realtime = pace {
             let due = Duration::from_secs_f64(rendered as f64 / f64::from(sample_rate));
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait);

@@ -93,6 +93,24 @@ fn id(params: &Params) -> Result<u64, RpcError> {
 }
 
 async fn quantize(shared: &Shared, params: &Params) -> Result<Quantize, RpcError> {
+    match params.opt_f64("at_bar")? {
+        Some(bar) if bar >= 0.0 && bar.fract() == 0.0 => {
+            if params.opt_str("quantize")?.is_some() {
+                return Err(RpcError::invalid_param(
+                    "at_bar",
+                    "give quantize or at_bar, not both",
+                ));
+            }
+            return Ok(Quantize::AtBar(bar as u64));
+        }
+        Some(_) => {
+            return Err(RpcError::invalid_param(
+                "at_bar",
+                "expected a bar number (a whole number from 0)",
+            ));
+        }
+        None => {}
+    }
     Ok(match params.opt_str("quantize")?.unwrap_or("bar") {
         "now" => Quantize::Now,
         "beat" => Quantize::Beat,
@@ -182,7 +200,7 @@ async fn source(
 
 pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<Value, RpcError> {
     let mut known = vec![
-        "path", "buffer", "channels", "rate", "quantize", "group", "loop",
+        "path", "buffer", "channels", "rate", "quantize", "at_bar", "group", "loop",
     ];
     known.extend(MIX_PARAMS);
     params.only(&known)?;
@@ -236,6 +254,7 @@ pub async fn replace(
         "channels",
         "rate",
         "quantize",
+        "at_bar",
         "crossfade_beats",
     ])?;
     let id = id(params)?;
@@ -257,7 +276,7 @@ pub async fn replace(
 }
 
 pub async fn remove(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
-    params.only(&["id", "quantize"])?;
+    params.only(&["id", "quantize", "at_bar"])?;
     let id = id(params)?;
     let at = quantize(shared, params).await?;
     let info = shared

@@ -82,6 +82,10 @@ pub enum Quantize {
     Bar,
     /// At the next bar line that starts a phrase of this many bars.
     Phrase(u32),
+    /// On this bar line (bars counted from 0 at the transport's start). A launch or
+    /// replace that reaches the processor after that bar has begun is refused as
+    /// [`Refusal::Late`] rather than played off the grid; a late remove happens now.
+    AtBar(u64),
 }
 
 /// Audio for one layer: stereo frames at the processor's rate.
@@ -221,7 +225,8 @@ pub enum Notification {
     Replaced { id: LayerId, frame: u64 },
     /// A buffer the processor is done with: drop it off the realtime thread.
     Retired(Box<LayerAudio>),
-    /// A launch that found no free slot, or a replace for a layer that is gone.
+    /// A launch that found no free slot or came too late for its bar, or a replace for a
+    /// layer that is gone or too late.
     Refused {
         id: LayerId,
         audio: Box<LayerAudio>,
@@ -247,6 +252,8 @@ pub enum Notification {
 pub enum Refusal {
     NoFreeSlot,
     UnknownLayer,
+    /// The bar it was due on had already begun when the command arrived.
+    Late,
 }
 
 /// Counters shared between the processor and its handle.
@@ -443,6 +450,13 @@ impl Processor {
                 params,
                 at,
             } => {
+                if self.is_late(at) {
+                    return self.notify(Notification::Refused {
+                        id,
+                        audio,
+                        reason: Refusal::Late,
+                    });
+                }
                 let target = self.target_beat(at);
                 match self.layers.iter_mut().find(|l| l.is_free()) {
                     Some(layer) => layer.launch(id, audio, group, params, target),
@@ -459,6 +473,13 @@ impl Processor {
                 at,
                 crossfade_beats,
             } => {
+                if self.is_late(at) {
+                    return self.notify(Notification::Refused {
+                        id,
+                        audio,
+                        reason: Refusal::Late,
+                    });
+                }
                 let target = self.target_beat(at);
                 let frames =
                     (f64::from(crossfade_beats.max(0.0)) * self.frames_per_beat()) as usize;
@@ -501,12 +522,27 @@ impl Processor {
         60.0 * f64::from(self.sample_rate) / self.transport.tempo
     }
 
+    /// Whether `at` names a bar that has already begun.
+    fn is_late(&self, at: Quantize) -> bool {
+        match at {
+            Quantize::AtBar(bar) => {
+                let per_bar = f64::from(self.transport.meter.beats_per_bar);
+                (bar as f64) * per_bar < self.transport.beats() - 1e-9
+            }
+            _ => false,
+        }
+    }
+
     /// The beat at which something quantized to `at` happens; `None` for now.
     fn target_beat(&self, at: Quantize) -> Option<f64> {
         let beats = self.transport.beats();
         let per_bar = f64::from(self.transport.meter.beats_per_bar);
         let unit = match at {
             Quantize::Now => return None,
+            Quantize::AtBar(bar) => {
+                let beat = (bar as f64) * per_bar;
+                return (beat > beats - 1e-9).then_some(beat);
+            }
             Quantize::Beat => 1.0,
             Quantize::Bar => per_bar,
             Quantize::Phrase(bars) => per_bar * f64::from(bars.max(1)),
