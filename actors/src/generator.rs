@@ -69,10 +69,7 @@ impl Actor for Generator {
             Ok(script) => script,
             Err(error) => {
                 tracing::error!(%error, "mood script not loaded; using the built-in one");
-                args.health.events().publish(
-                    "script",
-                    serde_json::json!({ "kind": "error", "script": "moods/default.rhai", "error": error.to_string() }),
-                );
+                args.health.events().publish("script.error", error.event());
                 MoodScript::built_in()
             }
         };
@@ -119,10 +116,13 @@ impl Message<Interpret> for Generator {
             .moods
             .interpret(&msg.prompt, &msg.profile, &msg.profiles);
         if let Err(error) = &result {
-            self.health.events().publish(
-                "script",
-                serde_json::json!({ "kind": "error", "script": self.moods.name(), "error": error.to_string() }),
-            );
+            let event = match error {
+                MoodError::Script(e) => e.event(),
+                MoodError::Result { script, .. } => serde_json::json!({
+                    "script": script, "line": 0, "message": error.to_string()
+                }),
+            };
+            self.health.events().publish("script.error", event);
         }
         result
     }
@@ -238,6 +238,40 @@ impl Message<GetGeneratorStatus> for Generator {
             mood_script: self.moods.name().to_owned(),
             buffers: self.buffers.len(),
             presets: self.presets.len(),
+        }
+    }
+}
+
+/// Reloads the mood script (the watcher sends this when `moods/default.rhai` changes). A
+/// script that does not compile is reported and the running one kept.
+#[derive(Debug, Clone)]
+pub struct ReloadMoods {
+    pub scripts_dir: Option<PathBuf>,
+}
+
+impl Message<ReloadMoods> for Generator {
+    type Reply = Result<String, crate::scripting::ScriptError>;
+
+    async fn handle(
+        &mut self,
+        msg: ReloadMoods,
+        _: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
+        match MoodScript::load(msg.scripts_dir.as_deref()) {
+            Ok(script) => {
+                tracing::info!(script = script.name(), "mood script reloaded");
+                self.moods = script;
+                self.health.events().publish(
+                    "script",
+                    serde_json::json!({ "kind": "loaded", "script": self.moods.name() }),
+                );
+                Ok(self.moods.name().to_owned())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "mood script not reloaded; keeping the running one");
+                self.health.events().publish("script.error", error.event());
+                Err(error)
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod audio;
 pub mod backends;
+pub mod director;
 pub mod events;
 pub mod generator;
 pub mod moods;
@@ -15,6 +16,7 @@ pub mod profiles;
 pub mod scripting;
 pub mod supervisor;
 pub mod transport;
+pub mod watcher;
 
 /// Replies of actors that can be made to panic on purpose, to prove supervision works.
 ///

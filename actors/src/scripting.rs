@@ -63,6 +63,18 @@ pub enum ScriptError {
     Read { script: String, message: String },
 }
 
+impl ScriptError {
+    /// The body of the `script.error` event for this error: file, line and message.
+    pub fn event(&self) -> serde_json::Value {
+        let (script, line) = match self {
+            ScriptError::Compile { script, line, .. }
+            | ScriptError::Runtime { script, line, .. } => (script.as_str(), *line),
+            ScriptError::Read { script, .. } => (script.as_str(), 0),
+        };
+        serde_json::json!({ "script": script, "line": line, "message": self.to_string() })
+    }
+}
+
 /// The deadline of the call in progress, in microseconds since `epoch`.
 #[derive(Debug)]
 struct Budget {
@@ -97,7 +109,14 @@ fn line_of(position: Position) -> usize {
 
 impl Sandbox {
     pub fn new(limits: ScriptLimits) -> Sandbox {
+        Self::with_api(limits, |_| {})
+    }
+
+    /// A sandbox whose scripts may also call the functions `api` registers (pure functions
+    /// over their arguments: the sandbox's promises hold only if they touch nothing else).
+    pub fn with_api(limits: ScriptLimits, api: impl FnOnce(&mut Engine)) -> Sandbox {
         let mut engine = Engine::new();
+        api(&mut engine);
         engine
             .set_max_operations(limits.max_operations)
             .set_max_call_levels(limits.max_call_levels)
@@ -146,6 +165,16 @@ impl Sandbox {
             message: e.to_string(),
         })?;
         self.compile(&script, &source)
+    }
+
+    /// Whether `ast` defines `function` with `arity` parameters.
+    pub fn has_function(ast: &AST, function: &str, arity: usize) -> bool {
+        ast.iter_functions()
+            .any(|f| f.name == function && f.params.len() == arity)
+    }
+
+    pub fn limits(&self) -> ScriptLimits {
+        self.limits
     }
 
     /// Calls `function` of `ast` within the wall-clock budget.

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod offline;
 pub mod publisher;
 pub mod rpc;
+pub mod shell;
 pub mod state;
 pub mod systemd;
 
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use djinn_actors::audio::{AudioActor, AudioArgs, Backend};
 use djinn_actors::backends::BackendProbe;
+use djinn_actors::director::{Director, DirectorArgs};
 use djinn_actors::events::EventSink;
 use djinn_actors::generator::{Generator, GeneratorArgs};
 use djinn_actors::profiles::{
@@ -90,6 +92,7 @@ pub struct Shared {
     pub profiles: ActorRef<ProfileLibrary>,
     pub audio: ActorRef<AudioActor>,
     pub generator: ActorRef<Generator>,
+    pub director: ActorRef<Director>,
     /// Renders (loops, songs, presets) running at once; more wait their turn.
     pub render_slots: Arc<Semaphore>,
     pub selection: watch::Receiver<ProfileSelection>,
@@ -119,6 +122,7 @@ pub struct Daemon {
     server: JoinHandle<()>,
     publisher: JoinHandle<()>,
     watchdog: Option<JoinHandle<()>>,
+    _watcher: djinn_actors::watcher::Watcher,
 }
 
 impl Daemon {
@@ -237,6 +241,31 @@ impl Daemon {
         .spawn()
         .await;
 
+        let director = Director::supervise(
+            &supervisor,
+            DirectorArgs {
+                scripts_dir: config.daemon.scripts_dir.clone(),
+                audio: audio.clone(),
+                generator: generator.clone(),
+                profiles: profiles.clone(),
+                transport: transport.clone(),
+                transport_watch: transport_watch.clone(),
+                health: health.clone(),
+            },
+        )
+        .restart_limit(RESTART_LIMIT, RESTART_WINDOW)
+        .spawn()
+        .await;
+        let watcher = djinn_actors::watcher::Watcher::start(
+            config.daemon.scripts_dir.clone(),
+            config.daemon.profiles_dir.clone(),
+            djinn_actors::watcher::WatchTargets {
+                director: director.clone(),
+                generator: generator.clone(),
+                profiles: profiles.clone(),
+            },
+        );
+
         let mut events_socket = PubSocket::new();
         let events_endpoint = events_socket
             .bind(&config.control.events)
@@ -268,6 +297,7 @@ impl Daemon {
             profiles,
             audio,
             generator,
+            director,
             // NOTE: one render at a time per core is what this box can do without starving
             // the audio thread of CPU.
             render_slots: Arc::new(Semaphore::new(RENDER_SLOTS)),
@@ -301,6 +331,7 @@ impl Daemon {
             server,
             publisher,
             watchdog,
+            _watcher: watcher,
         })
     }
 

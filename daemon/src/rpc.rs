@@ -27,6 +27,9 @@ pub const UNAVAILABLE: i64 = -32003;
 pub const SHUTTING_DOWN: i64 = -32004;
 /// Too many requests are in flight; retry shortly.
 pub const BUSY: i64 = -32005;
+/// The request does not fit the daemon's state (dj.start while a set plays, dj.stop when
+/// none does).
+pub const CONFLICT: i64 = -32006;
 
 /// An error reply.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -49,6 +49,19 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum DjAction {
+    /// Start a set (the active style's DJ script decides).
+    Start {
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Stop the set; its layers leave at the next bar.
+    Stop,
+    /// Ask for something ("darker bass"); with no text, the DJ decides now.
+    Ask { text: Vec<String> },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Show the daemon's state: transport, profile, audio, actors, backends.
     Status,
@@ -65,6 +78,14 @@ enum Command {
     },
     /// Follow the event stream, optionally only some topics.
     Events { topics: Vec<String> },
+    /// Play a DJ set interactively: Enter lets the DJ decide, text asks for a sound,
+    /// `s drums,bass` roles, `b 130` bpm, `k F minor` key, `y ambient` style, `q` quit.
+    Shell,
+    /// Start, stop or steer the DJ set (dj.start, dj.stop, dj.command).
+    Dj {
+        #[command(subcommand)]
+        action: DjAction,
+    },
     /// Render a song from a prompt to a WAV file, here, with no daemon.
     Generate {
         /// What to play, like "UK drill beat, dark 808 slides, sparse piano, 142 bpm".
@@ -364,6 +385,15 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             return Ok(());
         }
         Command::Events { topics } => return follow(&cli, topics).await,
+        Command::Shell => return djinn_daemon::shell::run(client, &cli.events).await,
+        Command::Dj { action } => {
+            let (method, params) = match action {
+                DjAction::Start { seed } => ("dj.start", json!({ "seed": seed })),
+                DjAction::Stop => ("dj.stop", Value::Null),
+                DjAction::Ask { text } => ("dj.command", json!({ "text": text.join(" ") })),
+            };
+            (client.call(method, params).await?, show_dj)
+        }
         Command::Generate { .. } | Command::Analyze { .. } => return Ok(()),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "djinn", &mut std::io::stdout());
@@ -457,6 +487,29 @@ fn show_status(s: &Value) {
         text(&audio["xruns"]),
         text(&audio["reason"])
     );
+    let dj = &s["director"];
+    if dj["playing"] == json!(true) {
+        println!(
+            "{:<11}playing {} ({}), phrase {}, next at bar {}, energy {}, decide p99 {} ms",
+            "dj",
+            text(&dj["style"]),
+            text(&dj["script"]),
+            text(&dj["phrase"]),
+            text(&dj["next_phrase_bar"]),
+            text(&dj["energy"]),
+            text(&dj["decide_ms"]["p99"])
+        );
+        for l in dj["layers"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<6}{}  ({})",
+                text(&l["role"]),
+                text(&l["prompt"]),
+                text(&l["instrument"])
+            );
+        }
+    } else {
+        println!("{:<11}idle ({})", "dj", text(&dj["script"]));
+    }
     let control = &s["control"];
     println!(
         "{:<11}{}  events {}  auth {}  requests {}  rejected {}",
@@ -491,6 +544,25 @@ fn show_status(s: &Value) {
         };
         println!("  {:<12}{:<5}{}", text(&b["name"]), on, text(&b["reason"]));
     }
+}
+
+fn show_dj(r: &Value) {
+    if let Some(reason) = r["reason"].as_str() {
+        println!("bar {}: {reason}", text(&r["bar"]));
+        return;
+    }
+    println!(
+        "set {}  {} ({})  phrases of {} bars, next at bar {}",
+        if r["playing"] == json!(true) {
+            "playing"
+        } else {
+            "stopped"
+        },
+        text(&r["style"]),
+        text(&r["script"]),
+        text(&r["phrase_bars"]),
+        text(&r["next_phrase_bar"])
+    );
 }
 
 fn show_profiles(list: &Value) {

@@ -52,6 +52,12 @@ pub async fn status(shared: &Shared, params: &Params) -> Result<Value, RpcError>
         .await
         .map(|g| json!(g))
         .unwrap_or(Value::Null);
+    let director = shared
+        .director
+        .ask(djinn_actors::director::GetDirectorStatus)
+        .await
+        .map(|d| json!(d))
+        .unwrap_or(Value::Null);
     let backends = tokio::task::spawn_blocking({
         let probe = shared.backends.clone();
         move || probe.probe()
@@ -69,6 +75,7 @@ pub async fn status(shared: &Shared, params: &Params) -> Result<Value, RpcError>
         "transport": super::transport::describe(&transport),
         "actors": actors,
         "generator": generator,
+        "director": director,
         "backends": backends,
         "control": {
             "endpoint": shared.control_endpoint,

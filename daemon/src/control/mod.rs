@@ -8,6 +8,7 @@
 
 mod daemon;
 mod debug;
+mod dj;
 mod fx;
 mod generate;
 mod layer;
@@ -237,6 +238,12 @@ async fn dispatch(
         "layer.list" => layer::list(shared, params).await,
         "fx.get" => fx::get(shared, params).await,
         "fx.set" => fx::set(shared, params).await,
+        "dj.start" => dj::start(shared, params).await,
+        "dj.stop" => dj::stop(shared, params).await,
+        "dj.command" => dj::command(shared, params).await,
+        "dj.set" => dj::set(shared, params).await,
+        "script.reload" => dj::reload(shared, params).await,
+        "script.status" => dj::status(shared, params).await,
         "generate.loop" => generate::generate_loop(shared, params).await,
         "generate.song" => generate::generate_song(shared, params).await,
         "render.presets" => render::presets(shared, params).await,
