@@ -84,6 +84,9 @@ struct SetLayer {
     gain: f32,
     bands: BandShares,
     seed: u64,
+    /// The tempo and key it was rendered at.
+    tempo: f64,
+    key: Key,
 }
 
 /// A change fired when the transport reaches `beat`.
@@ -994,6 +997,8 @@ impl Rehearsal {
                         air: bands[4],
                     },
                     seed: 0,
+                    tempo: self.transport.tempo,
+                    key: self.transport.key,
                 },
             );
         }

@@ -401,8 +401,8 @@ impl Director {
         }
         target.tempo = tempo.unwrap_or(target.tempo);
         target.key = key.unwrap_or(target.key);
-        let retune = target.tempo != transport.tempo || target.key != transport.key;
-        if retune || style.is_some() {
+        let moves = target.tempo != transport.tempo || target.key != transport.key;
+        if moves || style.is_some() {
             steps.push(Step {
                 beat: at_beat,
                 what: StepKind::Transport {
@@ -486,7 +486,7 @@ impl Director {
                 _ => {}
             }
         }
-        // A breakdown takes drums and bass out; a retune re-renders whatever keeps playing.
+        // A breakdown takes drums and bass out.
         for (t, _) in &transitions {
             if *t == Transition::Breakdown {
                 for role in [Role::Drum, Role::Bass] {
@@ -496,9 +496,14 @@ impl Director {
                 }
             }
         }
-        if retune {
+        // Loops made at another tempo or key (this change, or a transport.set or
+        // profile.set from outside the set) are re-rendered for the boundary.
+        let mut retuned = false;
+        if matches!(kind, Kind::Start | Kind::Phrase) {
             for layer in set.layers.values() {
-                if touched.insert(layer.role) {
+                let stale = layer.tempo != target.tempo || layer.key != target.key;
+                if stale && touched.insert(layer.role) {
+                    retuned = true;
                     jobs.push(LayerJob {
                         role: layer.role,
                         prompt: layer.prompt.clone(),
@@ -720,6 +725,8 @@ impl Director {
                                 gain,
                                 bands: rendered.bands,
                                 seed: job.seed,
+                                tempo: target.tempo,
+                                key: target.key,
                             },
                         );
                     }
@@ -737,7 +744,7 @@ impl Director {
                 other => done.push(serde_json::to_value(other).unwrap_or(Value::Null)),
             }
         }
-        if retune {
+        if retuned {
             done.push(json!({ "action": "retune", "tempo": target.tempo, "key": target.key }));
         }
         if let Some(set) = self.set.as_mut() {
