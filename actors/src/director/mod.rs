@@ -253,6 +253,14 @@ impl Director {
         }
     }
 
+    async fn snapshot(&self) -> Result<crate::profiles::ProfileSnapshot, DirectorError> {
+        self.args
+            .profiles
+            .ask(SnapshotProfiles)
+            .await
+            .map_err(|e| DirectorError::Unavailable(format!("profiles: {e}")))
+    }
+
     fn beats_per_bar(&self) -> f64 {
         f64::from(
             self.args
@@ -470,12 +478,7 @@ impl Message<DjStart> for Director {
         if self.set.is_some() {
             return Err(DirectorError::AlreadyPlaying);
         }
-        let snapshot = self
-            .args
-            .profiles
-            .ask(SnapshotProfiles)
-            .await
-            .map_err(|e| DirectorError::Unavailable(format!("profiles: {e}")))?;
+        let snapshot = self.snapshot().await?;
         if snapshot.active.name != self.script_style {
             self.load_script(&snapshot.active.name);
         }
@@ -612,12 +615,7 @@ impl Message<DjSet> for Director {
 
     async fn handle(&mut self, msg: DjSet, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
         let invalid = |field, message: String| DirectorError::Invalid { field, message };
-        let snapshot = self
-            .args
-            .profiles
-            .ask(SnapshotProfiles)
-            .await
-            .map_err(|e| DirectorError::Unavailable(format!("profiles: {e}")))?;
+        let snapshot = self.snapshot().await?;
         let mut changes = Vec::new();
         if let Some(bpm) = msg.bpm {
             if !(bpm.is_finite() && TEMPO_RANGE.contains(&bpm)) {

@@ -24,7 +24,7 @@ use crate::audio::{
     SetLayer as SetAudioLayer,
 };
 use crate::generator::Interpret;
-use crate::profiles::{ProfileSnapshot, SetProfile, SnapshotProfiles};
+use crate::profiles::{ProfileSnapshot, SetProfile};
 use crate::scripting::{Sandbox, ScriptError};
 use crate::transport::SetTransport;
 
@@ -151,12 +151,7 @@ impl Director {
         cue: Instant,
         request: Option<String>,
     ) -> Result<(), DirectorError> {
-        let snapshot = self
-            .args
-            .profiles
-            .ask(SnapshotProfiles)
-            .await
-            .map_err(|e| DirectorError::Unavailable(format!("profiles: {e}")))?;
+        let snapshot = self.snapshot().await?;
         self.refresh_layers().await;
         let transport = self.args.transport_watch.borrow().clone();
         let request = request.unwrap_or_default();
@@ -427,36 +422,31 @@ impl Director {
                     bars,
                     gain,
                     when,
-                } => {
-                    touched.insert(*role);
-                    jobs.push(LayerJob {
-                        role: *role,
-                        prompt: prompt.clone(),
-                        bars: *bars,
-                        gain: *gain,
-                        when: *when,
-                        replace: false,
-                        crossfade_beats: None,
-                        seed: loop_seed(set.seed, set.phrase, *role, salt as u64),
-                    });
                 }
-                Planned::Replace {
+                | Planned::Replace {
                     role,
                     prompt,
                     bars,
                     gain,
                     when,
-                    crossfade_beats,
+                    ..
                 } => {
                     touched.insert(*role);
+                    let replace = matches!(p, Planned::Replace { .. });
+                    let crossfade_beats = match p {
+                        Planned::Replace {
+                            crossfade_beats, ..
+                        } => crossfade_beats.or(crossfade),
+                        _ => None,
+                    };
                     jobs.push(LayerJob {
                         role: *role,
                         prompt: prompt.clone(),
                         bars: *bars,
                         gain: *gain,
                         when: *when,
-                        replace: true,
-                        crossfade_beats: crossfade_beats.or(crossfade),
+                        replace,
+                        crossfade_beats,
                         seed: loop_seed(set.seed, set.phrase, *role, salt as u64),
                     });
                 }

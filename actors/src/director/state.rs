@@ -39,18 +39,17 @@ fn layer_json(layer: &SetLayer, bar: u64) -> Value {
         .zip(shares)
         .map(|((name, _), share)| ((*name).to_owned(), json!(round3(f64::from(share)))))
         .collect();
-    json!({
-        "id": layer.id,
-        "role": layer.role,
-        "prompt": layer.prompt,
-        "instrument": layer.instrument,
-        "bars": layer.bars,
-        "age_bars": bar.saturating_sub(layer.started_bar),
-        "gain": layer.gain,
-        "seed": layer.seed,
-        "bands": layer.bands.occupied(OCCUPIED_SHARE),
-        "band_energy": energy,
-    })
+    let mut value = layer_json_brief(layer);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("started_bar");
+        map.insert(
+            "age_bars".into(),
+            json!(bar.saturating_sub(layer.started_bar)),
+        );
+        map.insert("seed".into(), json!(layer.seed));
+        map.insert("band_energy".into(), Value::Object(energy));
+    }
+    value
 }
 
 fn profile_json(profile: &Profile) -> Value {
