@@ -13,6 +13,7 @@ pub mod events;
 pub mod generator;
 pub mod moods;
 pub mod profiles;
+pub mod ratings;
 pub mod scripting;
 pub mod supervisor;
 pub mod transport;

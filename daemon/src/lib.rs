@@ -245,6 +245,7 @@ impl Daemon {
             &supervisor,
             DirectorArgs {
                 scripts_dir: config.daemon.scripts_dir.clone(),
+                ratings: state_dir.join("ratings.jsonl"),
                 audio: audio.clone(),
                 generator: generator.clone(),
                 profiles: profiles.clone(),

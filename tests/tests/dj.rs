@@ -292,3 +292,99 @@ async fn hostile_scripts_are_stopped_within_50_ms_and_the_set_plays_on() {
     let layers = client.call("layer.list", Value::Null).await.unwrap();
     assert_eq!(layers["layers"].as_array().unwrap().len(), 1, "{layers}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ratings_are_journaled_and_the_script_reads_them() {
+    let scripts = tempfile::tempdir().unwrap();
+    std::fs::create_dir(scripts.path().join("dj")).unwrap();
+    save(
+        scripts.path(),
+        "fn on_phrase(state) { decide(`rated ${state.ratings.count} at ${state.ratings.average}`, []) }",
+    );
+    let daemon = fast("uk_drill", Some(scripts.path()));
+    let mut client = daemon.client();
+    let mut events = daemon.events(&["decision", "rating"]).await;
+    let started = client.call("dj.start", json!({ "seed": 1 })).await.unwrap();
+    assert_eq!(started["decision"]["reason"], "rated 0 at ", "{started}");
+    let err = client
+        .call("rate", json!({ "score": 9 }))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("score"), "{err}");
+    for score in [5, 3] {
+        let reply = client
+            .call(
+                "rate",
+                json!({ "score": score, "comment": "from the floor" }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply["rating"]["style"], "uk_drill", "{reply}");
+    }
+    wait_for(&mut events, Duration::from_secs(10), |topic, _| {
+        topic == "rating"
+    })
+    .await;
+    let decision = wait_for(&mut events, Duration::from_secs(60), |topic, data| {
+        topic == "decision" && data["reason"].as_str().unwrap_or("").starts_with("rated 2")
+    })
+    .await;
+    assert_eq!(decision["reason"], "rated 2 at 4.0", "{decision}");
+    let journal = std::fs::read_to_string(daemon.dir.path().join("state/ratings.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), 2, "{journal}");
+    assert!(
+        journal.contains("\"comment\":\"from the floor\""),
+        "{journal}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_profile_mid_set_reaches_the_next_phrase() {
+    let scripts = tempfile::tempdir().unwrap();
+    std::fs::create_dir(scripts.path().join("dj")).unwrap();
+    save(
+        scripts.path(),
+        "fn on_phrase(state) { decide(state.profile.mood[0], []) }",
+    );
+    let profiles = tempfile::tempdir().unwrap();
+    let original =
+        std::fs::read_to_string(djinn_tests::repo().join("profiles/uk_drill.toml")).unwrap();
+    let file = profiles.path().join("uk_drill.toml");
+    std::fs::write(&file, &original).unwrap();
+    let daemon = Djinnd::start_with(Options {
+        audio: Some("offline".into()),
+        args: vec![
+            "--fast".into(),
+            "--profile".into(),
+            "uk_drill".into(),
+            "--scripts".into(),
+            scripts.path().display().to_string(),
+            "--profiles".into(),
+            profiles.path().display().to_string(),
+        ],
+        ..Options::default()
+    });
+    let mut client = daemon.client();
+    let mut events = daemon.events(&["decision", "profile"]).await;
+    let started = client.call("dj.start", json!({ "seed": 1 })).await.unwrap();
+    let first = started["decision"]["reason"].as_str().unwrap().to_owned();
+    assert_ne!(first, "sentinel");
+    let edited = original
+        .lines()
+        .map(|l| {
+            if l.starts_with("mood") {
+                "mood = [\"sentinel\"]"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&file, edited).unwrap();
+    wait_for(&mut events, Duration::from_secs(10), |topic, data| {
+        topic == "profile" && data["kind"] == "reloaded"
+    })
+    .await;
+    assert_eq!(next_decision(&mut events).await["reason"], "sentinel");
+}

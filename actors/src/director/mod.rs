@@ -63,6 +63,8 @@ const FIRE_AHEAD_S: f64 = 0.04;
 #[derive(Clone)]
 pub struct DirectorArgs {
     pub scripts_dir: Option<PathBuf>,
+    /// The ratings journal (`STATE/ratings.jsonl`).
+    pub ratings: PathBuf,
     pub audio: ActorRef<AudioActor>,
     pub generator: ActorRef<Generator>,
     pub profiles: ActorRef<ProfileLibrary>,
@@ -209,6 +211,7 @@ pub struct Director {
     decisions: VecDeque<DecisionRecord>,
     timings: VecDeque<f64>,
     voice_queue: VecDeque<String>,
+    ratings: crate::ratings::RatingsJournal,
     forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -370,8 +373,10 @@ impl Actor for Director {
         let placeholder = script::locate(None, "default")
             .and_then(|s| s.compile(&sandbox))
             .expect("the built-in default DJ script compiles (a unit test checks it)");
+        let ratings = crate::ratings::RatingsJournal::open(&args.ratings);
         let mut director = Director {
             args,
+            ratings,
             sandbox,
             script: placeholder,
             last_good: None,
@@ -833,6 +838,63 @@ impl Message<GetDirectorStatus> for Director {
     }
 }
 
+/// A listener's rating of what plays now, 1 (poor) to 5 (great).
+#[derive(Debug, Clone)]
+pub struct Rate {
+    pub score: f64,
+    pub comment: Option<String>,
+}
+
+/// What `rate` answers: the rating as recorded and the summary the DJ script sees.
+#[derive(Debug, Clone, Serialize, Reply)]
+pub struct RateReport {
+    pub rating: crate::ratings::Rating,
+    pub ratings: Value,
+    pub journal: PathBuf,
+}
+
+impl Message<Rate> for Director {
+    type Reply = Result<RateReport, DirectorError>;
+
+    async fn handle(&mut self, msg: Rate, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        if !(msg.score.is_finite() && (1.0..=5.0).contains(&msg.score)) {
+            return Err(DirectorError::Invalid {
+                field: "score",
+                message: format!("{} is out of range 1 to 5", msg.score),
+            });
+        }
+        let style = self.snapshot().await?.active.name;
+        let bar = self.args.transport_watch.borrow().position().bar;
+        let rating = crate::ratings::Rating {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            score: msg.score,
+            comment: msg.comment,
+            style,
+            phrase: self.set.as_ref().map(|s| s.phrase.saturating_sub(1)),
+            bar,
+            layers: self
+                .set
+                .iter()
+                .flat_map(|s| s.layers.values())
+                .map(|l| format!("{}: {}", l.role, l.prompt))
+                .collect(),
+        };
+        self.ratings
+            .append(rating.clone())
+            .map_err(|e| DirectorError::Unavailable(format!("the ratings journal: {e}")))?;
+        self.events().publish(
+            "rating",
+            json!({ "score": rating.score, "comment": rating.comment, "style": rating.style,
+                    "phrase": rating.phrase }),
+        );
+        Ok(RateReport {
+            rating,
+            ratings: self.ratings.summary(),
+            journal: self.ratings.path().to_owned(),
+        })
+    }
+}
+
 impl Message<crate::InjectPanic> for Director {
     type Reply = ();
 
@@ -929,6 +991,7 @@ impl Rehearsal {
             stems: self.stems.iter().map(|r| r.name()).collect(),
             decisions: &self.decisions,
             request: "",
+            ratings: json!({ "count": 0, "average": null, "recent": [] }),
         });
         let state = rhai::serde::to_dynamic(&state)
             .map_err(|e| DirectorError::Unavailable(e.to_string()))?;

@@ -171,6 +171,7 @@ impl Director {
             stems,
             decisions: &self.decisions,
             request: &request,
+            ratings: self.ratings.summary(),
         });
         let playing = set.layers.keys().copied().collect();
         let value = self.call_script(kind, state, &request);

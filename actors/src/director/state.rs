@@ -77,6 +77,8 @@ pub(super) struct StateInput<'a> {
     pub stems: Vec<&'static str>,
     pub decisions: &'a std::collections::VecDeque<DecisionRecord>,
     pub request: &'a str,
+    /// The ratings summary (`count`, `average`, `recent`).
+    pub ratings: Value,
 }
 
 pub(super) fn build(input: &StateInput<'_>) -> Value {
@@ -142,6 +144,7 @@ pub(super) fn build(input: &StateInput<'_>) -> Value {
         "energy": set.energy,
         "energy_curve": curve,
         "decisions": recent,
+        "ratings": input.ratings,
         "request": input.request,
     })
 }

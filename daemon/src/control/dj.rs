@@ -1,4 +1,4 @@
-//! `dj.*` and `script.*`: the DJ set and its script.
+//! `dj.*`, `script.*` and `rate`: the DJ set, its script and what listeners think of it.
 
 use serde_json::{Value, json};
 
@@ -6,7 +6,7 @@ use super::{ask_error, unavailable};
 use crate::Shared;
 use crate::rpc::{self, Params, RpcError};
 use djinn_actors::director::{
-    DirectorError, DjCommand, DjSet, DjStart, DjStop, GetScriptStatus, ReloadScript,
+    DirectorError, DjCommand, DjSet, DjStart, DjStop, GetScriptStatus, Rate, ReloadScript,
 };
 use djinn_engine::synth::Role;
 
@@ -134,4 +134,23 @@ pub async fn status(shared: &Shared, params: &Params) -> Result<Value, RpcError>
         .await
         .map_err(|e| unavailable("director", e))?;
     Ok(json!(status))
+}
+
+pub async fn rate(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
+    params.only(&["score", "comment"])?;
+    let score = params
+        .opt_f64("score")?
+        .ok_or_else(|| RpcError::invalid_param("score", "is required (1 to 5)"))?;
+    let comment = match params.opt_str("comment")? {
+        Some(c) if c.len() > 500 => {
+            return Err(RpcError::invalid_param("comment", "is over 500 bytes"));
+        }
+        c => c.map(str::to_owned),
+    };
+    let report = shared
+        .director
+        .ask(Rate { score, comment })
+        .await
+        .map_err(|e| ask_error("director", e, director_error))?;
+    Ok(json!(report))
 }

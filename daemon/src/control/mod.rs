@@ -244,6 +244,7 @@ async fn dispatch(
         "dj.set" => dj::set(shared, params).await,
         "script.reload" => dj::reload(shared, params).await,
         "script.status" => dj::status(shared, params).await,
+        "rate" => dj::rate(shared, params).await,
         "generate.loop" => generate::generate_loop(shared, params).await,
         "generate.song" => generate::generate_song(shared, params).await,
         "render.presets" => render::presets(shared, params).await,
