@@ -346,6 +346,16 @@ enum Kind {
 }
 
 impl Kind {
+    /// The script function this kind of decision calls in `ast`: `on_start` and
+    /// `on_command` when the script has them, `on_phrase` otherwise.
+    fn entry(self, ast: &rhai::AST) -> &'static str {
+        match self {
+            Kind::Start if Sandbox::has_function(ast, "on_start", 1) => "on_start",
+            Kind::Command if Sandbox::has_function(ast, "on_command", 2) => "on_command",
+            _ => "on_phrase",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Kind::Start => "start",
@@ -446,7 +456,8 @@ impl Message<Follow> for Director {
 /// phrase.
 #[derive(Debug, Clone, Default)]
 pub struct DjStart {
-    pub seed: Option<u64>,
+    /// The same seed, style and script give the same set.
+    pub seed: u64,
 }
 
 /// What dj.start and dj.stop answer.
@@ -493,12 +504,7 @@ impl Message<DjStart> for Director {
         };
         // The first bar line at least one whole bar away.
         let first = ((beats + per_bar) / per_bar - 1e-9).ceil() as u64;
-        let seed = msg.seed.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64 & 0x001f_ffff_ffff_ffff)
-                .unwrap_or(1)
-        });
+        let seed = msg.seed;
         let phrase_bars = snapshot.active.phrase_bars.max(1);
         self.set = Some(Set {
             seed,
@@ -995,12 +1001,7 @@ impl Rehearsal {
         });
         let state = rhai::serde::to_dynamic(&state)
             .map_err(|e| DirectorError::Unavailable(e.to_string()))?;
-        let function =
-            if kind == Kind::Start && Sandbox::has_function(&self.script.ast, "on_start", 1) {
-                "on_start"
-            } else {
-                "on_phrase"
-            };
+        let function = kind.entry(&self.script.ast);
         let value = self
             .sandbox
             .call(&self.script.name, &self.script.ast, function, (state,))?;

@@ -25,21 +25,13 @@ use crate::audio::{
 };
 use crate::generator::Interpret;
 use crate::profiles::{ProfileSnapshot, SetProfile};
-use crate::scripting::{Sandbox, ScriptError};
+use crate::scripting::ScriptError;
 use crate::transport::SetTransport;
 
 /// How finely a filter sweep moves, in beats.
 const SWEEP_STEP_BEATS: f64 = 0.5;
 /// High-pass cutoffs a sweep runs between, Hz.
 const SWEEP_HZ: (f32, f32) = (20.0, 1500.0);
-
-fn group(role: Role) -> Group {
-    match role {
-        Role::Drum => Group::Drums,
-        Role::Bass => Group::Bass,
-        _ => Group::Music,
-    }
-}
 
 fn loop_seed(set_seed: u64, phrase: u64, role: Role, salt: u64) -> u64 {
     let mut x =
@@ -91,8 +83,14 @@ impl Director {
         }
     }
 
-    /// Calls the script; a version that throws gives way to the one before it, if any.
-    fn call_script(&mut self, kind: Kind, state: Value, request: &str) -> Option<Dynamic> {
+    /// Calls the script, returning what it gave and the function called; a version that
+    /// throws gives way to the one before it, if any.
+    fn call_script(
+        &mut self,
+        kind: Kind,
+        state: Value,
+        request: &str,
+    ) -> Option<(Dynamic, &'static str)> {
         let state = match rhai::serde::to_dynamic(&state) {
             Ok(s) => s,
             Err(e) => {
@@ -101,17 +99,12 @@ impl Director {
             }
         };
         for _attempt in 0..2 {
-            let ast = &self.script.ast;
-            let function = match kind {
-                Kind::Start if Sandbox::has_function(ast, "on_start", 1) => "on_start",
-                Kind::Command if Sandbox::has_function(ast, "on_command", 2) => "on_command",
-                _ => "on_phrase",
-            };
+            let function = kind.entry(&self.script.ast);
             let started = Instant::now();
             match self.sandbox_call(function, state.clone(), request) {
                 Ok(value) => {
                     self.last_good = None;
-                    return Some(value);
+                    return Some((value, function));
                 }
                 Err(error) => {
                     let ran_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -175,12 +168,12 @@ impl Director {
         });
         let playing = set.layers.keys().copied().collect();
         let value = self.call_script(kind, state, &request);
-        let decision = match value.map(super::script::decision) {
-            Some(Ok(d)) => d,
-            Some(Err(message)) => {
+        let decision = match value.map(|(v, f)| (super::script::decision(v), f)) {
+            Some((Ok(d), _)) => d,
+            Some((Err(message), function)) => {
                 let error = ScriptError::Runtime {
                     script: self.script.name.clone(),
-                    function: "on_phrase".into(),
+                    function: function.into(),
                     line: 0,
                     message,
                 };
@@ -687,7 +680,7 @@ impl Director {
                         .ask(AddLayer {
                             frames: rendered.frames.clone(),
                             looped: !one_shot,
-                            group: group(job.role),
+                            group: Group::for_role(job.role),
                             params: LayerParams {
                                 gain,
                                 ..LayerParams::default()

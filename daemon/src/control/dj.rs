@@ -27,10 +27,8 @@ fn director_error(e: DirectorError) -> RpcError {
 
 pub async fn start(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
     params.only(&["seed"])?;
-    let seed = match params.opt_f64("seed")? {
-        None => None,
-        Some(_) => Some(super::generate::seed(params)?),
-    };
+    // Without a seed, a fresh one; reported back so the set can be played again.
+    let seed = super::generate::seed(params)?;
     let report = shared
         .director
         .ask(DjStart { seed })

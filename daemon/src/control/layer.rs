@@ -222,11 +222,7 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
     let looped = params.opt_bool("loop")?.unwrap_or(true);
     let (frames, source, role) = source(shared, params, payload).await?;
     // A generated single-role loop goes to its role's group unless told otherwise.
-    let group = group.unwrap_or(match role {
-        Some(Role::Drum) => Group::Drums,
-        Some(Role::Bass) => Group::Bass,
-        _ => Group::Music,
-    });
+    let group = group.unwrap_or_else(|| role.map_or(Group::Music, Group::for_role));
     let info = shared
         .audio
         .ask(AddLayer {

@@ -60,6 +60,15 @@ impl Group {
         self as usize
     }
 
+    /// The group a part of `role` plays in: drums and bass apart, everything else music.
+    pub fn for_role(role: crate::synth::Role) -> Group {
+        match role {
+            crate::synth::Role::Drum => Group::Drums,
+            crate::synth::Role::Bass => Group::Bass,
+            _ => Group::Music,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Group::Drums => "drums",
