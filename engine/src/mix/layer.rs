@@ -84,6 +84,9 @@ pub(super) struct Block {
     pub frame0: u64,
     pub beats0: f64,
     pub beats_per_frame: f64,
+    /// The grid position launches may not pass in this block: the next external clock
+    /// tick that has not arrived yet (infinite when the transport runs on its own).
+    pub ceiling: f64,
     pub n: usize,
     pub any_solo: bool,
 }
@@ -235,6 +238,27 @@ impl Layer {
         self.stopping = None;
     }
 
+    /// Moves the playing voices on by `frames` without sounding them: the frames an xrun
+    /// skipped, so loops stay on the transport's grid.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub(super) fn skip(&mut self, frames: usize) {
+        for voice in [&mut self.current, &mut self.outgoing]
+            .into_iter()
+            .flatten()
+        {
+            let len = voice.audio.frames.len().max(1);
+            voice.pos = if voice.audio.looped {
+                (voice.pos + frames) % len
+            } else {
+                voice.pos.saturating_add(frames)
+            };
+            if let Some(fade) = &mut voice.fade {
+                fade.done = fade.done.saturating_add(frames);
+            }
+        }
+    }
+
     /// Renders one block into the group and send buffers.
     ///
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
@@ -255,7 +279,7 @@ impl Layer {
         for i in 0..block.n {
             // Grid checks only while something waits for its beat.
             if self.pending.is_some() || (self.stop_at.is_some() && self.stopping.is_none()) {
-                let beat = block.beats0 + i as f64 * block.beats_per_frame;
+                let beat = (block.beats0 + i as f64 * block.beats_per_frame).min(block.ceiling);
                 let frame = block.frame0 + i as u64;
                 let due = |target: Option<f64>| target.is_none_or(|t| beat >= t - 1e-9);
                 if self.pending.as_ref().is_some_and(|p| due(p.target))

@@ -13,6 +13,7 @@
 
 mod layer;
 mod master;
+mod sync;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,13 +21,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rtrb::{Consumer, Producer, RingBuffer};
 use serde::{Deserialize, Serialize};
 
-use crate::dsp::{FilterMode, flush_denormals};
+use crate::dsp::FilterMode;
 use crate::music::Meter;
 use crate::transport::Transport;
 
 use layer::Layer;
 use master::MasterBus;
 pub use master::MasterFx;
+pub use sync::{CLOCK_MESSAGES, ClockReport, ClockSource, ExternalPosition};
 
 /// Layer slots in one processor.
 pub const MAX_LAYERS: usize = 32;
@@ -217,7 +219,16 @@ pub enum Command {
     /// New master effect settings.
     SetFx(MasterFx),
     SetTempo(f64),
+    /// Glides the tempo to `tempo` over `beats` beats.
+    RampTempo {
+        tempo: f64,
+        beats: f64,
+    },
     SetMeter(Meter),
+    /// Where the transport takes its tempo and position from.
+    SetClockSource(ClockSource),
+    /// Whether djinn sends MIDI clock on its clock output.
+    SetMasterClock(bool),
     /// Starts or stops the transport; layers pause while it is stopped.
     SetRolling(bool),
 }
@@ -247,7 +258,10 @@ pub enum Notification {
         beats: f64,
         tempo: f64,
         rolling: bool,
+        clock: ClockReport,
     },
+    /// The external clock locked, was lost, started, continued or stopped.
+    Clock(crate::clock::ClockEvent),
     /// Peak and RMS per output (master, drums, bass, music, voice), left and right, over
     /// the last tenth of a second.
     Meter {
@@ -358,6 +372,7 @@ pub struct Processor {
     stats: Arc<MixerStats>,
     meter: MeterAccumulator,
     frames_since_position: usize,
+    sync: sync::Sync,
 }
 
 /// Peak and RMS accumulation between meter notifications.
@@ -400,6 +415,7 @@ impl Processor {
                 every: (sample_rate / 10) as usize,
             },
             frames_since_position: 0,
+            sync: sync::Sync::new(sample_rate),
         };
         let handle = MixerHandle {
             commands: cmd_tx,
@@ -426,22 +442,14 @@ impl Processor {
         self.master.latency()
     }
 
-    /// Renders one period into `out`. Every slice must be the same length, at most
-    /// `max_block` frames; longer periods are rendered in `max_block` pieces.
+    /// Renders one period into `out` on djinn's own frame count (drivers without a frame
+    /// clock of their own: the offline driver, tests, benchmarks). Every slice must be the
+    /// same length; periods longer than `max_block` are rendered in pieces.
     ///
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     pub fn process(&mut self, out: &mut Outputs<'_>) {
-        flush_denormals();
-        self.drain_commands();
-        self.flush_backlog();
-        let total = out.master[0].len();
-        let mut start = 0;
-        while start < total {
-            let n = (total - start).min(self.max_block);
-            self.render(out, start, n);
-            start += n;
-        }
-        self.stats.periods.fetch_add(1, Ordering::Relaxed);
+        let frame_time = self.sync_frame_time();
+        self.process_at(frame_time, out);
     }
 
     fn drain_commands(&mut self) {
@@ -517,8 +525,11 @@ impl Processor {
                 }
             }
             Command::SetFx(fx) => self.master.set(fx),
-            Command::SetTempo(tempo) => self.transport.tempo = tempo,
+            Command::SetTempo(tempo) => self.ramp_tempo(tempo, 0.0),
+            Command::RampTempo { tempo, beats } => self.ramp_tempo(tempo, beats),
             Command::SetMeter(meter) => self.transport.meter = meter,
+            Command::SetClockSource(source) => self.set_clock_source(source),
+            Command::SetMasterClock(on) => self.sync.master = on,
             Command::SetRolling(rolling) => self.transport.rolling = rolling,
         }
     }
@@ -560,7 +571,7 @@ impl Processor {
         Some(((beats - 1e-9) / unit).ceil() * unit)
     }
 
-    fn render(&mut self, out: &mut Outputs<'_>, offset: usize, n: usize) {
+    fn render(&mut self, out: &mut Outputs<'_>, offset: usize, n: usize, ceiling: f64) {
         for group in &mut self.group_buf {
             for ch in group.iter_mut() {
                 ch.iter_mut().take(n).for_each(|s| *s = 0.0);
@@ -586,6 +597,7 @@ impl Processor {
                         frame0,
                         beats0,
                         beats_per_frame,
+                        ceiling,
                         n,
                         any_solo,
                     },
@@ -641,6 +653,7 @@ impl Processor {
                 beats: self.transport.beats(),
                 tempo: self.transport.tempo,
                 rolling: self.transport.rolling,
+                clock: self.sync.report(),
             });
         }
     }
