@@ -21,6 +21,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub daemon: DaemonConfig,
     pub audio: AudioConfig,
+    pub transport: TransportConfig,
     pub debug: DebugConfig,
 }
 
@@ -120,6 +121,43 @@ pub enum AudioBackend {
     Jack,
     Offline,
     None,
+}
+
+/// Where the transport takes its tempo and position from, and the MIDI clock ports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// internal (djinn's own clock), midi (follow the MIDI clock on clock_in) or jack
+    /// (follow JACK transport).
+    pub source: djinn_engine::mix::ClockSource,
+    /// Send 24-ppqn MIDI clock, start, stop, continue and song position on clock_out:
+    /// on/off (or true/false).
+    #[serde(deserialize_with = "on_off")]
+    pub master_clock: bool,
+    /// JACK MIDI ports connected to clock_in at start.
+    pub clock_in: Vec<String>,
+    /// JACK MIDI ports clock_out is connected to at start.
+    pub clock_out: Vec<String>,
+}
+
+/// Reads a switch written as true/false or "on"/"off".
+pub fn on_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Switch {
+        Bool(bool),
+        Text(String),
+    }
+    match Switch::deserialize(d)? {
+        Switch::Bool(on) => Ok(on),
+        Switch::Text(text) => match text.as_str() {
+            "on" | "true" => Ok(true),
+            "off" | "false" => Ok(false),
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is not a switch: expected on or off"
+            ))),
+        },
+    }
 }
 
 /// Switches for testing the daemon itself.

@@ -210,6 +210,12 @@ impl Daemon {
                 },
                 jack_name: config.audio.jack_name.clone(),
                 connect: config.audio.connect.clone(),
+                clock: djinn_actors::audio::ClockSettings {
+                    source: config.transport.source,
+                    master: config.transport.master_clock,
+                    clock_in: config.transport.clock_in.clone(),
+                    clock_out: config.transport.clock_out.clone(),
+                },
                 recordings: state_dir.join("recordings"),
                 fast: config.audio.fast,
                 keep_recordings: config.audio.keep_recordings,

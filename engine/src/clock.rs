@@ -156,6 +156,9 @@ pub struct ClockFollower {
     running: bool,
     /// A Start or Continue was received; rolling begins at the next tick.
     armed: bool,
+    /// The next tick starts the loop's phase afresh (after Start or Continue the source may
+    /// resume on a grid of its own).
+    rephase: bool,
     /// Song position of the last tick, in ticks, and of the next one.
     tick_index: i64,
     next_index: i64,
@@ -181,6 +184,7 @@ impl ClockFollower {
             recent_at: 0,
             running: false,
             armed: false,
+            rephase: false,
             tick_index: -1,
             next_index: 0,
         }
@@ -240,11 +244,13 @@ impl ClockFollower {
             ClockMessage::Start => {
                 self.next_index = 0;
                 self.armed = true;
+                self.rephase = true;
                 self.running = false;
                 Some(ClockEvent::Started)
             }
             ClockMessage::Continue => {
                 self.armed = true;
+                self.rephase = true;
                 self.running = false;
                 Some(ClockEvent::Continued {
                     beats: self.next_index as f64 / f64::from(PPQN),
@@ -270,6 +276,7 @@ impl ClockFollower {
         let Some(last) = self.last_tick else {
             self.origin = frame;
             self.last_tick = Some(frame);
+            self.rephase = false;
             self.filtered = 0.0;
             self.memory = 1;
             self.state = LockState::Acquiring;
@@ -291,11 +298,14 @@ impl ClockFollower {
         }
         // Ticks lost on the way (or a clock that paused): count every tick the gap spans.
         let steps = (gap / self.period).round().max(1.0);
-        if self.state == LockState::FreeRunning {
-            // Coming back from silence: keep the tempo, restart the phase on this tick.
+        if self.state == LockState::FreeRunning || std::mem::take(&mut self.rephase) {
+            // Coming back from silence, or starting to play: keep the tempo, restart the
+            // phase on this tick.
             self.filtered = z;
             self.memory = self.memory.min(RESUME_MEMORY);
-            self.state = LockState::Acquiring;
+            if self.state == LockState::FreeRunning {
+                self.state = LockState::Acquiring;
+            }
             self.recent_len = 0;
             self.remember(z, steps as u64);
             self.last_tick = Some(frame);

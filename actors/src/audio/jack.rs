@@ -3,8 +3,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use djinn_engine::mix::{Group, Outputs, Processor};
-use jack::{AudioIn, AudioOut, Client, ClientOptions, Control, Port, ProcessScope};
+use djinn_engine::mix::{ExternalPosition, Group, Outputs, Processor};
+
+use super::timebase::{self, TimebaseShare};
+use jack::{
+    AudioIn, AudioOut, Client, ClientOptions, Control, MidiIn, MidiOut, Port, ProcessScope,
+    RawMidi, TransportState,
+};
 
 /// Counters the callback and JACK's notification thread update for the actor to read.
 #[derive(Debug, Default)]
@@ -14,6 +19,8 @@ pub struct JackStats {
     pub longest_callback_us: AtomicU64,
     /// Set when the server shut the client down.
     pub server_gone: AtomicBool,
+    /// MIDI clock messages the clock output had no room for.
+    pub clock_dropped: AtomicU64,
 }
 
 struct Notifier {
@@ -33,9 +40,12 @@ impl jack::NotificationHandler for Notifier {
 
 struct Mixer {
     processor: Processor,
+    timebase: Arc<TimebaseShare>,
     master: [Port<AudioOut>; 2],
     groups: [[Port<AudioOut>; 2]; 4],
     _inputs: [Port<AudioIn>; 2],
+    clock_in: Port<MidiIn>,
+    clock_out: Port<MidiOut>,
     stats: Arc<JackStats>,
 }
 
@@ -51,10 +61,33 @@ impl jack::ProcessHandler for Mixer {
             groups: [pair(g0, ps), pair(g1, ps), pair(g2, ps), pair(g3, ps)],
         };
         let processor = &mut self.processor;
+        for event in self.clock_in.iter(ps) {
+            processor.clock_input(event.time, event.bytes);
+        }
+        if processor.follows_jack()
+            && let Ok(state) = client.transport().query()
+        {
+            processor.external_position(external_position(&state));
+        }
+        // NOTE: the frame clock, not a count of periods, places the period: after an xrun
+        // the grid (and the MIDI clock djinn sends) stays where it was.
+        let frame_time = u64::from(ps.last_frame_time());
         #[cfg(debug_assertions)]
-        assert_no_alloc::assert_no_alloc(|| processor.process(&mut outputs));
+        assert_no_alloc::assert_no_alloc(|| processor.process_at(frame_time, &mut outputs));
         #[cfg(not(debug_assertions))]
-        processor.process(&mut outputs);
+        processor.process_at(frame_time, &mut outputs);
+        self.timebase.store(processor.transport());
+        let mut writer = self.clock_out.writer(ps);
+        for &(offset, message) in processor.clock_output() {
+            let (bytes, len) = message.encode();
+            let raw = RawMidi {
+                time: offset,
+                bytes: bytes.get(..len).unwrap_or(&[]),
+            };
+            if writer.write(&raw).is_err() {
+                self.stats.clock_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let took = client.time().saturating_sub(start);
         self.stats
             .longest_callback_us
@@ -63,14 +96,49 @@ impl jack::ProcessHandler for Mixer {
     }
 }
 
+/// JACK transport as the processor follows it: bars and beats when a timebase master
+/// publishes them, the frame otherwise.
+///
+/// Runs on the JACK thread: no allocation, locks, system calls or logging.
+fn external_position(state: &jack::TransportStatePosition) -> ExternalPosition {
+    let bbt = state.pos.bbt();
+    ExternalPosition {
+        beats: bbt.map(|b| {
+            let per_bar = f64::from(b.sig_num.max(1.0));
+            let ticks = if b.ticks_per_beat > 0.0 {
+                b.tick as f64 / b.ticks_per_beat
+            } else {
+                0.0
+            };
+            (b.bar.max(1) - 1) as f64 * per_bar + (b.beat.max(1) - 1) as f64 + ticks
+        }),
+        frame: u64::from(state.pos.frame()),
+        tempo: bbt.map(|b| b.bpm),
+        rolling: state.state == TransportState::Rolling,
+    }
+}
+
 fn pair<'a>(ports: &'a mut [Port<AudioOut>; 2], ps: &'a ProcessScope) -> [&'a mut [f32]; 2] {
     let [l, r] = ports;
     [l.as_mut_slice(ps), r.as_mut_slice(ps)]
 }
 
+/// Where djinn's ports connect when the client starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connections {
+    /// Ports out_L/out_R connect to; empty: the first two physical playback ports.
+    pub outputs: Vec<String>,
+    /// MIDI ports whose clock feeds clock_in.
+    pub clock_in: Vec<String>,
+    /// MIDI ports clock_out sends to.
+    pub clock_out: Vec<String>,
+}
+
 /// A running JACK client; dropping it closes the client.
 pub struct JackDriver {
+    // NOTE: declared first so it closes first: the timebase callback reads `timebase`.
     client: jack::AsyncClient<Notifier, Mixer>,
+    timebase: Arc<TimebaseShare>,
     pub stats: Arc<JackStats>,
     pub name: String,
 }
@@ -97,7 +165,7 @@ impl JackServer {
     pub fn start(
         self,
         processor: Processor,
-        connect_to: &[String],
+        connections: &Connections,
     ) -> Result<JackDriver, jack::Error> {
         let client = self.client;
         let out = |name: &str| client.register_port(name, AudioOut::default());
@@ -116,13 +184,19 @@ impl JackServer {
             client.register_port("in_L", AudioIn::default())?,
             client.register_port("in_R", AudioIn::default())?,
         ];
+        let clock_in = client.register_port("clock_in", MidiIn::default())?;
+        let clock_out = client.register_port("clock_out", MidiOut::default())?;
         let stats = Arc::new(JackStats::default());
+        let timebase = Arc::new(TimebaseShare::default());
         let name = client.name().to_owned();
         let mixer = Mixer {
             processor,
+            timebase: timebase.clone(),
             master,
             groups,
             _inputs: inputs,
+            clock_in,
+            clock_out,
             stats: stats.clone(),
         };
         let client = client.activate_async(
@@ -133,10 +207,12 @@ impl JackServer {
         )?;
         let driver = JackDriver {
             client,
+            timebase,
             stats,
             name,
         };
-        driver.connect_outputs(connect_to);
+        driver.connect_outputs(&connections.outputs);
+        driver.connect_clock(connections);
         Ok(driver)
     }
 }
@@ -166,6 +242,55 @@ impl JackDriver {
                 Err(e) => tracing::warn!(%source, %target, error = %e, "cannot connect"),
             }
         }
+    }
+
+    /// Connects the clock ports: the sources listed to clock_in, clock_out to the targets.
+    fn connect_clock(&self, connections: &Connections) {
+        let client = self.client.as_client();
+        let clock_in = format!("{}:clock_in", self.name);
+        let clock_out = format!("{}:clock_out", self.name);
+        let pairs = connections
+            .clock_in
+            .iter()
+            .map(|source| (source.clone(), clock_in.clone()))
+            .chain(
+                connections
+                    .clock_out
+                    .iter()
+                    .map(|target| (clock_out.clone(), target.clone())),
+            );
+        for (source, target) in pairs {
+            match client.connect_ports_by_name(&source, &target) {
+                Ok(()) => tracing::info!(%source, %target, "clock connected"),
+                Err(e) => tracing::warn!(%source, %target, error = %e, "cannot connect the clock"),
+            }
+        }
+    }
+
+    /// Takes JACK's timebase (publishing djinn's bars, beats and tempo to every client), or
+    /// gives it up.
+    pub fn set_timebase_master(&self, on: bool) -> Result<(), String> {
+        let raw = self.client.as_client().raw();
+        let active = self.timebase.active.load(Ordering::Relaxed);
+        if on && !active {
+            let arg = Arc::as_ptr(&self.timebase) as *mut libc::c_void;
+            // SAFETY: `raw` is this open client; `arg` points at the share, which lives in
+            // `self` after the client, so it outlives every callback.
+            let rc = unsafe {
+                jack_sys::jack_set_timebase_callback(raw, 0, Some(timebase::publish), arg)
+            };
+            if rc != 0 {
+                return Err(format!("JACK refused the timebase (error {rc})"));
+            }
+            self.timebase.active.store(true, Ordering::Relaxed);
+            tracing::info!("JACK timebase master");
+        } else if !on && active {
+            // SAFETY: `raw` is this open client, which holds the timebase.
+            unsafe { jack_sys::jack_release_timebase(raw) };
+            self.timebase.active.store(false, Ordering::Relaxed);
+            tracing::info!("JACK timebase released");
+        }
+        Ok(())
     }
 
     /// JACK's DSP load, percent.

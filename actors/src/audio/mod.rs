@@ -6,8 +6,10 @@
 //! thread. When the JACK server goes away the actor reports it, retries every second, and
 //! on its return starts a fresh mixer with the same layers, effects and connections.
 
+mod clock;
 mod jack;
 mod offline;
+mod timebase;
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -30,6 +32,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 
+pub use self::clock::{ClockSet, ClockSettings, ClockStatus, RampTempo, SetClock};
 use self::jack::JackDriver;
 pub use self::jack::JackStats;
 pub use self::offline::Hold;
@@ -67,6 +70,8 @@ pub struct AudioArgs {
     pub jack_name: String,
     /// Ports out_L/out_R connect to; empty: the first physical playback ports.
     pub connect: Vec<String>,
+    /// The transport's clock source, MIDI clock output and clock port connections.
+    pub clock: ClockSettings,
     /// Where the offline driver writes.
     pub recordings: PathBuf,
     /// Offline driver without realtime pacing.
@@ -137,6 +142,7 @@ pub struct AudioActor {
     /// When the last periodic `health` report of the audio engine went out.
     last_report: std::time::Instant,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    clock: clock::ClockWatch,
 }
 
 impl AudioActor {
@@ -162,6 +168,7 @@ impl AudioActor {
             layer.state = "pending";
         }
         self.handle = Some(handle);
+        self.apply_clock();
         self.sample_rate = sample_rate;
         self.period = period;
         self.latency = processor.latency();
@@ -172,10 +179,20 @@ impl AudioActor {
         let server = jack::connect(&self.args.jack_name).map_err(|e| e.to_string())?;
         let (rate, period) = (server.sample_rate, server.period);
         let processor = self.processor(rate, period.max(1));
+        let connections = jack::Connections {
+            outputs: self.args.connect.clone(),
+            clock_in: self.args.clock.clock_in.clone(),
+            clock_out: self.args.clock.clock_out.clone(),
+        };
         let driver = server
-            .start(processor, &self.args.connect)
+            .start(processor, &connections)
             .map_err(|e| e.to_string())?;
         tracing::info!(client = %driver.name, rate, period, "playing through JACK");
+        let settings = &self.args.clock;
+        let lead = settings.master && settings.source != djinn_engine::mix::ClockSource::Jack;
+        if let Err(e) = driver.set_timebase_master(lead) {
+            tracing::warn!(error = %e, "cannot be JACK's timebase master");
+        }
         self.reason = format!("JACK client {} at {rate} Hz, {period} frames", driver.name);
         self.driver = Driver::Jack(driver);
         Ok(())
@@ -263,10 +280,13 @@ impl AudioActor {
                     frame,
                     beats,
                     rolling,
-                    ..
+                    tempo,
+                    clock,
                 } => {
                     position = Some((frame, beats, rolling));
+                    self.clock_report(clock, tempo);
                 }
+                Notification::Clock(event) => self.clock_event(event),
                 Notification::Meter { peak, rms } => {
                     let names = std::iter::once("master").chain(Group::ALL.map(Group::name));
                     let outputs: serde_json::Map<String, serde_json::Value> = names
@@ -426,6 +446,7 @@ impl Actor for AudioActor {
             hold: Hold::default(),
             last_report: std::time::Instant::now(),
             ticker: None,
+            clock: clock::ClockWatch::default(),
         };
         match actor.args.backend {
             Backend::None => {}
@@ -882,6 +903,8 @@ pub struct AudioReport {
     pub missed: u64,
     pub commands_dropped: u64,
     pub notifications_dropped: u64,
+    /// Where the transport follows from, the lock to an external clock, MIDI clock out.
+    pub clock: ClockStatus,
 }
 
 impl Message<AudioStatus> for AudioActor {
@@ -927,6 +950,7 @@ impl Message<AudioStatus> for AudioActor {
             missed: self.missed,
             commands_dropped: load(|s| &s.commands_dropped),
             notifications_dropped: load(|s| &s.notifications_dropped),
+            clock: self.clock_status(),
         }
     }
 }

@@ -465,6 +465,25 @@ fn transport_line(t: &Value) -> String {
     )
 }
 
+/// The clock as `djinn status` shows it: source, tempo, lock, phase error, jitter, and
+/// whether djinn sends MIDI clock.
+fn clock_line(c: &Value) -> String {
+    let ms = |v: &Value| v.as_f64().map_or("-".into(), |ms| format!("{ms:.2} ms"));
+    let mut line = format!("{} {} BPM", text(&c["source"]), text(&c["tempo"]));
+    if c["source"] == "midi" {
+        line += &format!(
+            "  {}  phase error {}  jitter {}",
+            text(&c["lock"]).replace('_', " "),
+            ms(&c["phase_error_ms"]),
+            ms(&c["jitter_ms"])
+        );
+    }
+    if c["master_clock"] == json!(true) {
+        line += "  sending MIDI clock";
+    }
+    line
+}
+
 fn show_status(s: &Value) {
     let uptime = s["uptime_s"].as_f64().unwrap_or_default();
     println!(
@@ -487,6 +506,7 @@ fn show_status(s: &Value) {
         text(&audio["xruns"]),
         text(&audio["reason"])
     );
+    println!("{:<11}{}", "clock", clock_line(&audio["clock"]));
     let dj = &s["director"];
     if dj["playing"] == json!(true) {
         println!(
