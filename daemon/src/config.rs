@@ -138,6 +138,9 @@ pub struct TransportConfig {
     pub clock_in: Vec<String>,
     /// JACK MIDI ports clock_out is connected to at start.
     pub clock_out: Vec<String>,
+    /// An ALSA sequencer input port (part of its name) whose MIDI clock is followed too,
+    /// for hardware JACK does not see (no a2jmidid).
+    pub alsa_port: Option<String>,
 }
 
 /// Reads a switch written as true/false or "on"/"off".

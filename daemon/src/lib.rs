@@ -215,6 +215,7 @@ impl Daemon {
                     master: config.transport.master_clock,
                     clock_in: config.transport.clock_in.clone(),
                     clock_out: config.transport.clock_out.clone(),
+                    alsa_port: config.transport.alsa_port.clone(),
                 },
                 recordings: state_dir.join("recordings"),
                 fast: config.audio.fast,

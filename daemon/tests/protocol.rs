@@ -136,7 +136,7 @@ async fn success_and_every_error_code_on_the_wire() {
         ),
         (
             r#"{"jsonrpc":"2.0","id":10,"method":"transport.set","params":{"tempo":123.4,"key":"F#","scale":"dorian","meter":"7/8"}}"#,
-            r#"{"jsonrpc":"2.0","id":10,"result":{"tempo":123.4,"meter":"7/8","key":"F#","scale":"dorian","rolling":false,"sample_rate":48000,"position":{"frame":0,"bar":1,"beat":1,"tick":0},"clock":{"source":"internal","master_clock":false,"tempo":123.4,"lock":"idle","phase_error_ms":null,"jitter_ms":null}}}"#,
+            r#"{"jsonrpc":"2.0","id":10,"result":{"tempo":123.4,"meter":"7/8","key":"F#","scale":"dorian","rolling":false,"sample_rate":48000,"position":{"frame":0,"bar":1,"beat":1,"tick":0},"clock":{"source":"internal","master_clock":false,"tempo":123.4,"lock":"idle","phase_error_ms":null,"jitter_ms":null,"alsa":null}}}"#,
         ),
         (
             r#"{"jsonrpc":"2.0","id":11,"method":"profile.set","params":{"name":"uk_drill"}}"#,

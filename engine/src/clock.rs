@@ -18,9 +18,10 @@
 /// Clock ticks per quarter note.
 pub const PPQN: u32 = 24;
 
-/// Ticks of growing memory at which the loop's gains stop narrowing (32 beats): the
-/// steady-state bandwidth.
-const STEADY_TICKS: u32 = 32 * PPQN;
+/// Ticks of growing memory at which the loop's gains stop narrowing (96 beats): the
+/// steady-state bandwidth. It can be this narrow because real tempo changes are left to the
+/// drift detector; a clock whose intervals jitter one by one then settles within ±0.1 BPM.
+const STEADY_TICKS: u32 = 96 * PPQN;
 /// Ticks over which the drift detector measures the mean tick interval (two beats).
 const DRIFT_WINDOW: usize = 48;
 /// How far, in standard errors of a mean of independent intervals, that mean may stray
@@ -159,6 +160,9 @@ pub struct ClockFollower {
     /// The next tick starts the loop's phase afresh (after Start or Continue the source may
     /// resume on a grid of its own).
     rephase: bool,
+    /// Position between ticks held short of the next tick (ticks that arrive in time, as on
+    /// a JACK MIDI port) or predicted from the loop (ticks that arrive late, as from ALSA).
+    gated: bool,
     /// Song position of the last tick, in ticks, and of the next one.
     tick_index: i64,
     next_index: i64,
@@ -185,6 +189,7 @@ impl ClockFollower {
             running: false,
             armed: false,
             rephase: false,
+            gated: true,
             tick_index: -1,
             next_index: 0,
         }
@@ -408,6 +413,13 @@ impl ClockFollower {
         }
     }
 
+    /// Whether the position waits for each tick (the default: ticks arrive no later than
+    /// the period they fall in) or runs on the loop's prediction (ticks that arrive after
+    /// the fact, like an ALSA sequencer's: waiting for them would make every launch late).
+    pub fn set_gated(&mut self, gated: bool) {
+        self.gated = gated;
+    }
+
     /// Checks for silence at absolute frame `now`; call once per period.
     ///
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
@@ -440,6 +452,11 @@ impl ClockFollower {
         let at_tick = self.tick_index as f64 / ppqn;
         if !self.running || self.period <= 0.0 {
             return Some(at_tick);
+        }
+        if !self.gated && self.memory >= 2 {
+            // From the loop's phase, which the ticks' own jitter does not move.
+            let filtered = self.origin as f64 + self.filtered;
+            return Some(at_tick + (frame as f64 - filtered) / (self.period * ppqn));
         }
         let since = frame as f64 - last as f64;
         let beats = at_tick + since / (self.period * ppqn);

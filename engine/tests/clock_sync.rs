@@ -287,3 +287,76 @@ fn the_clock_djinn_sends_is_sample_accurate_and_an_xrun_does_not_move_it() {
     let gaps: Vec<u64> = after.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.iter().max().unwrap() - gaps.iter().min().unwrap() <= 1);
 }
+
+#[test]
+fn ticks_stamped_in_microseconds_from_outside_the_graph_land_launches_on_the_bar() {
+    // An ALSA sequencer's ticks arrive after the fact, stamped on JACK's microsecond clock:
+    // the processor places them at their frames and launches on the loop's prediction.
+    let (mut processor, mut handle) = mixer(ClockSource::Midi, false);
+    let (mut feed, consumer) = djinn_engine::mix::clock_feed();
+    processor.set_clock_feed(consumer);
+    let start_usecs = 5_000_000u64;
+    let bpm = 128.0;
+    let tick_us = 60e6 / (24.0 * bpm);
+    let ticks: Vec<u64> = (0..24 * 4 * 6)
+        .map(|k| start_usecs + 20_000 + (k as f64 * tick_us).round() as u64)
+        .collect();
+    let usecs_of = |frame: u64| start_usecs + frame * 1_000_000 / u64::from(SR);
+    let mut buffers = OutputBuffers::new(PERIOD);
+    let mut drums = Vec::new();
+    let mut next = 0;
+    feed.push(djinn_engine::mix::StampedClock {
+        usecs: start_usecs + 10_000,
+        message: ClockMessage::Start,
+    })
+    .unwrap();
+    let periods = (ticks.last().unwrap() - start_usecs) as usize * SR as usize / 1_000_000 / PERIOD;
+    for period in 0..periods {
+        let frame = (period * PERIOD) as u64;
+        // Everything stamped before this period has arrived by now.
+        while ticks.get(next).is_some_and(|&t| t < usecs_of(frame)) {
+            feed.push(djinn_engine::mix::StampedClock {
+                usecs: ticks[next],
+                message: ClockMessage::Tick,
+            })
+            .unwrap();
+            next += 1;
+        }
+        if period > 0 && period % 500 == 0 {
+            handle
+                .send(Command::Launch {
+                    id: period as u64,
+                    audio: click(),
+                    group: Group::Drums,
+                    params: LayerParams::default(),
+                    at: Quantize::Bar,
+                })
+                .unwrap();
+        }
+        processor.clock_time_base(usecs_of(frame));
+        let mut out = buffers.outputs();
+        assert_no_alloc(|| processor.process_at(frame, &mut out));
+        drums.extend_from_slice(&buffers.groups[Group::Drums.index()][0]);
+        while handle.poll().is_some() {}
+    }
+    let onsets: Vec<u64> = drums
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.abs() > 0.25)
+        .map(|(i, _)| i as u64)
+        .collect();
+    assert!(onsets.len() >= 3, "{onsets:?}");
+    for onset in onsets {
+        let onset_us = usecs_of(onset);
+        let bar = ticks
+            .iter()
+            .step_by(96)
+            .min_by_key(|&&t| (t as i64 - onset_us as i64).abs())
+            .unwrap();
+        let error_us = onset_us as i64 - *bar as i64;
+        assert!(
+            error_us.abs() <= 1_000,
+            "a bar launch {error_us} µs from the clock's bar tick"
+        );
+    }
+}

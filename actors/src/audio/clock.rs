@@ -26,6 +26,9 @@ pub struct ClockSettings {
     pub clock_in: Vec<String>,
     /// MIDI ports clock_out sends to.
     pub clock_out: Vec<String>,
+    /// An ALSA sequencer input port (a substring of its name) whose clock is followed too,
+    /// for hardware that JACK does not see.
+    pub alsa_port: Option<String>,
 }
 
 /// What the actor knows of the clock between mixer reports.
@@ -59,6 +62,8 @@ pub struct ClockStatus {
     pub phase_error_ms: Option<f64>,
     /// RMS jitter of the followed ticks against the loop's prediction, milliseconds.
     pub jitter_ms: Option<f64>,
+    /// The ALSA sequencer port followed, or why none is (null when none is configured).
+    pub alsa: Option<String>,
 }
 
 impl AudioActor {
@@ -158,6 +163,7 @@ impl AudioActor {
             lock: report.map_or(LockState::Idle, |r| r.lock),
             phase_error_ms: report.and_then(|r| ms(r.phase_error_frames)),
             jitter_ms: report.and_then(|r| ms(r.jitter_frames)),
+            alsa: self.alsa_state.clone(),
         }
     }
 }

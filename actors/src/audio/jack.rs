@@ -64,6 +64,9 @@ impl jack::ProcessHandler for Mixer {
         for event in self.clock_in.iter(ps) {
             processor.clock_input(event.time, event.bytes);
         }
+        if let Ok(times) = ps.cycle_times() {
+            processor.clock_time_base(times.current_usecs);
+        }
         if processor.follows_jack()
             && let Ok(state) = client.transport().query()
         {

@@ -6,6 +6,7 @@
 //! thread. When the JACK server goes away the actor reports it, retries every second, and
 //! on its return starts a fresh mixer with the same layers, effects and connections.
 
+mod alsa;
 mod clock;
 mod jack;
 mod offline;
@@ -143,6 +144,9 @@ pub struct AudioActor {
     last_report: std::time::Instant,
     ticker: Option<tokio::task::JoinHandle<()>>,
     clock: clock::ClockWatch,
+    /// The ALSA sequencer port followed, once connected, and how that went.
+    alsa: Option<alsa::AlsaClock>,
+    alsa_state: Option<String>,
 }
 
 impl AudioActor {
@@ -151,7 +155,8 @@ impl AudioActor {
     fn processor(&mut self, sample_rate: u32, period: usize) -> Processor {
         let mut transport = self.args.transport_watch.borrow().clone();
         transport.rolling = self.rolling;
-        let (processor, mut handle) = Processor::new(sample_rate, period, transport);
+        let (mut processor, mut handle) = Processor::new(sample_rate, period, transport);
+        self.feed_alsa_clock(&mut processor);
         let _ = handle.send(Command::SetFx(self.fx));
         for layer in self.layers.values_mut() {
             let audio = Box::new(LayerAudio {
@@ -173,6 +178,30 @@ impl AudioActor {
         self.period = period;
         self.latency = processor.latency();
         processor
+    }
+
+    /// Hands the mixer the clock of the configured ALSA sequencer port, connecting to it
+    /// the first time.
+    fn feed_alsa_clock(&mut self, processor: &mut Processor) {
+        let Some(wanted) = self.args.clock.alsa_port.clone() else {
+            return;
+        };
+        if let Some(alsa) = &self.alsa {
+            processor.set_clock_feed(alsa.renew());
+            return;
+        }
+        match alsa::AlsaClock::connect(&wanted) {
+            Ok((alsa, feed)) => {
+                tracing::info!(port = %alsa.port, "following MIDI clock from ALSA");
+                self.alsa_state = Some(format!("connected to {}", alsa.port));
+                processor.set_clock_feed(feed);
+                self.alsa = Some(alsa);
+            }
+            Err(e) => {
+                tracing::warn!(port = %wanted, error = %e, "no ALSA MIDI clock");
+                self.alsa_state = Some(format!("not connected to {wanted:?}: {e}"));
+            }
+        }
     }
 
     fn start_jack(&mut self) -> Result<(), String> {
@@ -447,6 +476,8 @@ impl Actor for AudioActor {
             last_report: std::time::Instant::now(),
             ticker: None,
             clock: clock::ClockWatch::default(),
+            alsa: None,
+            alsa_state: None,
         };
         match actor.args.backend {
             Backend::None => {}

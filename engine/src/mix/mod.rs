@@ -28,7 +28,10 @@ use crate::transport::Transport;
 use layer::Layer;
 use master::MasterBus;
 pub use master::MasterFx;
-pub use sync::{CLOCK_MESSAGES, ClockReport, ClockSource, ExternalPosition};
+pub use sync::{
+    CLOCK_FEED, CLOCK_MESSAGES, ClockReport, ClockSource, ExternalPosition, StampedClock,
+    clock_feed,
+};
 
 /// Layer slots in one processor.
 pub const MAX_LAYERS: usize = 32;

@@ -6,6 +6,7 @@
 //! that arrived in it; the processor renders the period in pieces split at those messages,
 //! so a launch on a beat lands on the frame of the clock's own tick for that beat.
 
+use rtrb::{Consumer, Producer, RingBuffer};
 use serde::{Deserialize, Serialize};
 
 use super::{Notification, Outputs, Processor};
@@ -14,6 +15,22 @@ use crate::transport::TEMPO_RANGE;
 
 /// Clock messages kept per period, in and out.
 pub const CLOCK_MESSAGES: usize = 128;
+/// Stamped clock messages waiting in a feed.
+pub const CLOCK_FEED: usize = 1024;
+
+/// A clock message from outside the JACK graph (an ALSA sequencer port), stamped on JACK's
+/// microsecond clock (`jack_get_time`) when it arrived.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StampedClock {
+    pub usecs: u64,
+    pub message: ClockMessage,
+}
+
+/// A queue for stamped clock messages: the producer goes to the thread that receives them,
+/// the consumer to [`Processor::set_clock_feed`].
+pub fn clock_feed() -> (Producer<StampedClock>, Consumer<StampedClock>) {
+    RingBuffer::new(CLOCK_FEED)
+}
 
 /// Where the transport takes its tempo and position from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -65,6 +82,10 @@ pub(super) struct Sync {
     /// The frame time the next period should start at; a later one means an xrun.
     next_frame_time: Option<u64>,
     external: Option<ExternalPosition>,
+    /// Stamped messages from outside the graph, and where the period starts in
+    /// microseconds.
+    feed: Option<Consumer<StampedClock>>,
+    time_base: Option<u64>,
     /// A tempo glide: target and change per frame.
     ramp: Option<(f64, f64)>,
     pub messages_dropped: u64,
@@ -83,6 +104,8 @@ impl Sync {
             output_len: 0,
             next_frame_time: None,
             external: None,
+            feed: None,
+            time_base: None,
             ramp: None,
             messages_dropped: 0,
         }
@@ -139,6 +162,20 @@ impl Processor {
             }
             None => sync.messages_dropped += 1,
         }
+    }
+
+    /// Takes stamped clock messages (an ALSA sequencer port) from `feed`. Call before the
+    /// processor moves to the audio thread.
+    pub fn set_clock_feed(&mut self, feed: Consumer<StampedClock>) {
+        self.sync.feed = Some(feed);
+    }
+
+    /// Where the coming period starts on JACK's microsecond clock, so stamped messages can
+    /// be placed in frames.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn clock_time_base(&mut self, usecs: u64) {
+        self.sync.time_base = Some(usecs);
     }
 
     /// Hands the processor the JACK transport position at the start of the coming period.
@@ -227,7 +264,28 @@ impl Processor {
         }
     }
 
+    /// Feeds the follower the stamped messages that arrived since the last period, at the
+    /// frames their stamps name (before this period: they are late by the way they came).
+    fn take_feed(&mut self, frame_time: u64) {
+        let rate = f64::from(self.sample_rate());
+        let base = self.sync.time_base.take();
+        while let Some(stamped) = self.sync.feed.as_mut().and_then(|f| f.pop().ok()) {
+            let frame = match base {
+                Some(usecs) => {
+                    let ahead = (stamped.usecs as f64 - usecs as f64) * rate / 1e6;
+                    (frame_time as f64 + ahead.round()).clamp(0.0, frame_time as f64) as u64
+                }
+                None => frame_time,
+            };
+            self.sync.follower.set_gated(false);
+            if let Some(event) = self.sync.follower.feed(frame, stamped.message) {
+                self.notify(Notification::Clock(event));
+            }
+        }
+    }
+
     fn render_following(&mut self, frame_time: u64, out: &mut Outputs<'_>, total: usize) {
+        self.take_feed(frame_time);
         let count = self.sync.input_len;
         let last = total.saturating_sub(1);
         let offset_of = |sync: &Sync, index: usize| {
