@@ -52,6 +52,7 @@ bench: test-deps build
 	/usr/bin/python3 clients/python/bench_director.py --djinnd ./target/release/djinnd
 	/usr/bin/python3 clients/python/bench_clock.py --djinnd ./target/release/djinnd \
 		--probe ./target/release/djinn-jack-probe
+	/usr/bin/python3 clients/python/bench_stretch.py --djinn ./target/release/djinn
 
 ## soak: ten minutes on jackd -R at 64 frames with 16 layers; prints the xruns
 soak: test-deps build

@@ -144,3 +144,65 @@ pub fn loudness(path: &Path) -> anyhow::Result<Value> {
         "loudness": report,
     }))
 }
+
+/// What `djinn stretch` does.
+#[derive(Debug, Clone)]
+pub struct StretchOptions {
+    pub output: PathBuf,
+    /// The tempo to reach.
+    pub bpm: f64,
+    /// The input's tempo; detected when not given.
+    pub from_bpm: Option<f64>,
+    pub semitones: f64,
+    pub engine: djinn_engine::stretch::Engine,
+}
+
+/// Decodes `path`, stretches it to `options.bpm` (and transposes it), writes a WAV at the
+/// input's rate and reports what was done.
+pub fn stretch(
+    path: &Path,
+    options: &StretchOptions,
+    progress: &mut dyn FnMut(f64),
+) -> anyhow::Result<Value> {
+    use djinn_engine::stretch::{Stretch, stretch};
+    if !djinn_engine::transport::TEMPO_RANGE.contains(&options.bpm) {
+        anyhow::bail!("--bpm {} is out of range: use 20 to 300", options.bpm);
+    }
+    let decoded = djinn_engine::decode::read(path)?;
+    let (from_bpm, detected) = match options.from_bpm {
+        Some(bpm) => (bpm, false),
+        None => {
+            let estimate = tempo::estimate(&decoded.frames, decoded.sample_rate, 70.0, 180.0)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no steady tempo found in {}: give it with --from-bpm",
+                        path.display()
+                    )
+                })?;
+            (estimate.bpm, true)
+        }
+    };
+    let settings = Stretch {
+        engine: options.engine,
+        ..Stretch::tempo(from_bpm, options.bpm, options.semitones)
+    };
+    let started = std::time::Instant::now();
+    let frames = stretch(&decoded.frames, decoded.sample_rate, settings, progress)?;
+    let took = started.elapsed().as_secs_f64();
+    djinn_engine::wav::write(&options.output, &frames, decoded.sample_rate)?;
+    let rate = f64::from(decoded.sample_rate);
+    Ok(json!({
+        "file": options.output,
+        "from_bpm": from_bpm,
+        "from_bpm_detected": detected,
+        "bpm": options.bpm,
+        "time_ratio": settings.time_ratio,
+        "semitones": options.semitones,
+        "engine": options.engine,
+        "sample_rate": decoded.sample_rate,
+        "input_seconds": decoded.frames.len() as f64 / rate,
+        "seconds": frames.len() as f64 / rate,
+        "frames": frames.len(),
+        "render_seconds": took,
+    }))
+}

@@ -12,6 +12,7 @@ pub mod dsp;
 pub mod mix;
 pub mod music;
 pub mod profile;
+pub mod stretch;
 pub mod synth;
 pub mod transport;
 pub mod wav;

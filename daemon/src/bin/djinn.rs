@@ -136,6 +136,25 @@ enum Command {
         #[arg(long)]
         loudness: bool,
     },
+    /// Fit a file to a tempo (and transpose it) with Rubber Band, here, with no daemon.
+    Stretch {
+        file: PathBuf,
+        /// Output WAV file (at the input's sample rate).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The tempo to reach, BPM.
+        #[arg(long)]
+        bpm: f64,
+        /// The input's tempo, BPM (default: detected from its onsets).
+        #[arg(long)]
+        from_bpm: Option<f64>,
+        /// Transpose by this many semitones (-36 to 36).
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        semitones: f64,
+        /// Rubber Band engine: finer (R3, best quality) or faster (R2).
+        #[arg(long, value_enum, default_value = "finer")]
+        engine: StretchEngine,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -199,7 +218,7 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
                 sample_rate: *rate,
                 roles: roles.clone(),
             };
-            let bar = progress_bar();
+            let bar = progress_bar("rendering");
             let result = offline::generate(&options, &mut |done| {
                 bar.set_position((done * 1000.0) as u64);
             });
@@ -244,19 +263,89 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
                 }
             }))
         }
+        Command::Stretch {
+            file,
+            output,
+            bpm,
+            from_bpm,
+            semitones,
+            engine,
+        } => {
+            let options = offline::StretchOptions {
+                output: output.clone(),
+                bpm: *bpm,
+                from_bpm: *from_bpm,
+                semitones: *semitones,
+                engine: match engine {
+                    StretchEngine::Finer => djinn_engine::stretch::Engine::Finer,
+                    StretchEngine::Faster => djinn_engine::stretch::Engine::Faster,
+                },
+            };
+            let bar = progress_bar("stretching");
+            let result = offline::stretch(file, &options, &mut |done| {
+                bar.set_position((done * 1000.0) as u64);
+            });
+            bar.finish_and_clear();
+            Some(result.map(|report| {
+                if cli.json {
+                    println!("{}", pretty(&report));
+                } else {
+                    show_stretch(&report);
+                }
+            }))
+        }
         _ => None,
     }
 }
 
+/// Rubber Band's engines, as `djinn stretch --engine` names them.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StretchEngine {
+    Finer,
+    Faster,
+}
+
+fn show_stretch(r: &Value) {
+    println!("wrote      {}", text(&r["file"]));
+    println!(
+        "tempo      {:.2} → {:.2} BPM{}  (time ratio {:.4})",
+        r["from_bpm"].as_f64().unwrap_or(0.0),
+        r["bpm"].as_f64().unwrap_or(0.0),
+        if r["from_bpm_detected"] == json!(true) {
+            " (detected)"
+        } else {
+            ""
+        },
+        r["time_ratio"].as_f64().unwrap_or(1.0)
+    );
+    println!(
+        "transpose  {:+} semitones",
+        r["semitones"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "length     {:.3} s → {:.3} s  ({} frames at {} Hz)",
+        r["input_seconds"].as_f64().unwrap_or(0.0),
+        r["seconds"].as_f64().unwrap_or(0.0),
+        text(&r["frames"]),
+        text(&r["sample_rate"])
+    );
+    let took = r["render_seconds"].as_f64().unwrap_or(0.0);
+    println!(
+        "rendered   in {took:.2} s with the {} engine ({:.0}x realtime)",
+        text(&r["engine"]),
+        r["input_seconds"].as_f64().unwrap_or(0.0) / took.max(1e-9)
+    );
+}
+
 /// A progress bar on a terminal, nothing when stderr is not one.
-fn progress_bar() -> indicatif::ProgressBar {
+fn progress_bar(doing: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(1000),
         indicatif::ProgressDrawTarget::stderr(),
     );
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} rendering [{bar:40}] {percent:>3}%  {elapsed}",
-    ) {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{spinner}} {doing} [{{bar:40}}] {{percent:>3}}%  {{elapsed}}"
+    )) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
@@ -394,7 +483,9 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             };
             (client.call(method, params).await?, show_dj)
         }
-        Command::Generate { .. } | Command::Analyze { .. } => return Ok(()),
+        Command::Generate { .. } | Command::Analyze { .. } | Command::Stretch { .. } => {
+            return Ok(());
+        }
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "djinn", &mut std::io::stdout());
             return Ok(());
@@ -480,6 +571,9 @@ fn clock_line(c: &Value) -> String {
     }
     if c["master_clock"] == json!(true) {
         line += "  sending MIDI clock";
+    }
+    if let Some(alsa) = c["alsa"].as_str() {
+        line += &format!("  ALSA: {alsa}");
     }
     line
 }

@@ -14,9 +14,14 @@ use djinn_actors::audio::{
 };
 use djinn_actors::generator::GetBuffer;
 use djinn_actors::profiles::GetProfile;
+use djinn_actors::transport::GetTransport;
+use djinn_engine::analysis::tempo;
 use djinn_engine::dsp::FilterMode;
 use djinn_engine::mix::{Group, LayerParams, Quantize};
+use djinn_engine::music::Key;
+use djinn_engine::stretch::{Stretch, stretch};
 use djinn_engine::synth::Role;
+use djinn_engine::transport::TEMPO_RANGE;
 
 /// The mix-setting params every layer method reads.
 const MIX_PARAMS: [&str; 9] = [
@@ -198,10 +203,113 @@ async fn source(
     Ok((frames.into(), shown, None))
 }
 
+/// The params that fit a loop made at another tempo or key to the session.
+const FIT_PARAMS: [&str; 3] = ["bpm", "fit_tempo", "key"];
+
+/// What the caller says of a loop's own tempo and key.
+struct Fit {
+    /// The loop's tempo, given.
+    bpm: Option<f64>,
+    /// Detect the loop's tempo from its onsets.
+    detect: bool,
+    /// The loop's key: it is transposed to the session's.
+    key: Option<Key>,
+}
+
+impl Fit {
+    fn read(params: &Params) -> Result<Fit, RpcError> {
+        let bpm = params.opt_f64("bpm")?;
+        if let Some(bpm) = bpm
+            && !TEMPO_RANGE.contains(&bpm)
+        {
+            return Err(RpcError::invalid_param(
+                "bpm",
+                format!("{bpm} BPM is out of range: a loop's tempo is 20 to 300 BPM"),
+            ));
+        }
+        let key = params
+            .opt_str("key")?
+            .map(|k| k.parse::<Key>())
+            .transpose()
+            .map_err(|e| RpcError::invalid_param("key", e))?;
+        Ok(Fit {
+            bpm,
+            detect: params.opt_bool("fit_tempo")?.unwrap_or(false),
+            key,
+        })
+    }
+
+    fn wanted(&self) -> bool {
+        self.bpm.is_some() || self.detect || self.key.is_some()
+    }
+}
+
+/// Stretches a loop to the session's tempo and transposes it to the session's key, off the
+/// realtime thread, with Rubber Band's R3 engine; returns the audio and what was done.
+async fn fit(
+    shared: &Shared,
+    frames: Arc<[[f32; 2]]>,
+    fit: Fit,
+) -> Result<(Arc<[[f32; 2]]>, Option<Value>), RpcError> {
+    if !fit.wanted() {
+        return Ok((frames, None));
+    }
+    let rate = shared
+        .audio
+        .ask(AudioStatus)
+        .await
+        .map_err(|e| unavailable("audio", e))?
+        .sample_rate;
+    let session = shared
+        .transport
+        .ask(GetTransport)
+        .await
+        .map_err(|e| unavailable("transport", e))?
+        .0;
+    tokio::task::spawn_blocking(move || {
+        let (from_bpm, detected) = match fit.bpm {
+            Some(bpm) => (bpm, false),
+            None if fit.detect => {
+                let estimate = tempo::estimate(&frames, rate, 70.0, 180.0).ok_or_else(|| {
+                    RpcError::invalid_param(
+                        "fit_tempo",
+                        "no steady tempo found in the audio: give the loop's bpm",
+                    )
+                })?;
+                (estimate.bpm, true)
+            }
+            None => (session.tempo, false),
+        };
+        // The nearest way to the session's tonic: at most six semitones up or down.
+        let semitones = fit.key.map_or(0, |key| {
+            let up = (i32::from(session.key.tonic.semitones()) - i32::from(key.tonic.semitones()))
+                .rem_euclid(12);
+            if up > 6 { up - 12 } else { up }
+        });
+        let report = json!({
+            "from_bpm": from_bpm,
+            "bpm_detected": detected,
+            "bpm": session.tempo,
+            "semitones": semitones,
+        });
+        if (from_bpm - session.tempo).abs() < 1e-6 && semitones == 0 {
+            return Ok((frames, Some(report)));
+        }
+        let settings = Stretch::tempo(from_bpm, session.tempo, f64::from(semitones));
+        let stretched = stretch(&frames, rate, settings, |_| {}).map_err(|e| {
+            RpcError::invalid_param(if fit.bpm.is_some() { "bpm" } else { "key" }, e)
+        })?;
+        Ok((stretched.into(), Some(report)))
+    })
+    .await
+    .map_err(RpcError::internal)?
+}
+
 pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<Value, RpcError> {
     let mut known = vec![
         "path", "buffer", "channels", "rate", "quantize", "at_bar", "group", "loop",
     ];
+    known.extend(FIT_PARAMS);
     known.extend(MIX_PARAMS);
     params.only(&known)?;
     let group = match params.opt_str("group")? {
@@ -220,7 +328,9 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
     let params_patch = patch(params)?;
     let at = quantize(shared, params).await?;
     let looped = params.opt_bool("loop")?.unwrap_or(true);
+    let fitting = Fit::read(params)?;
     let (frames, source, role) = source(shared, params, payload).await?;
+    let (frames, fitted) = fit(shared, frames, fitting).await?;
     // A generated single-role loop goes to its role's group unless told otherwise.
     let group = group.unwrap_or_else(|| role.map_or(Group::Music, Group::for_role));
     let info = shared
@@ -235,7 +345,11 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
         })
         .await
         .map_err(|e| ask_error("audio", e, audio_error))?;
-    Ok(json!(info))
+    let mut reply = json!(info);
+    if let Some(fitted) = fitted {
+        reply["fit"] = fitted;
+    }
+    Ok(reply)
 }
 
 pub async fn replace(

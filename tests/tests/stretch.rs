@@ -1,0 +1,245 @@
+//! Fitting real instrument audio to a tempo and key: `djinn stretch` against rubberband-cli
+//! on the same fluidsynth recording, and `layer.add` fitting a loop to the session.
+
+use std::path::Path;
+use std::process::Command;
+
+use bytes::Bytes;
+use djinn_tests::{Djinnd, Options, bin};
+use serde_json::{Value, json};
+
+const SOUNDFONT: &str = "/usr/share/sounds/sf2/FluidR3_GM.sf2";
+
+/// A type-0 MIDI file at `bpm`: `beats` notes of `note` on `channel` (9: drums), one a beat,
+/// each held for `hold` of a beat, with `program`.
+fn midi(path: &Path, bpm: f64, beats: u32, channel: u8, program: u8, note: u8, hold: f64) {
+    fn vlq(mut n: u32) -> Vec<u8> {
+        let mut out = vec![(n & 0x7F) as u8];
+        n >>= 7;
+        while n > 0 {
+            out.push((n & 0x7F) as u8 | 0x80);
+            n >>= 7;
+        }
+        out.reverse();
+        out
+    }
+    let ppq = 480u32;
+    let tempo = (60_000_000.0 / bpm).round() as u32;
+    let mut track = vec![0x00, 0xFF, 0x51, 0x03];
+    track.extend_from_slice(&tempo.to_be_bytes()[1..]);
+    track.extend_from_slice(&[0x00, 0xC0 | channel, program]);
+    let on = (f64::from(ppq) * hold) as u32;
+    for beat in 0..beats {
+        track.extend(vlq(if beat == 0 { 0 } else { ppq - on }));
+        track.extend_from_slice(&[0x90 | channel, note, 110]);
+        track.extend(vlq(on));
+        track.extend_from_slice(&[0x80 | channel, note, 0]);
+    }
+    track.extend_from_slice(&[0x00, 0xFF, 0x2F, 0x00]);
+    let mut file = b"MThd".to_vec();
+    file.extend_from_slice(&[0, 0, 0, 6, 0, 0, 0, 1]);
+    file.extend_from_slice(&(ppq as u16).to_be_bytes());
+    file.extend_from_slice(b"MTrk");
+    file.extend_from_slice(&(track.len() as u32).to_be_bytes());
+    file.extend(track);
+    std::fs::write(path, file).unwrap();
+}
+
+/// Renders a MIDI file with fluidsynth and FluidR3_GM at 48 kHz.
+fn fluidsynth(mid: &Path, wav: &Path) {
+    let out = Command::new("fluidsynth")
+        .args(["-ni", "-g", "0.7", "-r", "48000", "-F"])
+        .arg(wav)
+        .arg(SOUNDFONT)
+        .arg(mid)
+        .output()
+        .expect("fluidsynth (make test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read(path: &Path) -> Vec<[f32; 2]> {
+    djinn_engine::decode::read(path).unwrap().frames
+}
+
+/// Frames where the level jumps: the first 5 ms window after a quiet stretch whose energy
+/// is over a tenth of the loudest.
+fn onsets(audio: &[[f32; 2]]) -> Vec<usize> {
+    let window = 240;
+    let energy: Vec<f32> = audio
+        .chunks(window)
+        .map(|c| c.iter().map(|f| f[0] * f[0] + f[1] * f[1]).sum::<f32>())
+        .collect();
+    let loudest = energy.iter().cloned().fold(0.0, f32::max);
+    let mut found = Vec::new();
+    let mut quiet = true;
+    for (i, &e) in energy.iter().enumerate() {
+        if quiet && e > loudest * 0.1 {
+            found.push(i * window);
+            quiet = false;
+        } else if e < loudest * 0.01 {
+            quiet = true;
+        }
+    }
+    found
+}
+
+fn djinn_stretch(input: &Path, output: &Path, extra: &[&str]) -> Value {
+    let out = Command::new(bin("djinn"))
+        .arg("--json")
+        .arg("stretch")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "djinn stretch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn djinn_stretch_fits_a_drum_take_to_a_tempo_as_rubberband_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mid, take) = (dir.path().join("kick.mid"), dir.path().join("kick.wav"));
+    // A kick and a stick on every beat at 120 BPM, from FluidR3_GM's drum kit.
+    midi(&mid, 120.0, 16, 9, 0, 36, 0.25);
+    fluidsynth(&mid, &take);
+    let input = read(&take);
+
+    let ours = dir.path().join("djinn.wav");
+    let report = djinn_stretch(&take, &ours, &["--bpm", "128", "--from-bpm", "120"]);
+    let stretched = read(&ours);
+    let want = (input.len() as f64 * 120.0 / 128.0).round() as usize;
+    assert_eq!(stretched.len(), want, "exact length");
+    assert_eq!(report["frames"], want);
+
+    let theirs = dir.path().join("rubberband.wav");
+    let out = Command::new("rubberband")
+        .args(["-3", "-q", "-T", "120:128"])
+        .arg(&take)
+        .arg(&theirs)
+        .output()
+        .expect("rubberband (make test installs rubberband-cli)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = read(&theirs);
+    assert!(
+        (reference.len() as i64 - want as i64).abs() <= 2,
+        "rubberband made {} frames, djinn {want}",
+        reference.len()
+    );
+
+    // The hits come 60/128 s apart, where rubberband-cli puts them.
+    let (ours_at, theirs_at) = (onsets(&stretched), onsets(&reference));
+    assert!(ours_at.len() >= 15, "{ours_at:?}");
+    assert_eq!(
+        ours_at.len(),
+        theirs_at.len(),
+        "{ours_at:?} vs {theirs_at:?}"
+    );
+    for (i, (a, b)) in ours_at.iter().zip(&theirs_at).enumerate() {
+        assert!(
+            (*a as i64 - *b as i64).abs() <= 480,
+            "hit {i}: djinn at {a}, rubberband at {b}"
+        );
+        let grid = (i as f64 * 22_500.0) as i64;
+        assert!(
+            (*a as i64 - ours_at[0] as i64 - grid).abs() <= 480,
+            "hit {i} at {a}, off the 128 BPM grid"
+        );
+    }
+
+    // Without --from-bpm the tempo is found from the onsets.
+    let detected = djinn_stretch(&take, &dir.path().join("detected.wav"), &["--bpm", "128"]);
+    assert_eq!(detected["from_bpm_detected"], true);
+    let found = detected["from_bpm"].as_f64().unwrap();
+    assert!((found - 120.0).abs() < 1.0, "detected {found} BPM");
+}
+
+#[test]
+fn djinn_stretch_transposes_a_flute_like_rubberband_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mid, take) = (dir.path().join("flute.mid"), dir.path().join("flute.wav"));
+    // A4 on the flute (GM program 73), held most of each beat.
+    midi(&mid, 100.0, 8, 0, 73, 69, 0.9);
+    fluidsynth(&mid, &take);
+    let ours = dir.path().join("djinn.wav");
+    djinn_stretch(
+        &take,
+        &ours,
+        &["--bpm", "100", "--from-bpm", "100", "--semitones", "7"],
+    );
+    let theirs = dir.path().join("rubberband.wav");
+    let out = Command::new("rubberband")
+        .args(["-3", "-q", "-p", "7"])
+        .arg(&take)
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let strongest = |audio: &[[f32; 2]]| {
+        let chroma = djinn_engine::analysis::chroma::chroma(audio, 48_000);
+        (0..12)
+            .max_by(|&a, &b| chroma[a].total_cmp(&chroma[b]))
+            .unwrap()
+    };
+    // A (9) up a fifth is E (4), in djinn's output and in rubberband-cli's.
+    assert_eq!(strongest(&read(&take)), 9);
+    assert_eq!(strongest(&read(&ours)), 4);
+    assert_eq!(strongest(&read(&theirs)), 4);
+    assert_eq!(read(&ours).len(), read(&take).len(), "the length is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_add_fits_a_loop_to_the_session_tempo_and_key() {
+    let daemon = Djinnd::start_with(Options {
+        audio: Some("offline".into()),
+        args: vec!["--fast".into()],
+        ..Options::default()
+    });
+    let mut client = daemon.client();
+    client
+        .call("transport.set", json!({ "tempo": 128, "key": "C minor" }))
+        .await
+        .unwrap();
+    // One bar at 120 BPM: 96,000 frames of a 220 Hz tone (A).
+    let mut bytes = Vec::new();
+    for i in 0..96_000 {
+        let v = 0.2 * (2.0 * std::f32::consts::PI * 220.0 * i as f32 / 48_000.0).sin();
+        bytes.extend_from_slice(&v.to_le_bytes());
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let (layer, _) = client
+        .call_with_payload(
+            "layer.add",
+            json!({ "bpm": 120, "key": "A minor", "quantize": "now" }),
+            vec![Bytes::from(bytes)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(layer["frames"], 90_000, "one bar at 128 BPM: {layer}");
+    assert_eq!(layer["fit"]["from_bpm"], 120.0);
+    assert_eq!(layer["fit"]["bpm"], 128.0);
+    assert_eq!(layer["fit"]["semitones"], 3, "A to C: up a minor third");
+
+    let error = client
+        .call_with_payload(
+            "layer.add",
+            json!({ "bpm": 500 }),
+            vec![Bytes::from(vec![0u8; 8 * 100])],
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("bpm"), "{error}");
+}
