@@ -613,8 +613,7 @@ mod tests {
                 "{bpm}: within ±0.1 BPM from tick {locked}"
             );
             let steady = &tempi[16 * 24..];
-            let spread = steady.iter().cloned().fold(f64::MIN, f64::max)
-                - steady.iter().cloned().fold(f64::MAX, f64::min);
+            let spread = spread(steady);
             assert!(spread <= 0.1, "{bpm}: steady-state spread {spread}");
             assert_eq!(follower.state(), LockState::Locked);
         }
@@ -641,8 +640,7 @@ mod tests {
             .collect();
         let (_, tempi) = follow(&stream);
         let steady = &tempi[32 * 24..];
-        let spread = steady.iter().cloned().fold(f64::MIN, f64::max)
-            - steady.iter().cloned().fold(f64::MAX, f64::min);
+        let spread = spread(steady);
         assert!(spread < 1.0, "spread {spread} BPM");
         let mean = steady.iter().sum::<f64>() / steady.len() as f64;
         assert!((mean - 123.4).abs() < 0.5, "mean {mean}");
@@ -693,6 +691,21 @@ mod tests {
         assert!((follower.tempo().unwrap() - 120.0).abs() < 0.01);
     }
 
+    /// Highest minus lowest.
+    fn spread(values: &[f64]) -> f64 {
+        values.iter().cloned().fold(f64::MIN, f64::max)
+            - values.iter().cloned().fold(f64::MAX, f64::min)
+    }
+
+    /// Ticks after tick `from` until the tempo stays within ±0.1 BPM of `bpm`.
+    fn settled_after(stream: &[u64], from: usize, bpm: f64) -> usize {
+        let (_, tempi) = follow(stream);
+        let settled = (from..tempi.len())
+            .find(|&i| tempi[i..].iter().all(|t| (t - bpm).abs() <= 0.1))
+            .expect("the tempo settles");
+        settled - from
+    }
+
     #[test]
     fn tempo_steps_and_ramps_are_followed() {
         // 120 BPM for 16 beats, then a jump to 130.
@@ -700,14 +713,11 @@ mod tests {
         let from = *stream.last().unwrap() as f64;
         let p = period_of(130.0);
         stream.extend((1..=24 * 16).map(|k| (from + k as f64 * p).round() as u64));
-        let (_, tempi) = follow(&stream);
-        let settled = (24 * 16..tempi.len())
-            .find(|&i| tempi[i..].iter().all(|t| (t - 130.0).abs() <= 0.1))
-            .unwrap();
+        let settled = settled_after(&stream, 24 * 16, 130.0);
         assert!(
-            settled - 24 * 16 <= 8 * 24,
+            settled <= 8 * 24,
             "settled {} beats after the step",
-            (settled - 24 * 16) / 24
+            settled / 24
         );
 
         // The same step under 10 % jitter.
@@ -715,14 +725,11 @@ mod tests {
         let from = 10_000.0 + 24.0 * 16.0 * period_of(120.0);
         let jittered = ticks(130.0, 24 * 24, 0.1, 6);
         stream.extend(jittered.iter().map(|t| t - 10_000 + from as u64));
-        let (_, tempi) = follow(&stream);
-        let settled = (24 * 16..tempi.len())
-            .find(|&i| tempi[i..].iter().all(|t| (t - 130.0).abs() <= 0.1))
-            .unwrap();
+        let settled = settled_after(&stream, 24 * 16, 130.0);
         assert!(
-            settled - 24 * 16 <= 8 * 24,
+            settled <= 8 * 24,
             "jittered: settled {} beats after the step",
-            (settled - 24 * 16) / 24
+            settled / 24
         );
 
         // A ramp from 120 to 140 BPM over 16 beats, then 8 beats at 140.

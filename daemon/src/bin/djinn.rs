@@ -218,17 +218,8 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
                 sample_rate: *rate,
                 roles: roles.clone(),
             };
-            let bar = progress_bar("rendering");
-            let result = offline::generate(&options, &mut |done| {
-                bar.set_position((done * 1000.0) as u64);
-            });
-            bar.finish_and_clear();
-            Some(result.map(|report| {
-                if cli.json {
-                    println!("{}", pretty(&report));
-                } else {
-                    show_song(&report);
-                }
+            Some(with_progress(cli, "rendering", show_song, |progress| {
+                offline::generate(&options, progress)
             }))
         }
         Command::Analyze {
@@ -281,17 +272,8 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
                     StretchEngine::Faster => djinn_engine::stretch::Engine::Faster,
                 },
             };
-            let bar = progress_bar("stretching");
-            let result = offline::stretch(file, &options, &mut |done| {
-                bar.set_position((done * 1000.0) as u64);
-            });
-            bar.finish_and_clear();
-            Some(result.map(|report| {
-                if cli.json {
-                    println!("{}", pretty(&report));
-                } else {
-                    show_stretch(&report);
-                }
+            Some(with_progress(cli, "stretching", show_stretch, |progress| {
+                offline::stretch(file, &options, progress)
             }))
         }
         _ => None,
@@ -335,6 +317,26 @@ fn show_stretch(r: &Value) {
         text(&r["engine"]),
         r["input_seconds"].as_f64().unwrap_or(0.0) / took.max(1e-9)
     );
+}
+
+/// Runs long offline work under a progress bar, then prints its report as JSON or with
+/// `show`.
+fn with_progress(
+    cli: &Cli,
+    doing: &str,
+    show: fn(&Value),
+    work: impl FnOnce(&mut dyn FnMut(f64)) -> anyhow::Result<Value>,
+) -> anyhow::Result<()> {
+    let bar = progress_bar(doing);
+    let result = work(&mut |done| bar.set_position((done * 1000.0) as u64));
+    bar.finish_and_clear();
+    result.map(|report| {
+        if cli.json {
+            println!("{}", pretty(&report));
+        } else {
+            show(&report);
+        }
+    })
 }
 
 /// A progress bar on a terminal, nothing when stderr is not one.

@@ -6,10 +6,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{ask_error, unavailable};
+use super::{ask_error, session_rate, unavailable};
 use crate::Shared;
 use crate::rpc::{self, Params, RpcError};
-use djinn_actors::audio::AudioStatus;
 use djinn_actors::generator::{Interpret, StoreBuffer, StoredBuffer};
 use djinn_actors::moods::{Interpretation, MoodError};
 use djinn_actors::profiles::{ProfileSnapshot, SnapshotProfiles};
@@ -96,15 +95,6 @@ pub(super) async fn interpret(
     Ok((interpretation, style))
 }
 
-async fn sample_rate(shared: &Shared) -> Result<u32, RpcError> {
-    Ok(shared
-        .audio
-        .ask(AudioStatus)
-        .await
-        .map_err(|e| unavailable("audio", e))?
-        .sample_rate)
-}
-
 fn role(params: &Params) -> Result<Option<Role>, RpcError> {
     params
         .opt_str("role")?
@@ -178,7 +168,7 @@ pub async fn generate_loop(shared: &Shared, params: &Params) -> Result<Value, Rp
     if let Some(role) = role {
         recipe = recipe.only(role);
     }
-    let rate = sample_rate(shared).await?;
+    let rate = session_rate(shared).await?;
     let started = Instant::now();
     let rendered = {
         let _slot = shared
@@ -265,7 +255,7 @@ pub async fn generate_song(shared: &Shared, params: &Params) -> Result<Value, Rp
     let phrase_bars = style.phrase_bars;
     let name = file_name(params, format!("song-{}-{seed}", interpretation.style))?;
     let path = files_dir(shared)?.join(&name);
-    let rate = sample_rate(shared).await?;
+    let rate = session_rate(shared).await?;
     let recipe = interpretation.recipe.clone();
     let job = name.trim_end_matches(".wav").to_owned();
     let events = shared.health.events().clone();

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{ask_error, payload_channels, payload_frames, payload_rate, unavailable};
+use super::{ask_error, payload_channels, payload_frames, payload_rate, session_rate, unavailable};
 use crate::Shared;
 use crate::rpc::{self, Params, RpcError};
 use djinn_actors::audio::{
-    AddLayer, AudioError, AudioStatus, LayerPatch, ListLayers, RemoveLayer, ReplaceLayer, SetLayer,
+    AddLayer, AudioError, LayerPatch, ListLayers, RemoveLayer, ReplaceLayer, SetLayer,
 };
 use djinn_actors::generator::GetBuffer;
 use djinn_actors::profiles::GetProfile;
@@ -143,12 +143,7 @@ async fn source(
     params: &Params,
     payload: &[Bytes],
 ) -> Result<(Arc<[[f32; 2]]>, String, Option<Role>), RpcError> {
-    let rate = shared
-        .audio
-        .ask(AudioStatus)
-        .await
-        .map_err(|e| unavailable("audio", e))?
-        .sample_rate;
+    let rate = session_rate(shared).await?;
     let path = params.opt_str("path")?;
     let buffer = params.opt_str("buffer")?;
     let given = usize::from(path.is_some())
@@ -254,12 +249,7 @@ async fn fit(
     if !fit.wanted() {
         return Ok((frames, None));
     }
-    let rate = shared
-        .audio
-        .ask(AudioStatus)
-        .await
-        .map_err(|e| unavailable("audio", e))?
-        .sample_rate;
+    let rate = session_rate(shared).await?;
     let session = shared
         .transport
         .ask(GetTransport)

@@ -280,6 +280,16 @@ fn unavailable(actor: &str, error: impl Display) -> RpcError {
     )
 }
 
+/// The mixer's sample rate: what every buffer handed to it must be at.
+async fn session_rate(shared: &Shared) -> Result<u32, RpcError> {
+    Ok(shared
+        .audio
+        .ask(djinn_actors::audio::AudioStatus)
+        .await
+        .map_err(|e| unavailable("audio", e))?
+        .sample_rate)
+}
+
 /// The `channels` param of a request with an audio payload: 1 or 2 (the default).
 fn payload_channels(params: &Params) -> Result<usize, RpcError> {
     match params.opt_f64("channels")? {

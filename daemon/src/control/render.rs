@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Reply, payload_channels, payload_frames, payload_rate, unavailable};
+use super::{Reply, payload_channels, payload_frames, payload_rate, session_rate, unavailable};
 use crate::Shared;
 use crate::rpc::{Params, RpcError};
-use djinn_actors::audio::AudioStatus;
 use djinn_actors::generator::{GetPreset, ListPresets};
 use djinn_actors::profiles::GetProfile;
 use djinn_engine::analysis::quality::{self, Target};
@@ -155,12 +154,7 @@ pub async fn audio(shared: &Shared, params: &Params) -> Result<Reply, RpcError> 
         .ask(GetProfile { name: None })
         .await
         .map_err(|e| unavailable("profiles", e))?;
-    let rate = shared
-        .audio
-        .ask(AudioStatus)
-        .await
-        .map_err(|e| unavailable("audio", e))?
-        .sample_rate;
+    let rate = session_rate(shared).await?;
     let rendered = {
         let _slot = shared
             .render_slots
