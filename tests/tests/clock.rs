@@ -205,7 +205,7 @@ async fn launch_click(client: &mut Client, events: &mut Events) -> u64 {
 /// NOTE: a client that misses a cycle (an xrun) misses that cycle's ticks; the probe's
 /// count is kept by the gaps between ticks, as djinn's own is, and a bar line whose tick
 /// the probe missed is left out.
-fn bar_ticks(probe: &Probe) -> (Vec<u64>, Vec<u64>) {
+fn bar_ticks(probe: &Probe) -> (Vec<u64>, Vec<u64>, u64) {
     let start = *probe.midi(0xFA).last().expect("jack_midi_clock sent Start");
     let ticks: Vec<u64> = probe
         .midi(0xF8)
@@ -225,7 +225,7 @@ fn bar_ticks(probe: &Probe) -> (Vec<u64>, Vec<u64>) {
             bars.push(tick);
         }
     }
-    (ticks, bars)
+    (ticks, bars, index)
 }
 
 fn following(jackd: &Jackd) -> Djinnd {
@@ -276,83 +276,116 @@ async fn djinn_locks_to_jack_midi_clock_and_launches_on_its_bar_one() {
             jack_connect(&jackd, "jack_midi_clock:mclk_out", "djinn:clock_in");
             peer
         });
-        // A fresh follower for each run.
-        for source in ["internal", "midi"] {
-            client
-                .call("transport.set", json!({ "source": source }))
-                .await
-                .unwrap();
-        }
-        let mut events = daemon
-            .events(&["clock.locked", "layer.started", "transport.started"])
-            .await;
-        let probe = Probe::start(
-            &jackd,
-            "jack_midi_clock:mclk_out",
-            Some("djinn:drums_L"),
-            30.0,
-        );
-        play_from_the_top(&jackd);
-        let started = next(&mut events, "transport.started", Duration::from_secs(5)).await;
-        assert_eq!(started["from"], "start");
-        let locked = next(&mut events, "clock.locked", Duration::from_secs(20)).await;
-        let lock_beats = locked["after_beats"].as_f64().unwrap();
-        let lock_error = (locked["tempo"].as_f64().unwrap() - bpm).abs();
-        let first = launch_click(&mut client, &mut events).await;
-        let second = launch_click(&mut client, &mut events).await;
-        assert!(
-            second > first,
-            "two bar launches, on beats {first} and {second}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let status = client.call("daemon.status", Value::Null).await.unwrap();
-        let clock_status = status["audio"]["clock"].clone();
-        let (ticks, bars) = bar_ticks(&probe);
-        let onsets = probe.onsets();
-        assert_eq!(onsets.len(), 2, "{bpm} BPM: two clicks heard: {onsets:?}");
-        let mut phase = Vec::new();
-        for onset in &onsets {
-            let bar = bars
-                .iter()
-                .min_by_key(|&&b| (b as i64 - *onset as i64).abs())
-                .unwrap();
-            phase.push(*onset as i64 - *bar as i64);
-        }
-        // What the stream itself carried since its Start (a jittered clock's tempo wanders
-        // with it).
-        let carried = 60.0 * 48_000.0 * (ticks.len() - 1) as f64
-            / (24.0 * (ticks[ticks.len() - 1] - ticks[0]) as f64);
-        let tempo = clock_status["tempo"].as_f64().unwrap();
-        eprintln!(
-            "{bpm:>6} BPM, jitter {jitter:>2} %: locked after {lock_beats:.2} beats ({lock_error:.3} BPM off), \
-             now {tempo:.3} BPM (stream {carried:.2}), launch phase {phase:?} frames, {}",
-            clock_status
-        );
-        assert_eq!(clock_status["lock"], "locked", "{bpm}: {clock_status}");
-        for error in &phase {
-            assert!(
-                error.abs() <= MS,
-                "{bpm} BPM, {jitter} %: a bar launch {error} frames from the clock's bar"
-            );
-        }
-        if jitter == 0 {
-            assert!(
-                lock_beats <= 1.0 + 1e-9,
-                "{bpm}: locked after {lock_beats} beats"
-            );
-            assert!(lock_error <= 0.1, "{bpm}: {lock_error} BPM off at lock");
-            assert!((tempo - bpm).abs() <= 0.1, "{bpm}: {tempo} BPM");
-        } else {
-            // NOTE: jack_midi_clock -J jitters each interval on its own, so the phase wanders
-            // and the tempo the stream carries over n ticks varies as 1/√n: ±0.1 BPM needs
-            // more beats than with ticks scattered about a grid (the unit tests cover those).
-            assert!(lock_beats <= 16.0, "{bpm}: locked after {lock_beats} beats");
-            assert!(
-                (tempo - carried).abs() <= 0.6,
-                "{bpm} BPM with {jitter} % jitter: {tempo} BPM, the stream carried {carried}"
-            );
+        // NOTE: on this non-realtime server a client now and then misses a cycle (an
+        // xrun), and the probe then misses what happened in it; a run that fails with an
+        // xrun counted is done again, a run that fails without one fails the test.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let xruns = xrun_count(&mut client).await;
+            match follow_run(&jackd, &daemon, &mut client, bpm, jitter).await {
+                Ok(report) => {
+                    eprintln!("{report}");
+                    break;
+                }
+                Err(failure) if attempt < 3 && xrun_count(&mut client).await > xruns => {
+                    eprintln!("redone after an xrun: {failure}");
+                }
+                Err(failure) => panic!("{failure}"),
+            }
         }
     }
+}
+
+async fn xrun_count(client: &mut Client) -> u64 {
+    let status = client.call("daemon.status", Value::Null).await.unwrap();
+    status["audio"]["xruns"].as_u64().unwrap_or(0)
+}
+
+/// One run against the clock now connected: a fresh follower, play from the top, lock,
+/// two bar launches. Returns what was measured, or why it falls short.
+async fn follow_run(
+    jackd: &Jackd,
+    daemon: &Djinnd,
+    client: &mut Client,
+    bpm: f64,
+    jitter: u32,
+) -> Result<String, String> {
+    jack_transport(jackd, "stop");
+    // A fresh follower for each run.
+    for source in ["internal", "midi"] {
+        client
+            .call("transport.set", json!({ "source": source }))
+            .await
+            .unwrap();
+    }
+    let mut events = daemon
+        .events(&["clock.locked", "layer.started", "transport.started"])
+        .await;
+    let probe = Probe::start(
+        jackd,
+        "jack_midi_clock:mclk_out",
+        Some("djinn:drums_L"),
+        30.0,
+    );
+    play_from_the_top(jackd);
+    let started = next(&mut events, "transport.started", Duration::from_secs(5)).await;
+    assert_eq!(started["from"], "start");
+    let locked = next(&mut events, "clock.locked", Duration::from_secs(20)).await;
+    let lock_beats = locked["after_beats"].as_f64().unwrap();
+    let lock_error = (locked["tempo"].as_f64().unwrap() - bpm).abs();
+    let first = launch_click(client, &mut events).await;
+    let second = launch_click(client, &mut events).await;
+    assert!(
+        second > first,
+        "two bar launches, on beats {first} and {second}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = client.call("daemon.status", Value::Null).await.unwrap();
+    let clock_status = status["audio"]["clock"].clone();
+    let (ticks, bars, counted) = bar_ticks(&probe);
+    let onsets = probe.onsets();
+    if onsets.len() != 2 {
+        return Err(format!("{bpm} BPM: two clicks heard: {onsets:?}"));
+    }
+    let mut phase = Vec::new();
+    for onset in &onsets {
+        let bar = bars
+            .iter()
+            .min_by_key(|&&b| (b as i64 - *onset as i64).abs())
+            .unwrap();
+        phase.push(*onset as i64 - *bar as i64);
+    }
+    // What the stream itself carried since its Start (a jittered clock's tempo wanders
+    // with it).
+    let carried =
+        60.0 * 48_000.0 * counted as f64 / (24.0 * (ticks[ticks.len() - 1] - ticks[0]) as f64);
+    let tempo = clock_status["tempo"].as_f64().unwrap();
+    let report = format!(
+        "{bpm:>6} BPM, jitter {jitter:>2} %: locked after {lock_beats:.2} beats ({lock_error:.3} BPM off), \
+         now {tempo:.3} BPM (stream {carried:.2}), launch phase {phase:?} frames, {clock_status}"
+    );
+    if clock_status["lock"] != "locked" {
+        return Err(format!("not locked: {report}"));
+    }
+    if phase.iter().any(|error| error.abs() > MS) {
+        return Err(format!("a bar launch off the clock's bar: {report}"));
+    }
+    if jitter == 0 {
+        assert!(lock_beats <= 1.0 + 1e-9, "locked late: {report}");
+        assert!(lock_error <= 0.1, "off at lock: {report}");
+        assert!((tempo - bpm).abs() <= 0.1, "off tempo: {report}");
+    } else {
+        // NOTE: jack_midi_clock -J jitters each interval on its own, so the phase wanders
+        // and the tempo the stream carries over n ticks varies as 1/√n: ±0.1 BPM needs
+        // more beats than with ticks scattered about a grid (the unit tests cover those).
+        assert!(lock_beats <= 16.0, "locked late: {report}");
+        assert!(
+            (tempo - carried).abs() <= 0.6,
+            "off the stream's tempo: {report}"
+        );
+    }
+    Ok(report)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -621,9 +654,10 @@ async fn djinn_leads_jack_transport_and_another_djinn_follows_it() {
     );
 
     // jack_midi_clock ticks at the leader's tempo: 972.3 frames apart.
-    let ticks = probe.midi(0xF8);
+    // (Counted by the gaps, so a cycle the probe missed does not stretch the span.)
+    let (ticks, _, counted) = bar_ticks(&probe);
     assert!(ticks.len() > 48, "{} ticks", ticks.len());
-    let span = (ticks[ticks.len() - 1] - ticks[0]) as f64 / (ticks.len() - 1) as f64;
+    let span = (ticks[ticks.len() - 1] - ticks[0]) as f64 / counted as f64;
     assert!((span - 972.3).abs() < 1.0, "ticks {span} frames apart");
 
     // JACK transport stops: the follower stops with it.
