@@ -493,3 +493,78 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     listener.local_addr().expect("local address").port()
 }
+
+/// One note of a test arrangement: channel (9: drums), GM program, key, start and length in
+/// beats.
+#[derive(Debug, Clone, Copy)]
+pub struct Note {
+    pub channel: u8,
+    pub program: u8,
+    pub key: u8,
+    pub beat: f64,
+    pub beats: f64,
+}
+
+/// Writes `notes` at `bpm` as a type-0 Standard MIDI File.
+pub fn write_midi(path: &Path, bpm: f64, notes: &[Note]) {
+    fn vlq(mut n: u32) -> Vec<u8> {
+        let mut out = vec![(n & 0x7F) as u8];
+        n >>= 7;
+        while n > 0 {
+            out.push((n & 0x7F) as u8 | 0x80);
+            n >>= 7;
+        }
+        out.reverse();
+        out
+    }
+    let ppq = 480.0;
+    let tempo = (60_000_000.0 / bpm).round() as u32;
+    let mut track = vec![0x00, 0xFF, 0x51, 0x03];
+    track.extend_from_slice(&tempo.to_be_bytes()[1..]);
+    // (tick, order: offs before ons, bytes)
+    let mut events: Vec<(u32, u8, [u8; 3])> = Vec::new();
+    let mut programs: Vec<(u8, u8)> = notes.iter().map(|n| (n.channel, n.program)).collect();
+    programs.dedup();
+    for (channel, program) in programs {
+        events.push((0, 0, [0xC0 | channel, program, 0]));
+    }
+    for n in notes {
+        let on = (n.beat * ppq).round() as u32;
+        let off = ((n.beat + n.beats) * ppq).round() as u32;
+        events.push((on, 2, [0x90 | n.channel, n.key, 100]));
+        events.push((off, 1, [0x80 | n.channel, n.key, 0]));
+    }
+    events.sort_by_key(|e| (e.0, e.1));
+    let mut last = 0;
+    for (tick, _, bytes) in events {
+        track.extend(vlq(tick - last));
+        let len = if bytes[0] & 0xF0 == 0xC0 { 2 } else { 3 };
+        track.extend_from_slice(&bytes[..len]);
+        last = tick;
+    }
+    track.extend_from_slice(&[0x00, 0xFF, 0x2F, 0x00]);
+    let mut file = b"MThd".to_vec();
+    file.extend_from_slice(&[0, 0, 0, 6, 0, 0, 0, 1]);
+    file.extend_from_slice(&(ppq as u16).to_be_bytes());
+    file.extend_from_slice(b"MTrk");
+    file.extend_from_slice(&(track.len() as u32).to_be_bytes());
+    file.extend(track);
+    std::fs::write(path, file).expect("write the MIDI file");
+}
+
+/// Renders a MIDI file to a 48 kHz WAV with fluidsynth and FluidR3_GM: real instrument
+/// audio that djinn did not make.
+pub fn fluidsynth(mid: &Path, wav: &Path) {
+    let out = Command::new("fluidsynth")
+        .args(["-ni", "-g", "0.7", "-r", "48000", "-F"])
+        .arg(wav)
+        .arg("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+        .arg(mid)
+        .output()
+        .expect("fluidsynth (make test installs it)");
+    assert!(
+        out.status.success(),
+        "fluidsynth failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

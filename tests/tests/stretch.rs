@@ -5,60 +5,22 @@ use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
-use djinn_tests::{Djinnd, Options, bin};
+use djinn_tests::{Djinnd, Note, Options, bin, fluidsynth, write_midi};
 use serde_json::{Value, json};
 
-const SOUNDFONT: &str = "/usr/share/sounds/sf2/FluidR3_GM.sf2";
-
-/// A type-0 MIDI file at `bpm`: `beats` notes of `note` on `channel` (9: drums), one a beat,
-/// each held for `hold` of a beat, with `program`.
-fn midi(path: &Path, bpm: f64, beats: u32, channel: u8, program: u8, note: u8, hold: f64) {
-    fn vlq(mut n: u32) -> Vec<u8> {
-        let mut out = vec![(n & 0x7F) as u8];
-        n >>= 7;
-        while n > 0 {
-            out.push((n & 0x7F) as u8 | 0x80);
-            n >>= 7;
-        }
-        out.reverse();
-        out
-    }
-    let ppq = 480u32;
-    let tempo = (60_000_000.0 / bpm).round() as u32;
-    let mut track = vec![0x00, 0xFF, 0x51, 0x03];
-    track.extend_from_slice(&tempo.to_be_bytes()[1..]);
-    track.extend_from_slice(&[0x00, 0xC0 | channel, program]);
-    let on = (f64::from(ppq) * hold) as u32;
-    for beat in 0..beats {
-        track.extend(vlq(if beat == 0 { 0 } else { ppq - on }));
-        track.extend_from_slice(&[0x90 | channel, note, 110]);
-        track.extend(vlq(on));
-        track.extend_from_slice(&[0x80 | channel, note, 0]);
-    }
-    track.extend_from_slice(&[0x00, 0xFF, 0x2F, 0x00]);
-    let mut file = b"MThd".to_vec();
-    file.extend_from_slice(&[0, 0, 0, 6, 0, 0, 0, 1]);
-    file.extend_from_slice(&(ppq as u16).to_be_bytes());
-    file.extend_from_slice(b"MTrk");
-    file.extend_from_slice(&(track.len() as u32).to_be_bytes());
-    file.extend(track);
-    std::fs::write(path, file).unwrap();
-}
-
-/// Renders a MIDI file with fluidsynth and FluidR3_GM at 48 kHz.
-fn fluidsynth(mid: &Path, wav: &Path) {
-    let out = Command::new("fluidsynth")
-        .args(["-ni", "-g", "0.7", "-r", "48000", "-F"])
-        .arg(wav)
-        .arg(SOUNDFONT)
-        .arg(mid)
-        .output()
-        .expect("fluidsynth (make test installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// `beats` notes of `key` on `channel` (9: drums) with `program`, one a beat, each held
+/// for `hold` of a beat.
+fn pulse(path: &Path, bpm: f64, beats: u32, channel: u8, program: u8, key: u8, hold: f64) {
+    let notes: Vec<Note> = (0..beats)
+        .map(|beat| Note {
+            channel,
+            program,
+            key,
+            beat: f64::from(beat),
+            beats: hold,
+        })
+        .collect();
+    write_midi(path, bpm, &notes);
 }
 
 fn read(path: &Path) -> Vec<[f32; 2]> {
@@ -110,7 +72,7 @@ fn djinn_stretch_fits_a_drum_take_to_a_tempo_as_rubberband_does() {
     let dir = tempfile::tempdir().unwrap();
     let (mid, take) = (dir.path().join("kick.mid"), dir.path().join("kick.wav"));
     // A kick and a stick on every beat at 120 BPM, from FluidR3_GM's drum kit.
-    midi(&mid, 120.0, 16, 9, 0, 36, 0.25);
+    pulse(&mid, 120.0, 16, 9, 0, 36, 0.25);
     fluidsynth(&mid, &take);
     let input = read(&take);
 
@@ -172,7 +134,7 @@ fn djinn_stretch_transposes_a_flute_like_rubberband_does() {
     let dir = tempfile::tempdir().unwrap();
     let (mid, take) = (dir.path().join("flute.mid"), dir.path().join("flute.wav"));
     // A4 on the flute (GM program 73), held most of each beat.
-    midi(&mid, 100.0, 8, 0, 73, 69, 0.9);
+    pulse(&mid, 100.0, 8, 0, 73, 69, 0.9);
     fluidsynth(&mid, &take);
     let ours = dir.path().join("djinn.wav");
     djinn_stretch(
