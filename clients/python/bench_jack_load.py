@@ -20,6 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_render import vlq  # noqa: E402
 from jack_session import djinnd_playing, jackd  # noqa: E402
 
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -28,14 +29,6 @@ SERVER = "djinn-bench-load"
 
 def midi_file(path, seconds):
     """A type-0 SMF holding 16 notes on 16 channels (drums on 10) for `seconds`."""
-    def vlq(n):
-        out = [n & 0x7F]
-        n >>= 7
-        while n:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        return bytes(reversed(out))
-
     ppq = 480
     events = bytearray()
     events += b"\x00\xff\x51\x03" + (500_000).to_bytes(3, "big")  # 120 BPM

@@ -17,16 +17,9 @@ import subprocess
 import tempfile
 import time
 
+from bench_render import vlq
+
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
-
-
-def vlq(n):
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    return bytes(reversed(out))
 
 
 def arrangement(path, seconds, bpm=120):
