@@ -108,6 +108,9 @@ fn interpolate(r: &[f64], lag: f64) -> f64 {
     }
 }
 
+/// How well the doubled tempo must score, against the best, to be taken instead.
+const OCTAVE_SCORE: f64 = 0.8;
+
 /// The tempo of `frames` within `min_bpm..=max_bpm`, or `None` when there is too little
 /// rhythm to tell (silence, a drone, under two seconds).
 pub fn estimate(
@@ -156,6 +159,17 @@ pub fn estimate(
         bpm += 0.02;
     }
     let mean = total / n.max(1.0);
+    // NOTE: a steady pulse scores nearly as well at half its tempo (every other beat lines
+    // up too, accents included), and the scan meets the slower octave first. Between
+    // octaves that score alike, take the one nearer 120 BPM, where listeners tap.
+    let double = best.0 * 2.0;
+    if double <= max_bpm {
+        let doubled = score(double);
+        let nearer = (double / 120.0).log2().abs() < (best.0 / 120.0).log2().abs();
+        if doubled >= OCTAVE_SCORE * best.1 && nearer {
+            best = (double, doubled);
+        }
+    }
     let confidence = ((best.1 - mean) / zero).clamp(0.0, 1.0);
     Some(TempoEstimate {
         bpm: (best.0 * 100.0).round() / 100.0,
@@ -192,6 +206,15 @@ mod tests {
         for bpm in [60.0, 90.0, 123.4, 142.0, 174.0] {
             let audio = clicks(bpm, 20.0, 48_000);
             let est = estimate(&audio, 48_000, bpm * 0.8, bpm * 1.2).unwrap();
+            assert!((est.bpm - bpm).abs() < 0.2, "{bpm}: {est:?}");
+        }
+    }
+
+    #[test]
+    fn of_two_tempo_octaves_the_one_nearer_120_is_taken() {
+        for bpm in [90.0, 120.0, 140.0] {
+            let audio = clicks(bpm, 20.0, 48_000);
+            let est = estimate(&audio, 48_000, 50.0, 200.0).unwrap();
             assert!((est.bpm - bpm).abs() < 0.2, "{bpm}: {est:?}");
         }
     }
