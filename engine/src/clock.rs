@@ -277,7 +277,6 @@ impl ClockFollower {
     }
 
     fn tick(&mut self, frame: u64) -> Option<ClockEvent> {
-        let mut event = None;
         let Some(last) = self.last_tick else {
             self.origin = frame;
             self.last_tick = Some(frame);
@@ -294,28 +293,20 @@ impl ClockFollower {
         if self.period <= 0.0 {
             // The second tick: the first interval is the first period estimate.
             self.period = gap.max(1.0);
-            self.filtered = z;
-            self.memory = 2;
             self.remember(z, 1);
-            self.last_tick = Some(frame);
-            self.advance_position(1);
-            return None;
+            return self.restart_on(frame, z, 2, 1.0);
         }
         // Ticks lost on the way (or a clock that paused): count every tick the gap spans.
         let steps = (gap / self.period).round().max(1.0);
         if self.state == LockState::FreeRunning || std::mem::take(&mut self.rephase) {
             // Coming back from silence, or starting to play: keep the tempo, restart the
             // phase on this tick.
-            self.filtered = z;
-            self.memory = self.memory.min(RESUME_MEMORY);
             if self.state == LockState::FreeRunning {
                 self.state = LockState::Acquiring;
             }
             self.recent_len = 0;
             self.remember(z, steps as u64);
-            self.last_tick = Some(frame);
-            self.advance_position(steps as i64);
-            return None;
+            return self.restart_on(frame, z, self.memory.min(RESUME_MEMORY), steps);
         }
         let predicted = self.filtered + steps * self.period;
         let residual = z - predicted;
@@ -328,13 +319,9 @@ impl ClockFollower {
             // The source changed tempo: acquire afresh from this interval, as at the start,
             // rather than unwind a loop full of the old tempo.
             self.period = (gap / steps).max(1.0);
-            self.filtered = z;
-            self.memory = 2;
             self.recent_len = 0;
             self.remember(z, 0);
-            self.last_tick = Some(frame);
-            self.advance_position(steps as i64);
-            return None;
+            return self.restart_on(frame, z, 2, steps);
         }
         let n = f64::from(self.memory.min(STEADY_TICKS));
         let alpha = 2.0 * (2.0 * n - 1.0) / (n * (n + 1.0));
@@ -349,12 +336,22 @@ impl ClockFollower {
             && 3.0 * self.tempo_error() <= LOCK_BPM
         {
             self.state = LockState::Locked;
-            event = Some(ClockEvent::Locked {
+            return Some(ClockEvent::Locked {
                 tempo: self.bpm(self.period),
                 after_beats: f64::from(self.memory - 1) / f64::from(PPQN),
             });
         }
-        event
+        None
+    }
+
+    /// Starts the loop's phase afresh on this tick, with `memory` ticks of history, and
+    /// moves the song position on by `steps` ticks.
+    fn restart_on(&mut self, frame: u64, z: f64, memory: u32, steps: f64) -> Option<ClockEvent> {
+        self.filtered = z;
+        self.memory = memory;
+        self.last_tick = Some(frame);
+        self.advance_position(steps as i64);
+        None
     }
 
     /// Keeps a tick for the drift detector: its relative time and the ticks it moved on.

@@ -5,12 +5,12 @@
 use djinn_engine::clock::{ClockEvent, LockState};
 use djinn_engine::mix::{ClockReport, ClockSource, Command};
 use djinn_engine::transport::TransportChange;
-use kameo::Reply;
 use kameo::message::{Context, Message};
 use serde::Serialize;
 use serde_json::json;
 
 use super::AudioActor;
+use super::jack::JackDriver;
 use crate::transport::SetTransport;
 
 /// A tempo change of the followed clock smaller than this is not reported.
@@ -73,6 +73,16 @@ impl AudioActor {
         if let Some(handle) = self.handle.as_mut() {
             let _ = handle.send(Command::SetClockSource(settings.source));
             let _ = handle.send(Command::SetMasterClock(settings.master));
+        }
+    }
+
+    /// Takes JACK's timebase while djinn is the master clock (and does not follow JACK
+    /// transport itself), gives it up otherwise.
+    pub(super) fn lead_jack_timebase(&self, driver: &JackDriver) {
+        let settings = &self.args.clock;
+        let lead = settings.master && settings.source != ClockSource::Jack;
+        if let Err(e) = driver.set_timebase_master(lead) {
+            tracing::warn!(error = %e, "cannot be JACK's timebase master");
         }
     }
 
@@ -180,14 +190,10 @@ pub struct SetClock {
     pub master: Option<bool>,
 }
 
-/// The clock settings after a [`SetClock`].
-#[derive(Debug, Clone, Reply)]
-pub struct ClockSet(pub ClockStatus);
-
 impl Message<SetClock> for AudioActor {
-    type Reply = ClockSet;
+    type Reply = ();
 
-    async fn handle(&mut self, msg: SetClock, _: &mut Context<Self, Self::Reply>) -> ClockSet {
+    async fn handle(&mut self, msg: SetClock, _: &mut Context<Self, Self::Reply>) {
         if let Some(source) = msg.source {
             self.args.clock.source = source;
             self.clock = ClockWatch::default();
@@ -197,14 +203,9 @@ impl Message<SetClock> for AudioActor {
         }
         self.apply_clock();
         if let super::Driver::Jack(driver) = &self.driver {
-            let settings = &self.args.clock;
-            let lead = settings.master && settings.source != ClockSource::Jack;
-            if let Err(e) = driver.set_timebase_master(lead) {
-                tracing::warn!(error = %e, "cannot be JACK's timebase master");
-            }
+            self.lead_jack_timebase(driver);
         }
         tracing::info!(source = ?self.args.clock.source, master = self.args.clock.master, "clock set");
-        ClockSet(self.clock_status())
     }
 }
 

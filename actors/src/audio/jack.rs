@@ -19,8 +19,6 @@ pub struct JackStats {
     pub longest_callback_us: AtomicU64,
     /// Set when the server shut the client down.
     pub server_gone: AtomicBool,
-    /// MIDI clock messages the clock output had no room for.
-    pub clock_dropped: AtomicU64,
 }
 
 struct Notifier {
@@ -81,16 +79,16 @@ impl jack::ProcessHandler for Mixer {
         processor.process_at(frame_time, &mut outputs);
         self.timebase.store(processor.transport());
         let mut writer = self.clock_out.writer(ps);
+        let mut lost = 0;
         for &(offset, message) in processor.clock_output() {
             let (bytes, len) = message.encode();
             let raw = RawMidi {
                 time: offset,
                 bytes: bytes.get(..len).unwrap_or(&[]),
             };
-            if writer.write(&raw).is_err() {
-                self.stats.clock_dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            lost += u64::from(writer.write(&raw).is_err());
         }
+        processor.count_dropped_clock(lost);
         let took = client.time().saturating_sub(start);
         self.stats
             .longest_callback_us
@@ -239,34 +237,33 @@ impl JackDriver {
             connect_to.to_vec()
         };
         for (source, target) in ["out_L", "out_R"].iter().zip(&targets) {
-            let source = format!("{}:{source}", self.name);
-            match client.connect_ports_by_name(&source, target) {
-                Ok(()) => tracing::info!(%source, %target, "connected"),
-                Err(e) => tracing::warn!(%source, %target, error = %e, "cannot connect"),
-            }
+            self.connect(&format!("{}:{source}", self.name), target);
+        }
+    }
+
+    /// Connects two ports, saying in the log whether it worked.
+    fn connect(&self, source: &str, target: &str) {
+        match self
+            .client
+            .as_client()
+            .connect_ports_by_name(source, target)
+        {
+            Ok(()) => tracing::info!(%source, %target, "connected"),
+            Err(e) => tracing::warn!(%source, %target, error = %e, "cannot connect"),
         }
     }
 
     /// Connects the clock ports: the sources listed to clock_in, clock_out to the targets.
     fn connect_clock(&self, connections: &Connections) {
-        let client = self.client.as_client();
-        let clock_in = format!("{}:clock_in", self.name);
-        let clock_out = format!("{}:clock_out", self.name);
-        let pairs = connections
-            .clock_in
-            .iter()
-            .map(|source| (source.clone(), clock_in.clone()))
-            .chain(
-                connections
-                    .clock_out
-                    .iter()
-                    .map(|target| (clock_out.clone(), target.clone())),
-            );
-        for (source, target) in pairs {
-            match client.connect_ports_by_name(&source, &target) {
-                Ok(()) => tracing::info!(%source, %target, "clock connected"),
-                Err(e) => tracing::warn!(%source, %target, error = %e, "cannot connect the clock"),
-            }
+        let (clock_in, clock_out) = (
+            format!("{}:clock_in", self.name),
+            format!("{}:clock_out", self.name),
+        );
+        for source in &connections.clock_in {
+            self.connect(source, &clock_in);
+        }
+        for target in &connections.clock_out {
+            self.connect(&clock_out, target);
         }
     }
 

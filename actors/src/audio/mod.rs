@@ -33,7 +33,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-pub use self::clock::{ClockSet, ClockSettings, ClockStatus, RampTempo, SetClock};
+pub use self::clock::{ClockSettings, ClockStatus, RampTempo, SetClock};
 use self::jack::JackDriver;
 pub use self::jack::JackStats;
 pub use self::offline::Hold;
@@ -217,11 +217,7 @@ impl AudioActor {
             .start(processor, &connections)
             .map_err(|e| e.to_string())?;
         tracing::info!(client = %driver.name, rate, period, "playing through JACK");
-        let settings = &self.args.clock;
-        let lead = settings.master && settings.source != djinn_engine::mix::ClockSource::Jack;
-        if let Err(e) = driver.set_timebase_master(lead) {
-            tracing::warn!(error = %e, "cannot be JACK's timebase master");
-        }
+        self.lead_jack_timebase(&driver);
         self.reason = format!("JACK client {} at {rate} Hz, {period} frames", driver.name);
         self.driver = Driver::Jack(driver);
         Ok(())
@@ -934,6 +930,8 @@ pub struct AudioReport {
     pub missed: u64,
     pub commands_dropped: u64,
     pub notifications_dropped: u64,
+    /// MIDI clock messages lost for want of room, in or out.
+    pub clock_messages_dropped: u64,
     /// Where the transport follows from, the lock to an external clock, MIDI clock out.
     pub clock: ClockStatus,
 }
@@ -981,6 +979,7 @@ impl Message<AudioStatus> for AudioActor {
             missed: self.missed,
             commands_dropped: load(|s| &s.commands_dropped),
             notifications_dropped: load(|s| &s.notifications_dropped),
+            clock_messages_dropped: load(|s| &s.clock_messages_dropped),
             clock: self.clock_status(),
         }
     }

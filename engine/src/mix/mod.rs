@@ -293,6 +293,8 @@ pub struct MixerStats {
     pub buffers_leaked: AtomicU64,
     /// Periods processed.
     pub periods: AtomicU64,
+    /// MIDI clock messages that found the period's list full, in or out.
+    pub clock_messages_dropped: AtomicU64,
 }
 
 /// The output buffers of one period: master and groups, left and right.

@@ -69,16 +69,43 @@ pub struct ClockReport {
     pub phase_error_frames: f64,
 }
 
+/// Clock messages of one period with their frame offsets, in a list sized at construction.
+struct Messages {
+    items: [(u32, ClockMessage); CLOCK_MESSAGES],
+    len: usize,
+}
+
+impl Messages {
+    fn new() -> Self {
+        Self {
+            items: [(0, ClockMessage::Tick); CLOCK_MESSAGES],
+            len: 0,
+        }
+    }
+
+    /// Adds a message; false when the list is full (the message is dropped).
+    fn push(&mut self, offset: u32, message: ClockMessage) -> bool {
+        let Some(slot) = self.items.get_mut(self.len) else {
+            return false;
+        };
+        *slot = (offset, message);
+        self.len += 1;
+        true
+    }
+
+    fn as_slice(&self) -> &[(u32, ClockMessage)] {
+        self.items.get(..self.len).unwrap_or(&[])
+    }
+}
+
 /// The processor's clock state.
 pub(super) struct Sync {
     pub source: ClockSource,
     pub master: bool,
     pub follower: ClockFollower,
     sender: ClockSender,
-    input: [(u32, ClockMessage); CLOCK_MESSAGES],
-    input_len: usize,
-    output: [(u32, ClockMessage); CLOCK_MESSAGES],
-    output_len: usize,
+    input: Messages,
+    output: Messages,
     /// The frame time the next period should start at; a later one means an xrun.
     next_frame_time: Option<u64>,
     external: Option<ExternalPosition>,
@@ -88,7 +115,6 @@ pub(super) struct Sync {
     time_base: Option<u64>,
     /// A tempo glide: target and change per frame.
     ramp: Option<(f64, f64)>,
-    pub messages_dropped: u64,
 }
 
 impl Sync {
@@ -98,49 +124,30 @@ impl Sync {
             master: false,
             follower: ClockFollower::new(sample_rate),
             sender: ClockSender::new(),
-            input: [(0, ClockMessage::Tick); CLOCK_MESSAGES],
-            input_len: 0,
-            output: [(0, ClockMessage::Tick); CLOCK_MESSAGES],
-            output_len: 0,
+            input: Messages::new(),
+            output: Messages::new(),
             next_frame_time: None,
             external: None,
             feed: None,
             time_base: None,
             ramp: None,
-            messages_dropped: 0,
         }
     }
 
     pub fn report(&self) -> ClockReport {
-        let external = self.source == ClockSource::Midi;
+        let (lock, jitter_frames, phase_error_frames) = if self.source == ClockSource::Midi {
+            let follower = &self.follower;
+            let phase = follower.phase_error_frames();
+            (follower.state(), follower.jitter_frames(), phase)
+        } else {
+            (LockState::Idle, 0.0, 0.0)
+        };
         ClockReport {
             source: self.source,
             master: self.master,
-            lock: if external {
-                self.follower.state()
-            } else {
-                LockState::Idle
-            },
-            jitter_frames: if external {
-                self.follower.jitter_frames()
-            } else {
-                0.0
-            },
-            phase_error_frames: if external {
-                self.follower.phase_error_frames()
-            } else {
-                0.0
-            },
-        }
-    }
-
-    fn push_output(&mut self, offset: usize, message: ClockMessage) {
-        match self.output.get_mut(self.output_len) {
-            Some(slot) => {
-                *slot = (offset as u32, message);
-                self.output_len += 1;
-            }
-            None => self.messages_dropped += 1,
+            lock,
+            jitter_frames,
+            phase_error_frames,
         }
     }
 }
@@ -154,13 +161,20 @@ impl Processor {
         let Some(message) = ClockMessage::parse(bytes) else {
             return;
         };
-        let sync = &mut self.sync;
-        match sync.input.get_mut(sync.input_len) {
-            Some(slot) => {
-                *slot = (offset, message);
-                sync.input_len += 1;
-            }
-            None => sync.messages_dropped += 1,
+        if !self.sync.input.push(offset, message) {
+            self.count_dropped_clock(1);
+        }
+    }
+
+    /// Counts clock messages lost for want of room: in the period's lists, or by a driver
+    /// whose MIDI output was full.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn count_dropped_clock(&self, messages: u64) {
+        if messages > 0 {
+            self.stats
+                .clock_messages_dropped
+                .fetch_add(messages, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -205,7 +219,7 @@ impl Processor {
 
     /// The MIDI clock messages of the period just rendered, with their frame offsets.
     pub fn clock_output(&self) -> &[(u32, ClockMessage)] {
-        self.sync.output.get(..self.sync.output_len).unwrap_or(&[])
+        self.sync.output.as_slice()
     }
 
     /// Renders the period that starts at absolute frame `frame_time` (JACK's
@@ -222,23 +236,21 @@ impl Processor {
             return;
         }
         self.catch_up(frame_time);
-        self.sync.output_len = 0;
-        match self.sync.source {
-            ClockSource::Midi => self.render_following(frame_time, out, total),
-            ClockSource::Jack => {
+        self.sync.output.len = 0;
+        if self.sync.source == ClockSource::Midi {
+            self.render_following(frame_time, out, total);
+        } else {
+            if self.sync.source == ClockSource::Jack {
                 if let Some(position) = self.sync.external.take() {
                     self.follow_jack(position);
                 }
-                self.plan_clock_output(total);
-                self.render_span(out, 0, total, f64::INFINITY);
-            }
-            ClockSource::Internal => {
+            } else {
                 self.glide_tempo(total);
-                self.plan_clock_output(total);
-                self.render_span(out, 0, total, f64::INFINITY);
             }
+            self.plan_clock_output(total);
+            self.render_span(out, 0, total, f64::INFINITY);
         }
-        self.sync.input_len = 0;
+        self.sync.input.len = 0;
         self.sync.next_frame_time = Some(frame_time + total as u64);
         self.stats
             .periods
@@ -278,20 +290,17 @@ impl Processor {
                 None => frame_time,
             };
             self.sync.follower.set_gated(false);
-            if let Some(event) = self.sync.follower.feed(frame, stamped.message) {
-                self.notify(Notification::Clock(event));
-            }
+            self.follow_message(frame, stamped.message);
         }
     }
 
     fn render_following(&mut self, frame_time: u64, out: &mut Outputs<'_>, total: usize) {
         self.take_feed(frame_time);
-        let count = self.sync.input_len;
         let last = total.saturating_sub(1);
         let offset_of = |sync: &Sync, index: usize| {
             sync.input
+                .as_slice()
                 .get(index)
-                .filter(|_| index < count)
                 .map(|&(offset, message)| ((offset as usize).min(last), message))
         };
         let (mut start, mut next) = (0, 0);
@@ -301,9 +310,7 @@ impl Processor {
                 if offset > start {
                     break;
                 }
-                if let Some(event) = self.sync.follower.feed(frame_time + offset as u64, message) {
-                    self.notify(Notification::Clock(event));
-                }
+                self.follow_message(frame_time + offset as u64, message);
                 next += 1;
             }
             self.follow_midi(frame_time + start as u64);
@@ -317,6 +324,13 @@ impl Processor {
             start = end;
         }
         if let Some(event) = self.sync.follower.update(frame_time + total as u64) {
+            self.notify(Notification::Clock(event));
+        }
+    }
+
+    /// Feeds the follower one message and publishes what it makes of it.
+    fn follow_message(&mut self, frame: u64, message: ClockMessage) {
+        if let Some(event) = self.sync.follower.feed(frame, message) {
             self.notify(Notification::Clock(event));
         }
     }
@@ -348,9 +362,9 @@ impl Processor {
         if let Some(tempo) = position.tempo.filter(|t| TEMPO_RANGE.contains(t)) {
             self.transport.tempo = tempo;
         }
-        let beats = position.beats.unwrap_or_else(|| {
-            position.frame as f64 * self.transport.tempo / (60.0 * f64::from(self.sample_rate()))
-        });
+        let beats = position
+            .beats
+            .unwrap_or_else(|| position.frame as f64 / self.frames_per_beat());
         self.transport
             .set_position(position.frame, beats, position.rolling);
     }
@@ -392,13 +406,14 @@ impl Processor {
             return;
         }
         let beats = self.transport.beats();
-        let per_frame = self.transport.tempo / (60.0 * f64::from(self.sample_rate()));
+        let per_frame = 1.0 / self.frames_per_beat();
         let rolling = self.transport.rolling;
-        let mut sender = std::mem::take(&mut self.sync.sender);
+        let Sync { sender, output, .. } = &mut self.sync;
+        let mut dropped = 0;
         sender.period(beats, per_frame, total, rolling, |offset, message| {
-            self.sync.push_output(offset, message);
+            dropped += u64::from(!output.push(offset as u32, message));
         });
-        self.sync.sender = sender;
+        self.count_dropped_clock(dropped);
     }
 
     /// Renders frames `start..end` in pieces of at most `max_block`.
