@@ -124,7 +124,7 @@ pub fn analyze(path: &Path, options: &AnalyzeOptions) -> anyhow::Result<Value> {
     };
     let decoded = djinn_engine::decode::read(path)?;
     let assessment = quality::assess(&decoded.frames, decoded.sample_rate, target)?;
-    let estimate = tempo::estimate(&decoded.frames, decoded.sample_rate, 70.0, 180.0);
+    let estimate = tempo::estimate_music(&decoded.frames, decoded.sample_rate);
     let mut result = json!(assessment);
     result["file"] = json!(path);
     result["sample_rate"] = json!(decoded.sample_rate);
@@ -172,8 +172,8 @@ pub fn stretch(
     let (from_bpm, detected) = match options.from_bpm {
         Some(bpm) => (bpm, false),
         None => {
-            let estimate = tempo::estimate(&decoded.frames, decoded.sample_rate, 70.0, 180.0)
-                .ok_or_else(|| {
+            let estimate =
+                tempo::estimate_music(&decoded.frames, decoded.sample_rate).ok_or_else(|| {
                     anyhow::anyhow!(
                         "no steady tempo found in {}: give it with --from-bpm",
                         path.display()

@@ -45,7 +45,7 @@ fn analysis(c: &mut Criterion) {
         b.iter(|| black_box(loudness::measure_fast(&song, RATE)))
     });
     group.bench_function("tempo::estimate", |b| {
-        b.iter(|| black_box(tempo::estimate(&song, RATE, 70.0, 180.0)))
+        b.iter(|| black_box(tempo::estimate_music(&song, RATE)))
     });
     group.bench_function("chroma::chroma", |b| {
         b.iter(|| black_box(chroma::chroma(&song, RATE)))

@@ -260,7 +260,7 @@ async fn fit(
         let (from_bpm, detected) = match fit.bpm {
             Some(bpm) => (bpm, false),
             None if fit.detect => {
-                let estimate = tempo::estimate(&frames, rate, 70.0, 180.0).ok_or_else(|| {
+                let estimate = tempo::estimate_music(&frames, rate).ok_or_else(|| {
                     RpcError::invalid_param(
                         "fit_tempo",
                         "no steady tempo found in the audio: give the loop's bpm",

@@ -108,6 +108,12 @@ fn interpolate(r: &[f64], lag: f64) -> f64 {
     }
 }
 
+/// The tempo of `frames` where music is usually counted, 70 to 180 BPM: the search for
+/// audio that comes with no tempo range of its own (a file to analyse or fit).
+pub fn estimate_music(frames: &[[f32; 2]], sample_rate: u32) -> Option<TempoEstimate> {
+    estimate(frames, sample_rate, 70.0, 180.0)
+}
+
 /// How well the doubled tempo must score, against the best, to be taken instead.
 const OCTAVE_SCORE: f64 = 0.8;
 
