@@ -93,29 +93,22 @@ pub fn stretch(
 
     let mut left = vec![0f32; BLOCK];
     let mut right = vec![0f32; BLOCK];
-    // Study the whole input, then process it; both passes count for the progress.
-    let blocks = input.chunks(BLOCK).count();
-    for (index, chunk) in input.chunks(BLOCK).enumerate() {
-        split(chunk, &mut left, &mut right);
-        state.study(
-            &left[..chunk.len()],
-            &right[..chunk.len()],
-            index + 1 == blocks,
-        );
-        progress(0.5 * (index + 1) as f64 / blocks as f64);
-    }
     let mut output = Vec::with_capacity(wanted + BLOCK);
     let mut out_l = vec![0f32; BLOCK];
     let mut out_r = vec![0f32; BLOCK];
-    for (index, chunk) in input.chunks(BLOCK).enumerate() {
-        split(chunk, &mut left, &mut right);
-        state.process(
-            &left[..chunk.len()],
-            &right[..chunk.len()],
-            index + 1 == blocks,
-        );
-        state.drain(&mut out_l, &mut out_r, &mut output);
-        progress(0.5 + 0.5 * (index + 1) as f64 / blocks as f64);
+    // Study the whole input, then process it; each pass is half the progress.
+    let blocks = input.chunks(BLOCK).count();
+    for (pass, half) in [
+        (rb::rubberband_study as Pass, 0.0),
+        (rb::rubberband_process, 0.5),
+    ] {
+        for (index, chunk) in input.chunks(BLOCK).enumerate() {
+            split(chunk, &mut left, &mut right);
+            let last = index + 1 == blocks;
+            state.give(pass, &left[..chunk.len()], &right[..chunk.len()], last);
+            state.drain(&mut out_l, &mut out_r, &mut output);
+            progress(half + 0.5 * (index + 1) as f64 / blocks as f64);
+        }
     }
     // The tail: everything Rubber Band still holds once the input is final.
     while state.available() > 0 {
@@ -131,6 +124,9 @@ fn split(chunk: &[[f32; 2]], left: &mut [f32], right: &mut [f32]) {
         *r = frame[1];
     }
 }
+
+/// One of Rubber Band's two offline passes over the input: study or process.
+type Pass = unsafe extern "C" fn(rb::RubberBandState, *const *const f32, c_uint, i32);
 
 /// An owned Rubber Band stretcher for two channels.
 struct Rubber(rb::RubberBandState);
@@ -153,20 +149,12 @@ impl Rubber {
         }
     }
 
-    fn study(&self, left: &[f32], right: &[f32], last: bool) {
+    /// Hands Rubber Band a block of both channels for `pass` (study or process).
+    fn give(&self, pass: Pass, left: &[f32], right: &[f32], last: bool) {
         let channels = [left.as_ptr(), right.as_ptr()];
-        // SAFETY: two channel pointers, each valid for `left.len()` samples.
-        unsafe {
-            rb::rubberband_study(self.0, channels.as_ptr(), left.len() as c_uint, last.into())
-        };
-    }
-
-    fn process(&self, left: &[f32], right: &[f32], last: bool) {
-        let channels = [left.as_ptr(), right.as_ptr()];
-        // SAFETY: two channel pointers, each valid for `left.len()` samples.
-        unsafe {
-            rb::rubberband_process(self.0, channels.as_ptr(), left.len() as c_uint, last.into())
-        };
+        // SAFETY: `self.0` is a live stretcher; two channel pointers, each valid for
+        // `left.len()` samples.
+        unsafe { pass(self.0, channels.as_ptr(), left.len() as c_uint, last.into()) };
     }
 
     fn available(&self) -> usize {
