@@ -54,6 +54,17 @@ def transport(env, command):
                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def wait_for_port(env, port, seconds=5.0):
+    """Waits until `port` exists on the private server (a client registers it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ports = subprocess.run(["jack_lsp", "-s", SERVER], env=env, capture_output=True,
+                               text=True).stdout
+        if port in ports.split():
+            return
+        time.sleep(0.05)
+
+
 def settle_beats(series, bpm, start_frame, beat_frames):
     """Beats from the start until every later estimate is within ±0.1 BPM (None: never)."""
     settled = None
@@ -82,12 +93,7 @@ def one_run(args, env, djinn, jitter):
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reference = probe = None
     try:
-        for _ in range(100):
-            ports = subprocess.run(["jack_lsp", "-s", SERVER], env=env, capture_output=True,
-                                   text=True).stdout
-            if "jack_midi_clock:mclk_out" in ports:
-                break
-            time.sleep(0.05)
+        wait_for_port(env, "jack_midi_clock:mclk_out")
         # NOTE: jack_mclk_dump rewrites one status line with carriage returns and buffers
         # its output when it is not on a terminal: unbuffered, and read line by line on \r.
         reference = subprocess.Popen(["stdbuf", "-o0", "jack_mclk_dump"], env=env,
@@ -105,12 +111,7 @@ def one_run(args, env, djinn, jitter):
             if probe_lines:
                 break
             time.sleep(0.05)
-        for _ in range(100):
-            ports = subprocess.run(["jack_lsp", "-s", SERVER], env=env, capture_output=True,
-                                   text=True).stdout
-            if "jack_mclk_dump:mclk_in" in ports:
-                break
-            time.sleep(0.05)
+        wait_for_port(env, "jack_mclk_dump:mclk_in")
         for target in ["djinn:clock_in", "jack_mclk_dump:mclk_in"]:
             subprocess.run(["jack_connect", "-s", SERVER, "jack_midi_clock:mclk_out", target],
                            env=env, check=True)

@@ -26,7 +26,8 @@ impl Drop for Peer {
     }
 }
 
-fn jack_midi_clock(jackd: &Jackd, bpm: f64, jitter: u32) -> Peer {
+/// `jack_midi_clock` at `bpm` (none: the timebase master's tempo), with `jitter` percent.
+fn jack_midi_clock(jackd: &Jackd, bpm: Option<f64>, jitter: u32) -> Peer {
     // NOTE: a fresh server can say "running" a moment before it takes clients: a clock
     // that could not connect exits, and is started again.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -34,10 +35,13 @@ fn jack_midi_clock(jackd: &Jackd, bpm: f64, jitter: u32) -> Peer {
         let mut command = Command::new("jack_midi_clock");
         command
             .envs(jackd.env())
-            .args(["-b", &bpm.to_string(), "-d", "0.2"])
+            .args(["-d", "0.2"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(bpm) = bpm {
+            command.args(["-b", &bpm.to_string()]);
+        }
         if jitter > 0 {
             command.args(["-J", &jitter.to_string()]);
         }
@@ -255,7 +259,7 @@ async fn wait_running(client: &mut Client) {
 async fn djinn_locks_to_jack_midi_clock_and_launches_on_its_bar_one() {
     let jackd = Jackd::start(false, 256);
     // The first clock runs before djinnd starts: the config connects it.
-    let mut clock = Some(jack_midi_clock(&jackd, 90.0, 0));
+    let mut clock = Some(jack_midi_clock(&jackd, Some(90.0), 0));
     let daemon = following(&jackd);
     let mut client = daemon.client();
     wait_running(&mut client).await;
@@ -272,7 +276,7 @@ async fn djinn_locks_to_jack_midi_clock_and_launches_on_its_bar_one() {
         jack_transport(&jackd, "stop");
         // Each run brings its own clock at its own tempo.
         let _clock = clock.take().unwrap_or_else(|| {
-            let peer = jack_midi_clock(&jackd, bpm, jitter);
+            let peer = jack_midi_clock(&jackd, Some(bpm), jitter);
             jack_connect(&jackd, "jack_midi_clock:mclk_out", "djinn:clock_in");
             peer
         });
@@ -391,7 +395,7 @@ async fn follow_run(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_continue_and_a_lost_clock_are_followed() {
     let jackd = Jackd::start(false, 256);
-    let clock = jack_midi_clock(&jackd, 128.0, 0);
+    let clock = jack_midi_clock(&jackd, Some(128.0), 0);
     let daemon = following(&jackd);
     let mut client = daemon.client();
     wait_running(&mut client).await;
@@ -611,23 +615,7 @@ async fn djinn_leads_jack_transport_and_another_djinn_follows_it() {
     wait_running(&mut follow).await;
 
     // jack_midi_clock with no tempo of its own takes the timebase master's.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let _clock = loop {
-        let peer = Peer(
-            Command::new("jack_midi_clock")
-                .envs(jackd.env())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("jack_midi_clock"),
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        if jackd.ports().contains("jack_midi_clock:mclk_out") {
-            break peer;
-        }
-        assert!(Instant::now() < deadline, "jack_midi_clock did not start");
-    };
+    let _clock = jack_midi_clock(&jackd, None, 0);
     let probe = Probe::start(&jackd, "jack_midi_clock:mclk_out", None, 30.0);
     play_from_the_top(&jackd);
     tokio::time::sleep(Duration::from_millis(2500)).await;
