@@ -19,7 +19,7 @@ use djinn_engine::profile::{Profile, ProfileSet};
 use djinn_engine::synth::Role;
 use djinn_engine::synth::preset::{self, Preset};
 
-use crate::moods::{Interpretation, MoodError, MoodScript};
+use crate::moods::{ChainChoice, ChainHints, ChainScript, Interpretation, MoodError, MoodScript};
 use crate::supervisor::Health;
 
 /// The generator's name in health reports and `daemon.status`.
@@ -48,6 +48,7 @@ pub struct StoredBuffer {
 
 pub struct Generator {
     moods: MoodScript,
+    chains: ChainScript,
     presets: BTreeMap<String, Preset>,
     preset_errors: Vec<String>,
     buffers: BTreeMap<String, StoredBuffer>,
@@ -74,6 +75,14 @@ impl Actor for Generator {
             }
         };
         tracing::info!(script = moods.name(), "mood script loaded");
+        let chains = match ChainScript::load(args.scripts_dir.as_deref()) {
+            Ok(script) => script,
+            Err(error) => {
+                tracing::error!(%error, "render script not loaded; using the built-in one");
+                args.health.events().publish("script.error", error.event());
+                ChainScript::built_in()
+            }
+        };
         let (presets, errors) = preset::load_presets(&args.preset_dirs);
         for error in &errors {
             tracing::warn!(%error, "preset skipped");
@@ -81,6 +90,7 @@ impl Actor for Generator {
         args.health.started(NAME);
         Ok(Generator {
             moods,
+            chains,
             presets,
             preset_errors: errors.iter().map(ToString::to_string).collect(),
             buffers: BTreeMap::new(),
@@ -100,6 +110,41 @@ impl Actor for Generator {
     }
 }
 
+impl Generator {
+    fn report(&self, error: &MoodError) {
+        let event = match error {
+            MoodError::Script(e) => e.event(),
+            MoodError::Result { script, .. } => serde_json::json!({
+                "script": script, "line": 0, "message": error.to_string()
+            }),
+        };
+        self.health.events().publish("script.error", event);
+    }
+}
+
+/// Turns a prompt into a processing chain with the render script.
+#[derive(Debug, Clone)]
+pub struct ChooseChain {
+    pub prompt: String,
+    pub hints: ChainHints,
+}
+
+impl Message<ChooseChain> for Generator {
+    type Reply = Result<ChainChoice, MoodError>;
+
+    async fn handle(
+        &mut self,
+        msg: ChooseChain,
+        _: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
+        let result = self.chains.choose(&msg.prompt, &msg.hints);
+        if let Err(error) = &result {
+            self.report(error);
+        }
+        result
+    }
+}
+
 /// Turns a prompt into a recipe with the mood script.
 #[derive(Debug, Clone)]
 pub struct Interpret {
@@ -116,13 +161,7 @@ impl Message<Interpret> for Generator {
             .moods
             .interpret(&msg.prompt, &msg.profile, &msg.profiles);
         if let Err(error) = &result {
-            let event = match error {
-                MoodError::Script(e) => e.event(),
-                MoodError::Result { script, .. } => serde_json::json!({
-                    "script": script, "line": 0, "message": error.to_string()
-                }),
-            };
-            self.health.events().publish("script.error", event);
+            self.report(error);
         }
         result
     }
@@ -218,6 +257,7 @@ impl Message<GetPreset> for Generator {
 #[derive(Debug, Clone, Serialize, Reply)]
 pub struct GeneratorStatus {
     pub mood_script: String,
+    pub render_script: String,
     pub buffers: usize,
     pub presets: usize,
 }
@@ -236,14 +276,16 @@ impl Message<GetGeneratorStatus> for Generator {
     ) -> GeneratorStatus {
         GeneratorStatus {
             mood_script: self.moods.name().to_owned(),
+            render_script: self.chains.name().to_owned(),
             buffers: self.buffers.len(),
             presets: self.presets.len(),
         }
     }
 }
 
-/// Reloads the mood script (the watcher sends this when `moods/default.rhai` changes). A
-/// script that does not compile is reported and the running one kept.
+/// Reloads the mood and render scripts (the watcher sends this when `moods/*.rhai` changes).
+/// A script that does not compile is reported and the running one kept; the reply is the
+/// mood script's.
 #[derive(Debug, Clone)]
 pub struct ReloadMoods {
     pub scripts_dir: Option<PathBuf>,
@@ -257,6 +299,16 @@ impl Message<ReloadMoods> for Generator {
         msg: ReloadMoods,
         _: &mut Context<Self, Self::Reply>,
     ) -> Self::Reply {
+        match ChainScript::load(msg.scripts_dir.as_deref()) {
+            Ok(script) => {
+                tracing::info!(script = script.name(), "render script reloaded");
+                self.chains = script;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "render script not reloaded; keeping the running one");
+                self.health.events().publish("script.error", error.event());
+            }
+        }
         match MoodScript::load(msg.scripts_dir.as_deref()) {
             Ok(script) => {
                 tracing::info!(script = script.name(), "mood script reloaded");

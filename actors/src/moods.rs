@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::scripting::{Sandbox, ScriptError, ScriptLimits};
+use djinn_engine::chain::ChainSettings;
 use djinn_engine::music::Key;
 use djinn_engine::profile::{Profile, ProfileSet};
 use djinn_engine::synth::{Groove, Instrument, Recipe};
@@ -207,6 +208,132 @@ impl MoodScript {
     }
 }
 
+/// The render script shipped with djinn.
+pub const RENDER_SCRIPT: &str = include_str!("../../scripts/moods/render.rhai");
+const RENDER_BUILT_IN_NAME: &str = "built-in moods/render.rhai";
+
+/// A prompt turned into a processing chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChainChoice {
+    pub prompt: String,
+    pub settings: ChainSettings,
+    /// The words the script acted on.
+    pub words: Vec<String>,
+    /// Words the script did not understand.
+    pub unknown: Vec<String>,
+}
+
+/// The loaded render script: `moods/render.rhai`, which turns a prompt into the chain that
+/// `djinn render`, `render.file` and the live effect mode run.
+#[derive(Debug)]
+pub struct ChainScript {
+    sandbox: Sandbox,
+    ast: AST,
+    name: String,
+}
+
+impl ChainScript {
+    /// The script built into djinn.
+    pub fn built_in() -> ChainScript {
+        let sandbox = Sandbox::new(ScriptLimits::default());
+        // NOTE: compiled by a unit test, so this cannot fail in a shipped binary.
+        let ast = sandbox
+            .compile(RENDER_BUILT_IN_NAME, RENDER_SCRIPT)
+            .unwrap_or_default();
+        ChainScript {
+            sandbox,
+            ast,
+            name: RENDER_BUILT_IN_NAME.to_owned(),
+        }
+    }
+
+    /// `moods/render.rhai` under `scripts_dir` when it exists, else the built-in script.
+    pub fn load(scripts_dir: Option<&Path>) -> Result<ChainScript, ScriptError> {
+        match scripts_dir.map(|d| d.join("moods").join("render.rhai")) {
+            Some(path) if path.exists() => {
+                let sandbox = Sandbox::new(ScriptLimits::default());
+                let ast = sandbox.compile_file(&path)?;
+                Ok(ChainScript {
+                    sandbox,
+                    ast,
+                    name: path.display().to_string(),
+                })
+            }
+            _ => Ok(Self::built_in()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Turns `prompt` into chain settings, starting from `hints` (a backend's suggested
+    /// settings; empty for the local backend).
+    pub fn choose(&self, prompt: &str, hints: &ChainHints) -> Result<ChainChoice, MoodError> {
+        let bad = |field: &str, message: String| MoodError::Result {
+            script: self.name.clone(),
+            field: field.to_owned(),
+            message,
+        };
+        let hints_map =
+            rhai::serde::to_dynamic(&hints.0).map_err(|e| bad("hints", e.to_string()))?;
+        let returned = self.sandbox.call(
+            &self.name,
+            &self.ast,
+            "chain",
+            (prompt.to_owned(), hints_map),
+        )?;
+        let value: Value =
+            rhai::serde::from_dynamic(&returned).map_err(|e| bad("result", e.to_string()))?;
+        let Value::Object(mut map) = value else {
+            return Err(bad("result", "expected a map".into()));
+        };
+        let mut list = |key: &str| -> Result<Vec<String>, MoodError> {
+            match map.remove(key) {
+                None => Ok(Vec::new()),
+                Some(v) => serde_json::from_value(v).map_err(|e| bad(key, e.to_string())),
+            }
+        };
+        let words = list("words")?;
+        let unknown = list("unknown")?;
+        let settings: ChainSettings = serde_path_to_error::deserialize(Value::Object(map))
+            .map_err(|e| {
+                let field = e.path().to_string();
+                bad(&field, e.into_inner().to_string())
+            })?;
+        settings.validate().map_err(|e| bad(e.field, e.message))?;
+        Ok(ChainChoice {
+            prompt: prompt.to_owned(),
+            settings,
+            words,
+            unknown,
+        })
+    }
+}
+
+/// Chain settings a backend suggests for a prompt, field by field (`tilt_db`, `drive`, ...):
+/// the render script starts from them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChainHints(pub serde_json::Map<String, Value>);
+
+impl ChainHints {
+    /// Checks that `value` is a map of chain fields to numbers in their ranges.
+    pub fn from_value(value: &Value) -> Result<ChainHints, String> {
+        let Value::Object(map) = value else {
+            return Err("expected an object of chain settings".into());
+        };
+        let mut out = serde_json::Map::new();
+        for (k, v) in map {
+            let n = v.as_f64().ok_or_else(|| format!("{k} must be a number"))?;
+            out.insert(k.clone(), json!(n));
+        }
+        let settings: ChainSettings =
+            serde_json::from_value(Value::Object(out.clone())).map_err(|e| e.to_string())?;
+        settings.validate().map_err(|e| e.to_string())?;
+        Ok(ChainHints(out))
+    }
+}
+
 /// The profile as the script sees it.
 fn profile_view(profile: &Profile) -> Value {
     json!({
@@ -237,6 +364,59 @@ mod tests {
     fn the_built_in_script_compiles() {
         let sandbox = Sandbox::new(ScriptLimits::default());
         sandbox.compile(BUILT_IN_NAME, DEFAULT_SCRIPT).unwrap();
+    }
+
+    #[test]
+    fn the_built_in_render_script_compiles() {
+        let sandbox = Sandbox::new(ScriptLimits::default());
+        sandbox
+            .compile(RENDER_BUILT_IN_NAME, RENDER_SCRIPT)
+            .unwrap();
+    }
+
+    fn chain(prompt: &str) -> ChainChoice {
+        ChainScript::built_in()
+            .choose(prompt, &ChainHints::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn loud_clean_modern_is_a_loud_target_without_drive() {
+        let c = chain("loud clean modern mix");
+        assert_eq!(c.settings.target_lufs, Some(-9.0));
+        assert_eq!(c.settings.drive, 0.0);
+        assert!(c.settings.compress >= 0.3 && c.settings.compress <= 0.4);
+        assert!(c.unknown.is_empty(), "{:?}", c.unknown);
+    }
+
+    #[test]
+    fn tight_and_bright_cut_the_lows_and_lift_the_highs() {
+        let c = chain("tight low end, brighter top end");
+        assert!(c.settings.low_cut_hz >= 35.0);
+        assert!(c.settings.low_db < 0.0);
+        assert!(c.settings.tilt_db > 0.0 && c.settings.high_db > 0.0);
+        assert_eq!(c.settings.target_lufs, None);
+        assert_eq!(c.words, vec!["tight", "brighter"]);
+    }
+
+    #[test]
+    fn written_numbers_win_and_unknown_words_are_listed() {
+        let c = chain("loud -12 LUFS, ceiling -2 dBTP, wobbly");
+        assert_eq!(c.settings.target_lufs, Some(-12.0));
+        assert_eq!(c.settings.ceiling_dbtp, -2.0);
+        assert_eq!(c.unknown, vec!["wobbly"]);
+    }
+
+    #[test]
+    fn hints_are_the_starting_point() {
+        let hints = ChainHints::from_value(&json!({ "drive": 0.4, "width": 1.5 })).unwrap();
+        let c = ChainScript::built_in().choose("brighter", &hints).unwrap();
+        assert_eq!(c.settings.drive, 0.4);
+        assert_eq!(c.settings.width, 1.5);
+        assert!(c.settings.high_db > 0.0);
+        assert!(ChainHints::from_value(&json!({ "kazoo": 1 })).is_err());
+        assert!(ChainHints::from_value(&json!({ "drive": "lots" })).is_err());
+        assert!(ChainHints::from_value(&json!({ "drive": 7 })).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The work the `djinn` command does by itself, with no daemon: songs from a prompt and the
-//! analysis of audio files. It uses the same engine, profiles and mood script as djinnd.
+//! The work the `djinn` command does by itself, with no daemon: songs from a prompt, the
+//! analysis, stretching and rendering of audio files. It uses the same engine, profiles and mood script as djinnd.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use djinn_actors::moods::MoodScript;
+use djinn_actors::moods::{ChainChoice, ChainHints, ChainScript, MoodScript};
 use djinn_actors::profiles::DEFAULT_PROFILE;
 use djinn_engine::analysis::quality::{self, Target};
 use djinn_engine::analysis::tempo;
@@ -205,4 +205,111 @@ pub fn stretch(
         "frames": frames.len(),
         "render_seconds": took,
     }))
+}
+
+/// What `djinn render` does.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    pub output: PathBuf,
+    pub prompt: String,
+    /// Who suggests the chain before the prompt's words adjust it.
+    pub backend: String,
+    /// Settings a backend (or the caller) suggests; the render script starts from them.
+    pub hints: ChainHints,
+    pub scripts_dir: Option<PathBuf>,
+}
+
+/// The backends that can suggest a chain. Only the local one exists so far; the cloud
+/// backends' drive hints enter through [`RenderOptions::hints`].
+pub const RENDER_BACKENDS: &[&str] = &["local"];
+
+/// Checks a `--backend` / `backend` name.
+pub fn render_backend(name: &str) -> Result<(), String> {
+    if RENDER_BACKENDS.contains(&name) {
+        Ok(())
+    } else if matches!(name, "gemini" | "deepseek") {
+        Err(format!(
+            "the {name} backend cannot suggest a chain in this build; use --backend local"
+        ))
+    } else {
+        Err(format!(
+            "no backend named {name:?}; there is {}",
+            RENDER_BACKENDS.join(", ")
+        ))
+    }
+}
+
+/// Decodes `path`, runs it through the chain the render script chose for the prompt,
+/// writes WAV or FLAC (by the output's extension) at the input's rate, and reports the
+/// chain and the loudness and balance before and after.
+pub fn render(
+    path: &Path,
+    options: &RenderOptions,
+    progress: &mut dyn FnMut(f64),
+) -> anyhow::Result<Value> {
+    render_backend(&options.backend).map_err(anyhow::Error::msg)?;
+    djinn_engine::wav::Format::for_path(&options.output)?;
+    let script = ChainScript::load(options.scripts_dir.as_deref())?;
+    let choice = script.choose(&options.prompt, &options.hints)?;
+    let decoded = djinn_engine::decode::read(path)?;
+    progress(0.05);
+    let started = Instant::now();
+    let rendered = djinn_engine::chain::render(
+        &decoded.frames,
+        decoded.sample_rate,
+        &choice.settings,
+        &mut |done| progress(0.05 + 0.9 * done),
+    )?;
+    let took = started.elapsed().as_secs_f64();
+    djinn_engine::wav::write_audio(&options.output, &rendered.frames, decoded.sample_rate)?;
+    progress(1.0);
+    Ok(render_report(
+        path,
+        &options.output,
+        &options.backend,
+        script.name(),
+        &choice,
+        &rendered,
+        decoded.sample_rate,
+        took,
+    ))
+}
+
+/// The report of one render, the same from `djinn render` and `render.file`.
+#[allow(clippy::too_many_arguments)]
+pub fn render_report(
+    input: &Path,
+    output: &Path,
+    backend: &str,
+    script: &str,
+    choice: &ChainChoice,
+    rendered: &djinn_engine::chain::Rendered,
+    sample_rate: u32,
+    render_seconds: f64,
+) -> Value {
+    let seconds = rendered.frames.len() as f64 / f64::from(sample_rate);
+    let (before, after) = (&rendered.before, &rendered.after);
+    json!({
+        "input": input,
+        "file": output,
+        "sample_rate": sample_rate,
+        "seconds": seconds,
+        "frames": rendered.frames.len(),
+        "prompt": choice.prompt,
+        "backend": backend,
+        "render_script": script,
+        "chain": choice.settings,
+        "words": choice.words,
+        "unknown": choice.unknown,
+        "target_lufs": rendered.target_lufs,
+        "before": before,
+        "after": after,
+        "change": {
+            "loudness_lu": after.loudness.integrated_lufs - before.loudness.integrated_lufs,
+            "true_peak_db": after.loudness.true_peak_dbtp - before.loudness.true_peak_dbtp,
+            "high_low_db": after.balance.high_low_db - before.balance.high_low_db,
+        },
+        "render_seconds": render_seconds,
+        "realtime_factor": seconds / render_seconds.max(1e-9),
+    })
 }

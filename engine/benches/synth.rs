@@ -1,5 +1,6 @@
-//! The generator and the analysis: an 8-bar loop, a 30 s song, loudness (the ebur128 crate
-//! and djinn's own fast meter), tempo and chroma on 30 s of generated music. The headline
+//! The generator, the analysis and the render chain: an 8-bar loop, a 30 s song, loudness
+//! (the ebur128 crate and djinn's own fast meter), tempo and chroma on 30 s of generated
+//! music, and that music through the render chain. The headline
 //! figure, a 180 s song against fluidsynth, is in `clients/python/bench_render.py`.
 
 use std::hint::black_box;
@@ -60,5 +61,37 @@ fn analysis(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, generation, analysis);
+/// The render chain on 30 s of music: offline as `djinn render` runs it (chain, then the
+/// master stage to a loudness target), and live, one 64-frame period.
+fn chain(c: &mut Criterion) {
+    use djinn_engine::chain::{self, Chain, ChainSettings};
+    let song = render_song(&recipe(), 30.0, 8, 7, RATE, &mut |_| {})
+        .expect("renders")
+        .frames;
+    // What the shipped render script chooses for "loud clean modern mix".
+    let loud = ChainSettings {
+        tilt_db: 1.0,
+        low_cut_hz: 25.0,
+        compress: 0.35,
+        target_lufs: Some(-9.0),
+        ..ChainSettings::default()
+    };
+    let mut group = c.benchmark_group("chain");
+    group.sample_size(10);
+    group.bench_function("render 30 s, loud clean modern mix", |b| {
+        b.iter(|| black_box(chain::render(&song, RATE, &loud, &mut |_| {}).expect("renders")))
+    });
+    let mut live = Chain::live(&loud, RATE);
+    let period = &song[..64];
+    group.bench_function("live Chain::process, 64 frames", |b| {
+        b.iter(|| {
+            for f in period {
+                black_box(live.process(*f));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, generation, analysis, chain);
 criterion_main!(benches);

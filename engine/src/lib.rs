@@ -6,6 +6,7 @@
 //! never calls back into them.
 
 pub mod analysis;
+pub mod chain;
 pub mod clock;
 pub mod decode;
 pub mod dsp;

@@ -568,3 +568,75 @@ pub fn fluidsynth(mid: &Path, wav: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A small band playing `bars` of 4/4 at `bpm` in the key of `tonic` (pitch class, 0 = C),
+/// major or minor: piano chords (I–vi–IV–V, or i–VI–iv–V with the leading tone), a
+/// fingered bass on the roots, and a kit with kick, snare and hats on the eighths.
+pub fn band_midi(path: &Path, bpm: f64, tonic: u8, minor: bool, bars: u32) {
+    // Chord roots and qualities in semitones from the tonic.
+    let progression: [(u8, [u8; 3]); 4] = if minor {
+        [
+            (0, [0, 3, 7]),
+            (8, [0, 4, 7]),
+            (5, [0, 3, 7]),
+            (7, [0, 4, 7]),
+        ]
+    } else {
+        [
+            (0, [0, 4, 7]),
+            (9, [0, 3, 7]),
+            (5, [0, 4, 7]),
+            (7, [0, 4, 7]),
+        ]
+    };
+    let mut notes = Vec::new();
+    for bar in 0..bars {
+        let start = f64::from(bar) * 4.0;
+        let (root, triad) = progression[bar as usize % 4];
+        for interval in triad {
+            // Voiced around middle C (60).
+            let pc = (tonic + root + interval) % 12;
+            let key = 60 + pc - if pc > 6 { 12 } else { 0 };
+            for half in [0.0, 2.0] {
+                notes.push(Note {
+                    channel: 0,
+                    program: 0,
+                    key,
+                    beat: start + half,
+                    beats: 1.9,
+                });
+            }
+        }
+        let bass = 36 + (tonic + root) % 12;
+        for beat in [0.0, 1.5, 2.0, 3.0] {
+            notes.push(Note {
+                channel: 1,
+                program: 33,
+                key: bass,
+                beat: start + beat,
+                beats: 0.45,
+            });
+        }
+        for beat in 0..4 {
+            let b = start + f64::from(beat);
+            let drum = if beat % 2 == 0 { 36 } else { 38 };
+            notes.push(Note {
+                channel: 9,
+                program: 0,
+                key: drum,
+                beat: b,
+                beats: 0.25,
+            });
+            for off in [0.0, 0.5] {
+                notes.push(Note {
+                    channel: 9,
+                    program: 0,
+                    key: 42,
+                    beat: b + off,
+                    beats: 0.2,
+                });
+            }
+        }
+    }
+    write_midi(path, bpm, &notes);
+}

@@ -155,6 +155,23 @@ enum Command {
         #[arg(long, value_enum, default_value = "finer")]
         engine: StretchEngine,
     },
+    /// Process a file with the chain a prompt describes ("loud clean modern mix"), here, with
+    /// no daemon.
+    Render {
+        file: PathBuf,
+        /// Output file, WAV or FLAC by its extension, at the input's sample rate.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// What to do to the sound, like "tight low end, brighter top end".
+        #[arg(long, short)]
+        prompt: String,
+        /// Who suggests the chain before the prompt's words adjust it.
+        #[arg(long, default_value = "local")]
+        backend: String,
+        /// Scripts directory (moods/render.rhai).
+        #[arg(long, value_name = "DIR")]
+        scripts: Option<PathBuf>,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -276,8 +293,101 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
                 offline::stretch(file, &options, progress)
             }))
         }
+        Command::Render {
+            file,
+            output,
+            prompt,
+            backend,
+            scripts,
+        } => {
+            let options = offline::RenderOptions {
+                output: output.clone(),
+                prompt: prompt.clone(),
+                backend: backend.clone(),
+                hints: Default::default(),
+                scripts_dir: scripts.clone(),
+            };
+            Some(with_progress(cli, "rendering", show_render, |progress| {
+                offline::render(file, &options, progress)
+            }))
+        }
         _ => None,
     }
+}
+
+fn show_render(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    println!("wrote      {}", text(&r["file"]));
+    let c = &r["chain"];
+    let target = match r["target_lufs"].as_f64() {
+        Some(t) if c["target_lufs"].is_null() => format!("{t:.1} LUFS (the input's)"),
+        Some(t) => format!("{t:.1} LUFS"),
+        None => "none".to_owned(),
+    };
+    println!(
+        "chain      low cut {} · low shelf {:+.1} dB · tilt {:+.1} dB · high shelf {:+.1} dB",
+        match f(&c["low_cut_hz"]) {
+            hz if hz > 0.0 => format!("{hz:.0} Hz"),
+            _ => "off".to_owned(),
+        },
+        f(&c["low_db"]),
+        f(&c["tilt_db"]),
+        f(&c["high_db"])
+    );
+    println!(
+        "           compress {:.2} · drive {:.2} · width {:.2} · limiter {:.1} dBTP · target {target}",
+        f(&c["compress"]),
+        f(&c["drive"]),
+        f(&c["width"]),
+        f(&c["ceiling_dbtp"])
+    );
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    println!("understood {}", list(&r["words"]));
+    if r["unknown"].as_array().is_some_and(|a| !a.is_empty()) {
+        println!("unknown    {}", list(&r["unknown"]));
+    }
+    println!(
+        "           {:>10} {:>10} {:>9}",
+        "before", "after", "change"
+    );
+    let row = |name: &str, unit: &str, path: &[&str]| {
+        let get = |side: &str| path.iter().fold(&r[side], |v, k| &v[*k]).as_f64();
+        let (b, a) = (get("before"), get("after"));
+        let cell = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.1}"));
+        let change = match (b, a) {
+            (Some(b), Some(a)) => format!("{:+.1}", a - b),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{name:<10} {:>10} {:>10} {change:>9} {unit}",
+            cell(b),
+            cell(a)
+        );
+    };
+    row("loudness", "LUFS", &["loudness", "integrated_lufs"]);
+    row("true peak", "dBTP", &["loudness", "true_peak_dbtp"]);
+    row("range", "LU", &["loudness", "range_lu"]);
+    row("high/low", "dB", &["balance", "high_low_db"]);
+    let bands = |side: &str| {
+        let b = &r[side]["balance"]["bands"];
+        ["sub", "low", "mid", "high", "air"]
+            .iter()
+            .map(|k| format!("{k} {:.0}%", f(&b[*k]) * 100.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("bands      before  {}", bands("before"));
+    println!("           after   {}", bands("after"));
+    println!(
+        "rendered   {:.1} s in {:.2} s ({:.0}x realtime)",
+        f(&r["seconds"]),
+        f(&r["render_seconds"]),
+        f(&r["realtime_factor"])
+    );
 }
 
 /// Rubber Band's engines, as `djinn stretch --engine` names them.
@@ -485,7 +595,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             };
             (client.call(method, params).await?, show_dj)
         }
-        Command::Generate { .. } | Command::Analyze { .. } | Command::Stretch { .. } => {
+        Command::Generate { .. }
+        | Command::Analyze { .. }
+        | Command::Stretch { .. }
+        | Command::Render { .. } => {
             return Ok(());
         }
         Command::Completions { shell } => {

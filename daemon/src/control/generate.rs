@@ -115,11 +115,24 @@ pub(super) fn files_dir(shared: &Shared) -> Result<PathBuf, RpcError> {
 
 /// A file name for the files area: letters, digits, `-`, `_` and `.`, ending in `.wav`.
 fn file_name(params: &Params, default: String) -> Result<String, RpcError> {
+    output_name(params, default, &["wav"])
+}
+
+/// The `name` param (or `default`) as a plain file name for the files area, ending in one
+/// of `extensions` (the first when it has none of them).
+pub(super) fn output_name(
+    params: &Params,
+    default: String,
+    extensions: &[&str],
+) -> Result<String, RpcError> {
     let name = params
         .opt_str("name")?
         .map(str::to_owned)
         .unwrap_or(default);
-    let stem = name.strip_suffix(".wav").unwrap_or(&name);
+    let (stem, ext) = extensions
+        .iter()
+        .find_map(|e| name.strip_suffix(&format!(".{e}")).map(|s| (s, *e)))
+        .unwrap_or((&name, extensions[0]));
     let ok = !stem.is_empty()
         && stem.len() <= 100
         && !stem.starts_with('.')
@@ -132,7 +145,7 @@ fn file_name(params: &Params, default: String) -> Result<String, RpcError> {
             "expected a plain file name of letters, digits, '-', '_' and '.'",
         ));
     }
-    Ok(format!("{stem}.wav"))
+    Ok(format!("{stem}.{ext}"))
 }
 
 async fn write_wav(path: &Path, frames: Arc<[[f32; 2]]>, rate: u32) -> Result<(), RpcError> {

@@ -248,6 +248,7 @@ async fn dispatch(
         "generate.loop" => generate::generate_loop(shared, params).await,
         "generate.song" => generate::generate_song(shared, params).await,
         "render.presets" => render::presets(shared, params).await,
+        "render.file" => render::file(shared, params).await,
         "quality.assess" => render::assess(shared, params, payload).await,
         "debug.panic" if shared.config().debug.fault_injection => {
             debug::panic(shared, params).await

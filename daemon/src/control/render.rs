@@ -8,11 +8,120 @@ use serde_json::{Value, json};
 use super::{Reply, payload_channels, payload_frames, payload_rate, session_rate, unavailable};
 use crate::Shared;
 use crate::rpc::{Params, RpcError};
-use djinn_actors::generator::{GetPreset, ListPresets};
+use djinn_actors::generator::{ChooseChain, GetGeneratorStatus, GetPreset, ListPresets};
+use djinn_actors::moods::ChainHints;
 use djinn_actors::profiles::GetProfile;
 use djinn_engine::analysis::quality::{self, Target};
 use djinn_engine::music::{Key, Meter, PitchClass, Scale};
 use djinn_engine::synth::preset::{Preset, RenderContext, render_preset};
+
+/// `render.file`: a file through the chain a prompt describes, written to the files area.
+pub async fn file(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
+    params.only(&["path", "prompt", "backend", "hints", "name"])?;
+    let input = PathBuf::from(
+        params
+            .opt_str("path")?
+            .ok_or_else(|| RpcError::invalid_param("path", "is required"))?,
+    );
+    let prompt = params
+        .opt_str("prompt")?
+        .ok_or_else(|| RpcError::invalid_param("prompt", "is required"))?
+        .to_owned();
+    if prompt.len() > 2000 {
+        return Err(RpcError::invalid_param("prompt", "is over 2000 bytes"));
+    }
+    let backend = params.opt_str("backend")?.unwrap_or("local").to_owned();
+    crate::offline::render_backend(&backend).map_err(|e| RpcError::invalid_param("backend", e))?;
+    let hints = match params.0.get("hints") {
+        Some(v) => ChainHints::from_value(v).map_err(|e| RpcError::invalid_param("hints", e))?,
+        None => ChainHints::default(),
+    };
+    let stem = input
+        .file_stem()
+        .map(|s| {
+            s.to_string_lossy()
+                .chars()
+                .take(80)
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect::<String>()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "audio".into());
+    let name =
+        super::generate::output_name(params, format!("{stem}-rendered.wav"), &["wav", "flac"])?;
+    let output = super::generate::files_dir(shared)?.join(&name);
+    let choice = shared
+        .generator
+        .ask(ChooseChain {
+            prompt: prompt.clone(),
+            hints,
+        })
+        .await
+        .map_err(|e| {
+            super::ask_error("generator", e, |e| {
+                RpcError::internal(format!("the render script failed: {e}"))
+            })
+        })?;
+    let status = shared
+        .generator
+        .ask(GetGeneratorStatus)
+        .await
+        .map_err(|e| unavailable("generator", e))?;
+    let events = shared.health.events().clone();
+    let job = name.clone();
+    let _slot = shared
+        .render_slots
+        .acquire()
+        .await
+        .map_err(RpcError::internal)?;
+    let (input_shown, output_done) = (input.clone(), output.clone());
+    let (report, rendered_len) = tokio::task::spawn_blocking(move || {
+        let decoded =
+            djinn_engine::decode::read(&input).map_err(|e| RpcError::invalid_param("path", e))?;
+        let started = std::time::Instant::now();
+        let mut reported = 0.0;
+        let rendered = djinn_engine::chain::render(
+            &decoded.frames,
+            decoded.sample_rate,
+            &choice.settings,
+            &mut |done| {
+                if done - reported >= 0.1 || done >= 1.0 {
+                    reported = done;
+                    events.publish("render.progress", json!({ "job": job, "fraction": done }));
+                }
+            },
+        )
+        .map_err(RpcError::internal)?;
+        let took = started.elapsed().as_secs_f64();
+        djinn_engine::wav::write_audio(&output, &rendered.frames, decoded.sample_rate)
+            .map_err(RpcError::internal)?;
+        let report = crate::offline::render_report(
+            &input,
+            &output,
+            &backend,
+            &status.render_script,
+            &choice,
+            &rendered,
+            decoded.sample_rate,
+            took,
+        );
+        Ok::<_, RpcError>((report, rendered.frames.len()))
+    })
+    .await
+    .map_err(RpcError::internal)??;
+    shared.health.events().publish(
+        "files",
+        json!({ "kind": "created", "path": output_done, "frames": rendered_len }),
+    );
+    tracing::info!(input = %input_shown.display(), file = %output_done.display(), "file rendered");
+    Ok(report)
+}
 
 pub async fn presets(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
     params.only(&[])?;

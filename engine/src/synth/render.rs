@@ -492,21 +492,38 @@ pub fn master(
     sample_rate: u32,
     circular: bool,
 ) -> Result<LoudnessReport, RenderError> {
+    Ok(normalize(
+        frames,
+        recipe.target_lufs,
+        recipe.ceiling_dbtp,
+        sample_rate,
+        circular,
+    )?)
+}
+
+/// Brings `frames` to `target` LUFS with its true peak at or under `ceiling_dbtp`: the
+/// master stage of [`master`], for any audio (the render chain ends in it too).
+pub fn normalize(
+    frames: &mut [[f32; 2]],
+    target: f64,
+    ceiling_dbtp: f64,
+    sample_rate: u32,
+    circular: bool,
+) -> Result<LoudnessReport, LoudnessError> {
     let n = frames.len();
     let sub_len = (sample_rate / 10).max(1) as usize;
     if n == 0 {
-        return Ok(loudness::measure(frames, sample_rate)?);
+        return loudness::measure(frames, sample_rate);
     }
     let coarse = Coarse::new(frames, sub_len, sample_rate, circular);
     let before = loudness::gated_loudness(&coarse.sub_blocks(), sub_len);
     if !before.is_finite() {
-        return Ok(loudness::measure(frames, sample_rate)?);
+        return loudness::measure(frames, sample_rate);
     }
-    let target = recipe.target_lufs;
     let dry = frames.to_vec();
     // NOTE: the limiter's 4x estimate misses up to half a dB of the meter's finer
     // interpolation on bright material; offline, a quarter dB more headroom saves a pass.
-    let mut ceiling = recipe.ceiling_dbtp - 0.25;
+    let mut ceiling = ceiling_dbtp - 0.25;
     let mut gain = coarse.solve(target, target - before, ceiling, circular);
     let mut attempt = 0;
     loop {
@@ -522,7 +539,7 @@ pub fn master(
             circular,
         );
         let report = loudness::measure_fast(frames, sample_rate);
-        let over = report.true_peak_dbtp - recipe.ceiling_dbtp;
+        let over = report.true_peak_dbtp - ceiling_dbtp;
         let off = report.integrated_lufs - target;
         if (over <= 0.0 && off.abs() <= 0.4) || attempt == 5 {
             return Ok(report);
