@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use djinn_actors::moods::{ChainChoice, ChainHints, ChainScript, MoodScript};
 use djinn_actors::profiles::DEFAULT_PROFILE;
+use djinn_engine::analysis::describe::describe;
 use djinn_engine::analysis::quality::{self, Target};
 use djinn_engine::analysis::tempo;
 use djinn_engine::profile::{Profile, ProfileSet};
@@ -112,7 +113,8 @@ pub struct AnalyzeOptions {
     pub true_peak_limit: Option<f64>,
 }
 
-/// Decodes `path` and returns the quality assessment, with the tempo when there is one.
+/// Decodes `path` and returns the quality assessment with the description: tempo and beats,
+/// key, bands, spectral features, brightness and role.
 pub fn analyze(path: &Path, options: &AnalyzeOptions) -> anyhow::Result<Value> {
     let set = profiles(options.profiles_dir.as_deref());
     let base = profile(&set, options.profile.as_deref())?;
@@ -124,12 +126,18 @@ pub fn analyze(path: &Path, options: &AnalyzeOptions) -> anyhow::Result<Value> {
     };
     let decoded = djinn_engine::decode::read(path)?;
     let assessment = quality::assess(&decoded.frames, decoded.sample_rate, target)?;
-    let estimate = tempo::estimate_music(&decoded.frames, decoded.sample_rate);
+    let description = describe(&decoded.frames, decoded.sample_rate);
     let mut result = json!(assessment);
     result["file"] = json!(path);
     result["sample_rate"] = json!(decoded.sample_rate);
     result["target"] = json!({ "lufs": target.lufs, "true_peak_limit": target.ceiling_dbtp, "profile": base.name });
-    result["tempo"] = json!(estimate);
+    result["tempo"] = json!(description.tempo);
+    result["beats"] = json!(description.beats);
+    result["key"] = json!(description.key);
+    result["bands"] = json!(description.bands);
+    result["spectral"] = json!(description.spectral);
+    result["brightness"] = json!(description.spectral.brightness);
+    result["role"] = json!(description.role);
     Ok(result)
 }
 

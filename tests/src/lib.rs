@@ -570,9 +570,9 @@ pub fn fluidsynth(mid: &Path, wav: &Path) {
 }
 
 /// A small band playing `bars` of 4/4 at `bpm` in the key of `tonic` (pitch class, 0 = C),
-/// major or minor: piano chords (I–vi–IV–V, or i–VI–iv–V with the leading tone), a
-/// fingered bass on the roots, and a kit with kick, snare and hats on the eighths.
-pub fn band_midi(path: &Path, bpm: f64, tonic: u8, minor: bool, bars: u32) {
+/// major or minor: chords on GM `program` (I–vi–IV–V, or i–VI–iv–V with the leading tone),
+/// a fingered bass on the roots, and a kit with kick, snare and hats on the eighths.
+pub fn band_midi(path: &Path, bpm: f64, tonic: u8, minor: bool, bars: u32, program: u8) {
     // Chord roots and qualities in semitones from the tonic.
     let progression: [(u8, [u8; 3]); 4] = if minor {
         [
@@ -600,7 +600,7 @@ pub fn band_midi(path: &Path, bpm: f64, tonic: u8, minor: bool, bars: u32) {
             for half in [0.0, 2.0] {
                 notes.push(Note {
                     channel: 0,
-                    program: 0,
+                    program,
                     key,
                     beat: start + half,
                     beats: 1.9,

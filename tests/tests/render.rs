@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 fn band(dir: &Path) -> std::path::PathBuf {
     let (mid, wav) = (dir.join("band.mid"), dir.join("band.wav"));
-    band_midi(&mid, 100.0, 9, false, 8);
+    band_midi(&mid, 100.0, 9, false, 8, 0);
     fluidsynth(&mid, &wav);
     wav
 }

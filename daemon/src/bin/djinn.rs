@@ -524,8 +524,24 @@ fn show_assessment(r: &Value) {
         text(&r["target"]["profile"])
     );
     if let Some(bpm) = r["tempo"]["bpm"].as_f64() {
-        println!("tempo      {bpm:.1} BPM");
+        let beats = r["beats"].as_array().map_or(0, Vec::len);
+        let first = r["beats"][0].as_f64().unwrap_or(0.0);
+        println!("tempo      {bpm:.1} BPM, {beats} beats from {first:.3} s");
     }
+    if let Some(key) = r["key"]["key"].as_str() {
+        println!(
+            "key        {key}  (correlation {:.2}, {:.0} % of the notes in it)",
+            r["key"]["correlation"].as_f64().unwrap_or(0.0),
+            r["key"]["in_key"].as_f64().unwrap_or(0.0) * 100.0
+        );
+    }
+    println!(
+        "sound      {} (confidence {:.2}), brightness {:.2} (centroid {:.0} Hz)",
+        text(&r["role"]["role"]),
+        r["role"]["confidence"].as_f64().unwrap_or(0.0),
+        r["brightness"].as_f64().unwrap_or(0.0),
+        r["spectral"]["centroid_hz"].as_f64().unwrap_or(0.0)
+    );
     for key in [
         "overall_score",
         "mix_readiness",

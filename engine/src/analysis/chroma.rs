@@ -4,12 +4,21 @@ use realfft::RealFftPlanner;
 
 use crate::music::Key;
 
-const FRAME: usize = 8192;
-const HOP: usize = 2048;
-/// Frames in the time median that keeps sustained tones and drops hits (about 0.4 s).
+/// Frames in the time median that keeps sustained tones and drops hits.
 const MEDIAN: usize = 9;
 const LOW_HZ: f32 = 200.0;
 const HIGH_HZ: f32 = 4000.0;
+
+/// How spectral peaks count towards their pitch class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weighting {
+    /// By energy, and a peak at the 3rd, 5th, 6th or 7th harmonic of a louder peak not at
+    /// all: what a part is made of, its notes without their colour.
+    Energy,
+    /// By magnitude, every peak: the profile a key is read from, where a quiet chord tone
+    /// still counts as the note it is.
+    Magnitude,
+}
 
 /// Energy per pitch class (index 0 = C), normalised to sum to 1; all zeros for silence.
 ///
@@ -18,46 +27,56 @@ const HIGH_HZ: f32 = 4000.0;
 /// then spectral peaks between 200 Hz and 4 kHz that are not the 3rd, 5th, 6th or 7th harmonic
 /// of a louder peak are summed into their pitch class.
 pub fn chroma(frames: &[[f32; 2]], sample_rate: u32) -> [f64; 12] {
+    chroma_range(frames, sample_rate, LOW_HZ, HIGH_HZ, Weighting::Energy)
+}
+
+/// [`chroma`] over the peaks between `low_hz` and `high_hz`, weighted as asked. Below
+/// 200 Hz the frames are four times longer (0.7 s at 48 kHz), so that neighbouring bass
+/// notes fall in different bins; each peak's pitch is placed by parabolic interpolation
+/// between bins.
+pub fn chroma_range(
+    frames: &[[f32; 2]],
+    sample_rate: u32,
+    low_hz: f32,
+    high_hz: f32,
+    weighting: Weighting,
+) -> [f64; 12] {
     let mut bins = [0.0f64; 12];
-    if frames.len() < FRAME {
+    // About 170 ms (or 680 ms for bass) at any rate, a power of two.
+    let base = (sample_rate as usize / 6).next_power_of_two().max(1024);
+    let frame_len = if low_hz < LOW_HZ { base * 4 } else { base };
+    let hop = frame_len / 4;
+    if frames.len() < frame_len {
         return bins;
     }
     let mut planner = RealFftPlanner::<f32>::new();
-    let fft = planner.plan_fft_forward(FRAME);
-    let window: Vec<f32> = (0..FRAME)
-        .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / FRAME as f32).cos())
+    let fft = planner.plan_fft_forward(frame_len);
+    let window: Vec<f32> = (0..frame_len)
+        .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / frame_len as f32).cos())
         .collect();
     let mut input = fft.make_input_vec();
     let mut spectrum = fft.make_output_vec();
-    let bin_hz = sample_rate as f32 / FRAME as f32;
-    let hi = ((HIGH_HZ / bin_hz) as usize).min(spectrum.len() - 2);
-    // Each FFT bin's pitch class, or none when it falls between two notes.
-    let classes: Vec<Option<usize>> = (0..=hi + 1)
-        .map(|k| {
-            let hz = k as f32 * bin_hz;
-            if hz < LOW_HZ {
-                return None;
-            }
-            let note = 69.0 + 12.0 * (hz / 440.0).log2();
-            let nearest = note.round();
-            ((note - nearest).abs() < 0.35).then(|| (nearest as i32).rem_euclid(12) as usize)
-        })
-        .collect();
+    let bin_hz = sample_rate as f32 / frame_len as f32;
+    let lo = ((low_hz / bin_hz) as usize).max(1);
+    let hi = ((high_hz / bin_hz) as usize).min(spectrum.len() - 2);
+    if lo >= hi {
+        return bins;
+    }
     // The last MEDIAN magnitude spectra, as a ring.
     let mut ring = vec![vec![0.0f32; hi + 2]; MEDIAN];
     let mut tonal = vec![0.0f32; hi + 2];
     let mut column = [0.0f32; MEDIAN];
     let mut start = 0;
     let mut count = 0usize;
-    while start + FRAME <= frames.len() {
+    while start + frame_len <= frames.len() {
         for ((x, f), w) in input
             .iter_mut()
-            .zip(&frames[start..start + FRAME])
+            .zip(&frames[start..start + frame_len])
             .zip(&window)
         {
             *x = (f[0] + f[1]) * 0.5 * w;
         }
-        start += HOP;
+        start += hop;
         if fft.process(&mut input, &mut spectrum).is_err() {
             break;
         }
@@ -76,22 +95,40 @@ pub fn chroma(frames: &[[f32; 2]], sample_rate: u32) -> [f64; 12] {
             column.sort_unstable_by(f32::total_cmp);
             *t = column[MEDIAN / 2];
         }
-        for k in 1..=hi {
+        for k in lo.max(1)..=hi {
             let m = tonal[k];
-            let Some(Some(pc)) = classes.get(k) else {
-                continue;
-            };
-            if m <= tonal[k - 1] || m < tonal[k + 1] {
+            if m <= tonal[k - 1] || m < tonal[k + 1] || m <= 0.0 {
                 continue;
             }
-            // A 3rd, 5th, 6th or 7th harmonic of a louder note below is that note's colour, not
-            // a note of its own: it would read as the fifth or the major third above.
-            let harmonic = [3usize, 5, 6, 7].iter().any(|&h| {
-                let lo = k / h;
-                lo >= 1 && (lo..=lo + 1).any(|j| tonal.get(j).is_some_and(|&c| c >= m))
-            });
-            if !harmonic {
-                bins[*pc] += f64::from(m) * f64::from(m);
+            if weighting == Weighting::Energy {
+                // A 3rd, 5th, 6th or 7th harmonic of a louder note below is that note's
+                // colour, not a note of its own: it would read as the fifth or the major
+                // third above.
+                let harmonic = [3usize, 5, 6, 7].iter().any(|&h| {
+                    let below = k / h;
+                    below >= 1 && (below..=below + 1).any(|j| tonal.get(j).is_some_and(|&c| c >= m))
+                });
+                if harmonic {
+                    continue;
+                }
+            }
+            // The peak's true frequency, between bins.
+            let (a, b, c) = (tonal[k - 1], m, tonal[k + 1]);
+            let denom = a - 2.0 * b + c;
+            let offset = if denom.abs() > 1e-12 {
+                (0.5 * (a - c) / denom).clamp(-0.5, 0.5)
+            } else {
+                0.0
+            };
+            let hz = (k as f32 + offset) * bin_hz;
+            let note = 69.0 + 12.0 * (hz / 440.0).log2();
+            let nearest = note.round();
+            if (note - nearest).abs() < 0.35 {
+                let pc = (nearest as i32).rem_euclid(12) as usize;
+                bins[pc] += match weighting {
+                    Weighting::Energy => f64::from(m) * f64::from(m),
+                    Weighting::Magnitude => f64::from(m),
+                };
             }
         }
     }

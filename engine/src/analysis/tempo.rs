@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// STFT frame and hop of the onset envelope, at any rate (≈ 21 ms and 2.7 ms at 48 kHz).
 const FRAME: usize = 1024;
-const HOP: usize = 128;
+pub(crate) const HOP: usize = 128;
 
 /// A tempo estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -21,8 +21,28 @@ pub struct TempoEstimate {
 
 /// Onset strength per hop: the summed rise of log-magnitude spectra.
 pub fn onset_envelope(frames: &[[f32; 2]]) -> Vec<f32> {
+    onset_envelopes(frames, 48_000).full
+}
+
+/// Where the low band of [`Envelopes::low`] ends, Hz: kick and snare bodies, bass notes.
+const LOW_BAND_HZ: f32 = 500.0;
+
+/// Onset envelopes of the whole spectrum and of its low band.
+pub struct Envelopes {
+    pub full: Vec<f32>,
+    /// Onsets below 500 Hz only: kick, snare body and bass, which mark beats, where hats
+    /// mark their subdivisions.
+    pub low: Vec<f32>,
+}
+
+/// Onset strength per hop, of the whole spectrum and of its low band, each with its slow
+/// trend removed.
+pub fn onset_envelopes(frames: &[[f32; 2]], sample_rate: u32) -> Envelopes {
     if frames.len() < FRAME {
-        return Vec::new();
+        return Envelopes {
+            full: Vec::new(),
+            low: Vec::new(),
+        };
     }
     let mut planner = RealFftPlanner::<f32>::new();
     let fft: Arc<dyn RealToComplex<f32>> = planner.plan_fft_forward(FRAME);
@@ -33,7 +53,9 @@ pub fn onset_envelope(frames: &[[f32; 2]]) -> Vec<f32> {
     let mut spectrum = fft.make_output_vec();
     let mut scratch = fft.make_scratch_vec();
     let mut previous = vec![0.0f32; spectrum.len()];
-    let mut envelope = Vec::with_capacity(frames.len() / HOP);
+    let low_bins = ((LOW_BAND_HZ * FRAME as f32 / sample_rate as f32) as usize).max(2);
+    let mut full = Vec::with_capacity(frames.len() / HOP);
+    let mut low = Vec::with_capacity(frames.len() / HOP);
     let mut start = 0;
     while start + FRAME <= frames.len() {
         for ((x, f), w) in input
@@ -49,16 +71,28 @@ pub fn onset_envelope(frames: &[[f32; 2]]) -> Vec<f32> {
         {
             break;
         }
-        let mut flux = 0.0;
-        for (c, p) in spectrum.iter().zip(previous.iter_mut()) {
+        let (mut flux, mut low_flux) = (0.0, 0.0);
+        for (k, (c, p)) in spectrum.iter().zip(previous.iter_mut()).enumerate() {
             let m = (1.0 + 100.0 * c.norm()).ln();
-            flux += (m - *p).max(0.0);
+            let rise = (m - *p).max(0.0);
+            flux += rise;
+            if k < low_bins {
+                low_flux += rise;
+            }
             *p = m;
         }
-        envelope.push(flux);
+        full.push(flux);
+        low.push(low_flux);
         start += HOP;
     }
-    // Remove the slow trend so that sustained loudness does not read as rhythm.
+    Envelopes {
+        full: detrend(&full),
+        low: detrend(&low),
+    }
+}
+
+/// Removes the slow trend so that sustained loudness does not read as rhythm.
+fn detrend(envelope: &[f32]) -> Vec<f32> {
     let smooth = 32;
     let mut out = Vec::with_capacity(envelope.len());
     for i in 0..envelope.len() {
@@ -114,8 +148,95 @@ pub fn estimate_music(frames: &[[f32; 2]], sample_rate: u32) -> Option<TempoEsti
     estimate(frames, sample_rate, 70.0, 180.0)
 }
 
-/// How well the doubled tempo must score, against the best, to be taken instead.
+/// How well another tempo octave must score, against the best, to be considered at all.
 const OCTAVE_SCORE: f64 = 0.8;
+/// Low-band off-beat strength, against the beat's, below which the off-beats are
+/// subdivisions (fluidsynth band renders: 0.2–0.3 at the beat, 0.7–0.95 at half of it).
+const OFFBEAT_RATIO: f64 = 0.5;
+/// Phase bins per beat when the envelope is folded onto one beat.
+const PHASE_BINS: usize = 32;
+
+/// The onset envelope folded onto one beat of `period` hops: the mean strength at each
+/// phase, in [`PHASE_BINS`] bins.
+fn fold(envelope: &[f32], period: f64) -> [f64; PHASE_BINS] {
+    let mut sum = [0.0f64; PHASE_BINS];
+    let mut count = [0u32; PHASE_BINS];
+    for (i, &e) in envelope.iter().enumerate() {
+        let phase = (i as f64 / period).fract();
+        let bin = ((phase * PHASE_BINS as f64) as usize).min(PHASE_BINS - 1);
+        sum[bin] += f64::from(e);
+        count[bin] += 1;
+    }
+    for (s, c) in sum.iter_mut().zip(count) {
+        *s /= f64::from(c.max(1));
+    }
+    sum
+}
+
+/// The strongest phase bin of a fold, with its neighbours' help (an onset can straddle two).
+fn peak_near(folded: &[f64; PHASE_BINS], bin: usize) -> f64 {
+    (0..3)
+        .map(|d| folded[(bin + PHASE_BINS + d - 1) % PHASE_BINS])
+        .fold(0.0, f64::max)
+}
+
+/// How strong the onsets halfway between beats of `period` hops are, against the beats'.
+fn offbeat_ratio(envelope: &[f32], period: f64) -> f64 {
+    let folded = fold(envelope, period);
+    let on = (0..PHASE_BINS)
+        .max_by(|&a, &b| folded[a].total_cmp(&folded[b]))
+        .unwrap_or(0);
+    let beat = peak_near(&folded, on);
+    if beat <= 0.0 {
+        return 1.0;
+    }
+    peak_near(&folded, (on + PHASE_BINS / 2) % PHASE_BINS) / beat
+}
+
+/// Where the beats of `frames` fall, in seconds, at `bpm`: the strongest phase of the
+/// onset envelope folded onto one beat, then every beat from the start to the last onset,
+/// each moved to the strongest onset within 30 ms when there is one.
+pub fn beat_times(frames: &[[f32; 2]], sample_rate: u32, bpm: f64) -> Vec<f64> {
+    let envelope = onset_envelopes(frames, sample_rate).full;
+    let hop_s = HOP as f64 / f64::from(sample_rate);
+    if envelope.is_empty() || bpm <= 0.0 {
+        return Vec::new();
+    }
+    let period = 60.0 / bpm / hop_s;
+    let folded = fold(&envelope, period);
+    let on = (0..PHASE_BINS)
+        .max_by(|&a, &b| folded[a].total_cmp(&folded[b]))
+        .unwrap_or(0);
+    // The onset envelope's hop h covers the frame starting at h·HOP; its centre is half a
+    // frame later.
+    let centre = FRAME as f64 / 2.0 / HOP as f64;
+    let mut t = (on as f64 + 0.5) / PHASE_BINS as f64 * period;
+    // A beat in the first half frame sits at a hop before the first one.
+    if t - period + centre >= 0.0 {
+        t -= period;
+    }
+    let reach = (0.03 / hop_s).round() as usize;
+    let mean = envelope.iter().map(|&e| f64::from(e)).sum::<f64>() / envelope.len() as f64;
+    // The music ends with its last onset; a release tail has no beats.
+    let end = envelope
+        .iter()
+        .rposition(|&e| f64::from(e) > mean)
+        .map_or(0.0, |i| i as f64 + period / 2.0)
+        .min(envelope.len() as f64);
+    let mut beats = Vec::new();
+    while t < end {
+        let at = t.round().max(0.0) as usize;
+        let lo = at.saturating_sub(reach);
+        let hi = (at + reach + 1).min(envelope.len());
+        let (best, strength) = (lo..hi)
+            .map(|i| (i, f64::from(envelope[i])))
+            .fold((at, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+        let hop = if strength > mean { best as f64 } else { t };
+        beats.push((hop + centre) * hop_s);
+        t += period;
+    }
+    beats
+}
 
 /// The tempo of `frames` within `min_bpm..=max_bpm`, or `None` when there is too little
 /// rhythm to tell (silence, a drone, under two seconds).
@@ -125,7 +246,16 @@ pub fn estimate(
     min_bpm: f64,
     max_bpm: f64,
 ) -> Option<TempoEstimate> {
-    let envelope = onset_envelope(frames);
+    let Envelopes {
+        full: envelope,
+        low,
+    } = onset_envelopes(frames, sample_rate);
+    // Beats are told from subdivisions by the low band when there is one.
+    let accents = if low.iter().any(|&x| x > 0.0) {
+        &low
+    } else {
+        &envelope
+    };
     let hop_s = HOP as f64 / f64::from(sample_rate);
     if envelope.len() as f64 * hop_s < 2.0 || envelope.iter().all(|&x| x == 0.0) {
         return None;
@@ -166,15 +296,22 @@ pub fn estimate(
     }
     let mean = total / n.max(1.0);
     // NOTE: a steady pulse scores nearly as well at half its tempo (every other beat lines
-    // up too, accents included), and the scan meets the slower octave first. Between
-    // octaves that score alike, take the one nearer 120 BPM, where listeners tap.
+    // up too) and at its subdivisions (hats on the eighths line up as well as the beats).
+    // Between two octaves that both score well, the slower is the beat when its off-beats
+    // are clearly weaker than its beats (the subdivisions are hats, the beats kick and
+    // snare), else the faster is.
+    let phase_hops = |bpm: f64| 60.0 / bpm / hop_s;
     let double = best.0 * 2.0;
-    if double <= max_bpm {
-        let doubled = score(double);
-        let nearer = (double / 120.0).log2().abs() < (best.0 / 120.0).log2().abs();
-        if doubled >= OCTAVE_SCORE * best.1 && nearer {
-            best = (double, doubled);
+    let half = best.0 / 2.0;
+    if double <= max_bpm && score(double) >= OCTAVE_SCORE * best.1 {
+        if offbeat_ratio(accents, phase_hops(best.0)) >= OFFBEAT_RATIO {
+            best = (double, score(double));
         }
+    } else if half >= min_bpm - 0.01
+        && score(half) >= OCTAVE_SCORE * best.1
+        && offbeat_ratio(accents, phase_hops(half)) < OFFBEAT_RATIO
+    {
+        best = (half, score(half));
     }
     let confidence = ((best.1 - mean) / zero).clamp(0.0, 1.0);
     Some(TempoEstimate {
