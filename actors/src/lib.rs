@@ -11,6 +11,7 @@ pub mod backends;
 pub mod director;
 pub mod events;
 pub mod generator;
+pub mod library;
 pub mod moods;
 pub mod profiles;
 pub mod ratings;

@@ -27,6 +27,7 @@ use djinn_actors::backends::BackendProbe;
 use djinn_actors::director::{Director, DirectorArgs};
 use djinn_actors::events::EventSink;
 use djinn_actors::generator::{Generator, GeneratorArgs};
+use djinn_actors::library::{Library, LibraryArgs};
 use djinn_actors::profiles::{
     DEFAULT_PROFILE, ProfileArgs, ProfileLibrary, ProfileSelection, ReloadProfiles, SetProfile,
 };
@@ -92,6 +93,8 @@ pub struct Shared {
     pub profiles: ActorRef<ProfileLibrary>,
     pub audio: ActorRef<AudioActor>,
     pub generator: ActorRef<Generator>,
+    /// The loop library (`library.build`, `library.search`).
+    pub library: ActorRef<Library>,
     pub director: ActorRef<Director>,
     /// Renders (loops, songs, presets) running at once; more wait their turn.
     pub render_slots: Arc<Semaphore>,
@@ -112,6 +115,11 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
+}
+
+/// The loop library's file in the state directory.
+pub fn library_file(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("library").join("labeled_prompts.jsonl")
 }
 
 /// A started daemon.
@@ -248,6 +256,17 @@ impl Daemon {
         .spawn()
         .await;
 
+        let library = Library::supervise(
+            &supervisor,
+            LibraryArgs {
+                file: library_file(&state_dir),
+                health: health.clone(),
+            },
+        )
+        .restart_limit(RESTART_LIMIT, RESTART_WINDOW)
+        .spawn()
+        .await;
+
         let director = Director::supervise(
             &supervisor,
             DirectorArgs {
@@ -305,6 +324,7 @@ impl Daemon {
             profiles,
             audio,
             generator,
+            library,
             director,
             // NOTE: one render at a time per core is what this box can do without starving
             // the audio thread of CPU.

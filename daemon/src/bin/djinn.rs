@@ -62,6 +62,46 @@ enum DjAction {
 }
 
 #[derive(Subcommand)]
+enum LibraryAction {
+    /// Analyse every audio file under DIR (recursively) into a JSON-lines library, here,
+    /// with no daemon; a re-run analyses only new or changed files.
+    Build {
+        dir: PathBuf,
+        /// The library file to write (and to reuse unchanged files from).
+        #[arg(short, long, default_value = "labeled_prompts.jsonl")]
+        output: PathBuf,
+        /// Files analysed at once (default: every core).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Search the daemon's library (library.search).
+    Search {
+        /// Tempo range, like 118-126.
+        #[arg(long, value_parser = parse_range)]
+        bpm: Option<[f64; 2]>,
+        /// Key, like "A minor" or "F#m".
+        #[arg(long)]
+        key: Option<String>,
+        /// drums, bass, pad, lead, vocal or full_mix.
+        #[arg(long)]
+        role: Option<String>,
+        /// At most this many results.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Words that must appear in the prompt or path.
+        text: Vec<String>,
+    },
+}
+
+fn parse_range(text: &str) -> Result<[f64; 2], String> {
+    let (lo, hi) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not a range like 118-126"))?;
+    let num = |s: &str| s.trim().parse::<f64>().map_err(|e| format!("{s:?}: {e}"));
+    Ok([num(lo)?, num(hi)?])
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Show the daemon's state: transport, profile, audio, actors, backends.
     Status,
@@ -171,6 +211,11 @@ enum Command {
         /// Scripts directory (moods/render.rhai).
         #[arg(long, value_name = "DIR")]
         scripts: Option<PathBuf>,
+    },
+    /// Build or search the loop library.
+    Library {
+        #[command(subcommand)]
+        action: LibraryAction,
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
@@ -311,7 +356,67 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
                 offline::render(file, &options, progress)
             }))
         }
+        Command::Library {
+            action: LibraryAction::Build { dir, output, jobs },
+        } => Some(library_build(cli, dir, output, *jobs)),
         _ => None,
+    }
+}
+
+fn library_build(
+    cli: &Cli,
+    dir: &std::path::Path,
+    output: &std::path::Path,
+    jobs: Option<usize>,
+) -> anyhow::Result<()> {
+    use djinn_actors::library;
+    let jobs = jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    });
+    let bar = progress_bar("analysing");
+    let report = library::build(
+        dir,
+        output,
+        jobs,
+        &|done, total| {
+            bar.set_length(total.max(1) as u64);
+            bar.set_position(done as u64);
+        },
+        &|skipped| {
+            bar.suspend(|| {
+                eprintln!(
+                    "djinn: warning: skipped {}: {}",
+                    skipped.path.display(),
+                    skipped.reason
+                )
+            });
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("cannot build the library from {}: {e}", dir.display()))?;
+    bar.finish_and_clear();
+    if cli.json {
+        println!("{}", pretty(&json!(report)));
+    } else {
+        println!(
+            "wrote      {} ({} files: {} analysed, {} unchanged, {} skipped) in {:.1} s",
+            report.output.display(),
+            report.entries.len(),
+            report.analysed,
+            report.reused,
+            report.skipped.len(),
+            report.seconds
+        );
+    }
+    Ok(())
+}
+
+fn show_library(r: &Value) {
+    let results = r["results"].as_array().cloned().unwrap_or_default();
+    if results.is_empty() {
+        println!("no loops match");
+    }
+    for e in results {
+        println!("{:<40}  {}", text(&e["prompt"]), text(&e["path"]));
     }
 }
 
@@ -611,10 +716,36 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             };
             (client.call(method, params).await?, show_dj)
         }
+        Command::Library {
+            action:
+                LibraryAction::Search {
+                    bpm,
+                    key,
+                    role,
+                    limit,
+                    text,
+                },
+        } => {
+            let mut params = json!({ "limit": limit });
+            if let Some(bpm) = bpm {
+                params["bpm"] = json!(bpm);
+            }
+            if let Some(key) = key {
+                params["key"] = json!(key);
+            }
+            if let Some(role) = role {
+                params["role"] = json!(role);
+            }
+            if !text.is_empty() {
+                params["text"] = json!(text.join(" "));
+            }
+            (client.call("library.search", params).await?, show_library)
+        }
         Command::Generate { .. }
         | Command::Analyze { .. }
         | Command::Stretch { .. }
-        | Command::Render { .. } => {
+        | Command::Render { .. }
+        | Command::Library { .. } => {
             return Ok(());
         }
         Command::Completions { shell } => {

@@ -12,6 +12,7 @@ mod dj;
 mod fx;
 mod generate;
 mod layer;
+mod library;
 mod profile;
 mod render;
 mod transport;
@@ -249,6 +250,8 @@ async fn dispatch(
         "generate.song" => generate::generate_song(shared, params).await,
         "render.presets" => render::presets(shared, params).await,
         "render.file" => render::file(shared, params).await,
+        "library.build" => library::build(shared, params).await,
+        "library.search" => library::search(shared, params).await,
         "quality.assess" => render::assess(shared, params, payload).await,
         "debug.panic" if shared.config().debug.fault_injection => {
             debug::panic(shared, params).await
@@ -334,4 +337,12 @@ fn payload_frames(payload: &[Bytes], channels: usize) -> Result<Vec<[f32; 2]>, R
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Threads for a long analysis job: every core but one, which the audio keeps.
+fn render_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
 }

@@ -2,7 +2,7 @@
 //! can tell a crowded low end from an empty top before it adds a layer.
 
 use realfft::RealFftPlanner;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The bands, low to high, with their upper edges in Hz.
 pub const BANDS: [(&str, f32); 5] = [
@@ -18,7 +18,7 @@ const FRAME: usize = 4096;
 
 /// The share of a sound's energy in each of [`BANDS`]; the shares sum to 1 (all zero for
 /// silence).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct BandShares {
     pub sub: f32,
     pub low: f32,

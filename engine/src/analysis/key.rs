@@ -1,7 +1,7 @@
 //! Key and scale: a pitch-class profile of the audio matched against the 24 major and minor
 //! key profiles.
 //!
-//! The profile is the tonal chroma from 100 Hz (bass roots included) to 4 kHz: sustained
+//! The profile is the tonal chroma from 60 Hz (bass roots included) to 4 kHz: sustained
 //! notes, not hits. It is correlated (Pearson) with the Krumhansl–Kessler probe-tone profiles
 //! rotated to each tonic; the best correlation names the key.
 
@@ -18,8 +18,15 @@ const MINOR: [f64; 12] = [
     6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17,
 ];
 
+/// A relative major and minor this close (runner-up over best) are told apart by the
+/// leading tone.
+const RELATIVE_TIE: f64 = 0.85;
+/// The leading tone, against the subtonic, above which the music is in the minor (the
+/// major's third puts a fifth harmonic on it: 0.2–0.5 in relative-major music).
+const LEADING_TONE: f64 = 0.8;
+
 /// Where the notes are read, Hz.
-const RANGE: (f32, f32) = (100.0, 4_000.0);
+const RANGE: (f32, f32) = (60.0, 4_000.0);
 
 /// A key estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -28,7 +35,8 @@ pub struct KeyEstimate {
     pub key: Key,
     /// The winning correlation, -1 to 1.
     pub correlation: f64,
-    /// How far it stands above the runner-up, 0–1 (0: a tie).
+    /// How far it stands above the runner-up, 0–1 (0: a tie; a relative major and minor
+    /// told apart by the leading tone can read 0).
     pub confidence: f64,
     /// The share of the audio's pitch-class energy inside the key's scale.
     pub in_key: f64,
@@ -83,12 +91,33 @@ pub fn estimate_from(chroma: &[f64; 12]) -> Option<KeyEstimate> {
         }
     }
     scores.sort_by(|a, b| b.0.total_cmp(&a.0));
+    // NOTE: a major key and its relative minor share every note; when the profiles cannot
+    // tell them apart, the minor's leading tone can: minor music raises its seventh for the
+    // dominant chord (A minor's E major brings G#), its relative major never plays it.
+    let relative = |k: &Key| match k.scale {
+        Scale::Major => Key::new(PitchClass::new(i32::from(k.tonic.semitones()) + 9), Scale::Minor),
+        _ => Key::new(PitchClass::new(i32::from(k.tonic.semitones()) + 3), Scale::Major),
+    };
+    if scores[1].1 == relative(&scores[0].1) && scores[1].0 >= RELATIVE_TIE * scores[0].0 {
+        let minor = if scores[0].1.scale == Scale::Minor {
+            scores[0].1
+        } else {
+            scores[1].1
+        };
+        let tonic = usize::from(minor.tonic.semitones());
+        let leading = chroma[(tonic + 11) % 12];
+        let subtonic = chroma[(tonic + 10) % 12];
+        let minor_wins = leading > LEADING_TONE * subtonic;
+        if minor_wins != (scores[0].1.scale == Scale::Minor) {
+            scores.swap(0, 1);
+        }
+    }
     let (best, key) = scores[0];
     let runner_up = scores[1].0;
     Some(KeyEstimate {
         key,
         correlation: best,
-        confidence: ((best - runner_up) / best.abs().max(1e-9)).clamp(0.0, 1.0),
+        confidence: ((best - runner_up).abs() / best.abs().max(1e-9)).clamp(0.0, 1.0),
         in_key: in_key(chroma, &key),
     })
 }

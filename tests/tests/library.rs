@@ -1,0 +1,226 @@
+//! The loop library: `djinn library build` over a folder of good, corrupt and empty files,
+//! its re-runs, and `library.build` / `library.search` over ZeroMQ.
+
+use std::path::Path;
+use std::process::Command;
+
+use djinn_tests::{Djinnd, Options, band_midi, bin, fluidsynth};
+use serde_json::{Value, json};
+
+/// Four band takes in two subfolders (one converted to FLAC), a corrupt WAV, an empty FLAC
+/// and a text file.
+fn folder(dir: &Path) {
+    std::fs::create_dir_all(dir.join("keys/minor")).unwrap();
+    for (i, (bpm, tonic, minor)) in [
+        (96.0, 2u8, false),
+        (124.0, 9, true),
+        (140.0, 7, false),
+        (172.0, 4, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sub = if minor { "keys/minor" } else { "keys" };
+        let (mid, wav) = (
+            dir.join(format!("{sub}/take{i}.mid")),
+            dir.join(format!("{sub}/take{i}.wav")),
+        );
+        band_midi(&mid, bpm, tonic, minor, 8, 0);
+        fluidsynth(&mid, &wav);
+        std::fs::remove_file(&mid).unwrap();
+        if i == 3 {
+            let flac = wav.with_extension("flac");
+            let out = Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-i"])
+                .arg(&wav)
+                .arg(&flac)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::remove_file(&wav).unwrap();
+        }
+    }
+    std::fs::write(
+        dir.join("broken.wav"),
+        b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk",
+    )
+    .unwrap();
+    std::fs::write(dir.join("keys/empty.flac"), b"").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"not audio").unwrap();
+}
+
+fn build(dir: &Path, output: &Path) -> (Value, String) {
+    let out = Command::new(bin("djinn"))
+        .args(["--json", "library", "build"])
+        .arg(dir)
+        .arg("-o")
+        .arg(output)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "djinn library build failed: {stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_folder_of_good_corrupt_and_empty_files_gives_a_line_per_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let loops = dir.path().join("loops");
+    folder(&loops);
+    let output = dir.path().join("labeled_prompts.jsonl");
+    let (report, stderr) = build(&loops, &output);
+
+    let entries = lines(&output);
+    assert_eq!(entries.len(), 4, "{entries:#?}");
+    assert_eq!(report["analysed"], 4);
+    assert_eq!(report["skipped"].as_array().unwrap().len(), 2);
+    for bad in ["broken.wav", "empty.flac"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("warning") && l.contains(bad)),
+            "no warning for {bad}: {stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("notes.txt"),
+        "non-audio files are not warned about"
+    );
+    let expected = [
+        ("take0.wav", 96.0, "D major"),
+        ("take1.wav", 124.0, "A minor"),
+        ("take2.wav", 140.0, "G major"),
+        ("take3.flac", 172.0, "E minor"),
+    ];
+    for (name, bpm, key) in expected {
+        let entry = entries
+            .iter()
+            .find(|e| e["path"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}"));
+        for field in [
+            "path",
+            "duration",
+            "bpm",
+            "key",
+            "scale",
+            "loudness",
+            "brightness",
+            "role",
+            "prompt",
+        ] {
+            assert!(!entry[field].is_null(), "{field} missing: {entry}");
+        }
+        assert!(
+            (entry["bpm"].as_f64().unwrap() - bpm).abs() <= 1.0,
+            "{entry}"
+        );
+        assert_eq!(entry["key"], key, "{entry}");
+        assert_eq!(entry["role"], "full_mix", "{entry}");
+        let prompt = entry["prompt"].as_str().unwrap();
+        assert!(
+            prompt.contains(&format!("{bpm:.0} BPM")) && prompt.contains(key),
+            "{prompt}"
+        );
+    }
+
+    // A second run analyses nothing; a changed file and a new one are analysed again.
+    let (again, _) = build(&loops, &output);
+    assert_eq!(
+        (again["analysed"].clone(), again["reused"].clone()),
+        (json!(0), json!(4))
+    );
+    let first = loops.join("keys/take0.wav");
+    let copy = loops.join("keys/minor/copy.wav");
+    std::fs::copy(loops.join("keys/take2.wav"), &first).unwrap();
+    std::fs::copy(loops.join("keys/take2.wav"), &copy).unwrap();
+    let (third, _) = build(&loops, &output);
+    assert_eq!(
+        (third["analysed"].clone(), third["reused"].clone()),
+        (json!(2), json!(3))
+    );
+    let entries = lines(&output);
+    assert_eq!(entries.len(), 5);
+    let take0 = entries
+        .iter()
+        .find(|e| e["path"].as_str().unwrap().ends_with("take0.wav"))
+        .unwrap();
+    assert_eq!(
+        take0["key"], "G major",
+        "the changed file was analysed again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_build_and_search_over_zeromq() {
+    let dir = tempfile::tempdir().unwrap();
+    let loops = dir.path().join("loops");
+    folder(&loops);
+    let djinnd = Djinnd::start_with(Options {
+        audio: Some("offline".into()),
+        ..Options::default()
+    });
+    let mut client = djinnd.client();
+    let mut events = djinnd.events(&["library.skipped"]).await;
+    let built = client
+        .call("library.build", json!({ "dir": loops }))
+        .await
+        .unwrap();
+    assert_eq!(built["entries"], 4, "{built}");
+    for _ in 0..2 {
+        let (topic, event) = tokio::time::timeout(std::time::Duration::from_secs(5), events.next())
+            .await
+            .expect("a library.skipped event")
+            .unwrap();
+        assert_eq!(topic, "library.skipped");
+        let path = event["data"]["path"].as_str().unwrap();
+        assert!(
+            path.ends_with("broken.wav") || path.ends_with("empty.flac"),
+            "{event}"
+        );
+    }
+
+    let search = |params: Value| {
+        let mut client = djinnd.client();
+        async move { client.call("library.search", params).await }
+    };
+    let found = search(json!({ "bpm": [120, 145] })).await.unwrap();
+    let paths: Vec<&str> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 2, "{found}");
+    assert!(
+        paths[0].ends_with("take2.wav") && paths[1].ends_with("take1.wav"),
+        "{paths:?}"
+    );
+    let found = search(json!({ "key": "Em", "role": "full_mix" }))
+        .await
+        .unwrap();
+    assert_eq!(found["count"], 1);
+    assert!(
+        found["results"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("take3.flac")
+    );
+    let found = search(json!({ "text": "minor 124" })).await.unwrap();
+    assert_eq!(found["count"], 1, "{found}");
+    let err = search(json!({ "role": "kazoo" })).await.unwrap_err();
+    assert!(err.to_string().contains("role"), "{err}");
+    let err = search(json!({ "bpm": [140, 120] })).await.unwrap_err();
+    assert!(err.to_string().contains("bpm"), "{err}");
+}
