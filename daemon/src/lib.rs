@@ -278,6 +278,7 @@ impl Daemon {
                 transport: transport.clone(),
                 transport_watch: transport_watch.clone(),
                 health: health.clone(),
+                library: Some(library.clone()),
             },
         )
         .restart_limit(RESTART_LIMIT, RESTART_WINDOW)

@@ -224,3 +224,93 @@ async fn library_build_and_search_over_zeromq() {
     let err = search(json!({ "bpm": [140, 120] })).await.unwrap_err();
     assert!(err.to_string().contains("bpm"), "{err}");
 }
+
+/// A DJ script that plays the first drum loop the library offers for the set.
+const LIBRARY_DJ: &str = r#"
+fn on_phrase(state) {
+    if state.loops.drum.len() > 0 && !("drum" in state.roles) {
+        let l = state.loops.drum[0];
+        return decide("a break from the library", [add("drum", l.prompt, #{ file: l.path, bpm: l.bpm, bars: 4 })]);
+    }
+    decide("hold", [])
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dj_script_plays_a_loop_from_the_library_fitted_to_the_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let loops = dir.path().join("loops");
+    std::fs::create_dir_all(&loops).unwrap();
+    // Four bars of kit at 120 BPM.
+    let mut notes = Vec::new();
+    for beat in 0..16 {
+        let b = f64::from(beat);
+        let key = if beat % 2 == 0 { 36 } else { 38 };
+        notes.push(djinn_tests::Note {
+            channel: 9,
+            program: 0,
+            key,
+            beat: b,
+            beats: 0.25,
+        });
+        for off in [0.0, 0.5] {
+            notes.push(djinn_tests::Note {
+                channel: 9,
+                program: 0,
+                key: 42,
+                beat: b + off,
+                beats: 0.2,
+            });
+        }
+    }
+    let mid = dir.path().join("kit.mid");
+    djinn_tests::write_midi(&mid, 120.0, &notes);
+    fluidsynth(&mid, &loops.join("kit-120.wav"));
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(scripts.join("dj")).unwrap();
+    std::fs::write(scripts.join("dj/default.rhai"), LIBRARY_DJ).unwrap();
+
+    let djinnd = Djinnd::start_with(Options {
+        audio: Some("offline".into()),
+        args: vec![
+            "--fast".into(),
+            "--profile".into(),
+            "deep_house".into(),
+            "--scripts".into(),
+            scripts.display().to_string(),
+        ],
+        ..Options::default()
+    });
+    let mut client = djinnd.client();
+    client
+        .call("transport.set", json!({ "tempo": 124 }))
+        .await
+        .unwrap();
+    let built = client
+        .call("library.build", json!({ "dir": loops }))
+        .await
+        .unwrap();
+    assert_eq!(built["entries"], 1, "{built}");
+    let found = client
+        .call("library.search", json!({ "role": "drums" }))
+        .await
+        .unwrap();
+    assert_eq!(found["count"], 1, "the kit reads as drums: {found}");
+
+    let started = client.call("dj.start", json!({ "seed": 3 })).await.unwrap();
+    let action = &started["decision"]["actions"][0];
+    assert_eq!(action["action"], "add", "{started}");
+    assert_eq!(action["instrument"], "file", "{started}");
+    assert!(action["error"].is_null(), "{started}");
+    let id = action["layer"].clone();
+    let layers = client.call("layer.list", Value::Null).await.unwrap();
+    let layer = layers["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == id)
+        .unwrap_or_else(|| panic!("layer {id} not in {layers}"));
+    // Four bars at 124 BPM, stretched from 120.
+    let expected = (4.0 * 4.0 * 60.0 / 124.0 * 48_000.0_f64).round() as u64;
+    assert_eq!(layer["frames"], expected, "{layer}");
+}

@@ -71,6 +71,8 @@ pub struct DirectorArgs {
     pub transport: ActorRef<TransportActor>,
     pub transport_watch: watch::Receiver<Transport>,
     pub health: Health,
+    /// The loop library, whose loops the DJ script sees in `state.loops`.
+    pub library: Option<ActorRef<crate::library::Library>>,
 }
 
 /// One layer the director put in the mix.
@@ -89,6 +91,8 @@ struct SetLayer {
     /// The tempo and key it was rendered at.
     tempo: f64,
     key: Key,
+    /// The file it plays, when it came from one rather than the generator.
+    file: Option<plan::LoopFile>,
 }
 
 /// A change fired when the transport reaches `beat`.
@@ -998,6 +1002,7 @@ impl Rehearsal {
             decisions: &self.decisions,
             request: "",
             ratings: json!({ "count": 0, "average": null, "recent": [] }),
+            loops: json!({}),
         });
         let state = rhai::serde::to_dynamic(&state)
             .map_err(|e| DirectorError::Unavailable(e.to_string()))?;
@@ -1050,6 +1055,7 @@ impl Rehearsal {
                     instrument: String::new(),
                     bars: 8,
                     started_bar: at_bar,
+                    file: None,
                     gain: plan::role_gain(role),
                     bands: BandShares {
                         sub: bands[0],

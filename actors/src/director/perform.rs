@@ -13,6 +13,7 @@ use djinn_engine::profile::Profile;
 use djinn_engine::synth::{Instrument, Role, render_loop};
 use djinn_engine::transport::{Transport, TransportChange};
 
+use super::plan::LoopFile;
 use super::plan::{self, FxPatch, Planned, Transition, When, role_gain};
 use super::state::{self, StateInput};
 use super::{
@@ -51,9 +52,14 @@ struct Loop {
 }
 
 /// One layer action to render and send.
+/// Library loops offered to the DJ script per role.
+const LOOPS_PER_ROLE: usize = 16;
+
 struct LayerJob {
     role: Role,
     prompt: String,
+    /// Play this file (fitted to the set) instead of generating.
+    file: Option<LoopFile>,
     bars: u32,
     gain: Option<f32>,
     when: When,
@@ -155,6 +161,7 @@ impl Director {
             Kind::Now | Kind::Command => (bar_now + 1, When::Bar),
         };
         let stems: Vec<&'static str> = self.stems.iter().map(|r| r.name()).collect();
+        let loops = self.library_loops(&transport).await;
         let state = state::build(&StateInput {
             kind: kind.name(),
             set,
@@ -165,6 +172,7 @@ impl Director {
             decisions: &self.decisions,
             request: &request,
             ratings: self.ratings.summary(),
+            loops,
         });
         let playing = set.layers.keys().copied().collect();
         let value = self.call_script(kind, state, &request);
@@ -271,6 +279,44 @@ impl Director {
         Ok(())
     }
 
+    /// The library's loops that fit the set: within 6 % of its tempo, in its key (any key
+    /// for drums), at most [`LOOPS_PER_ROLE`] per role, as `#{ path, bpm, key, bars, prompt,
+    /// brightness }` under the DJ's role names (`drum`, `bass`, `pad`, `lead`; vocals count
+    /// as leads).
+    async fn library_loops(&self, transport: &Transport) -> Value {
+        let Some(library) = &self.args.library else {
+            return json!({});
+        };
+        let tempo = transport.tempo;
+        let mut out = serde_json::Map::new();
+        for (dj_role, roles, keyed) in [
+            ("drum", &["drums"][..], false),
+            ("bass", &["bass"][..], true),
+            ("pad", &["pad"][..], true),
+            ("lead", &["lead", "vocal"][..], true),
+        ] {
+            let mut found = Vec::new();
+            for role in roles {
+                let query = crate::library::Query {
+                    bpm: Some([tempo / 1.06, tempo * 1.06]),
+                    key: keyed.then(|| transport.key.to_string()),
+                    role: Some((*role).to_owned()),
+                    text: None,
+                    limit: Some(LOOPS_PER_ROLE),
+                };
+                if let Ok(entries) = library.ask(crate::library::Search(query)).await {
+                    found.extend(entries.into_iter().map(|e| {
+                        json!({ "path": e.path, "bpm": e.bpm, "key": e.key, "bars": e.bars,
+                                "prompt": e.prompt, "brightness": e.brightness })
+                    }));
+                }
+            }
+            found.truncate(LOOPS_PER_ROLE);
+            out.insert(dj_role.to_owned(), Value::Array(found));
+        }
+        Value::Object(out)
+    }
+
     async fn render(
         &self,
         job: &LayerJob,
@@ -279,6 +325,20 @@ impl Director {
         snapshot: &ProfileSnapshot,
         rate: u32,
     ) -> Result<Loop, String> {
+        if let Some(file) = &job.file {
+            let (file, target, bars) = (file.clone(), target.clone(), job.bars);
+            let started = Instant::now();
+            let frames = tokio::task::spawn_blocking(move || fit_file(&file, &target, bars, rate))
+                .await
+                .map_err(|e| e.to_string())??;
+            let bands = band_shares(&frames, rate);
+            return Ok(Loop {
+                frames: frames.into(),
+                instrument: "file".into(),
+                bands,
+                render_ms: started.elapsed().as_secs_f64() * 1000.0,
+            });
+        }
         let interpretation = self
             .args
             .generator
@@ -416,6 +476,7 @@ impl Director {
                     bars,
                     gain,
                     when,
+                    file,
                 }
                 | Planned::Replace {
                     role,
@@ -423,6 +484,7 @@ impl Director {
                     bars,
                     gain,
                     when,
+                    file,
                     ..
                 } => {
                     touched.insert(*role);
@@ -436,6 +498,7 @@ impl Director {
                     jobs.push(LayerJob {
                         role: *role,
                         prompt: prompt.clone(),
+                        file: file.clone(),
                         bars: *bars,
                         gain: *gain,
                         when: *when,
@@ -491,6 +554,7 @@ impl Director {
                     jobs.push(LayerJob {
                         role: layer.role,
                         prompt: layer.prompt.clone(),
+                        file: layer.file.clone(),
                         bars: layer.bars,
                         gain: None,
                         when: When::Phrase,
@@ -558,6 +622,7 @@ impl Director {
                     jobs.push(LayerJob {
                         role: Role::Fx,
                         prompt: "impact".into(),
+                        file: None,
                         bars: 1,
                         gain: Some(role_gain(Role::Fx)),
                         when: When::Phrase,
@@ -711,6 +776,7 @@ impl Director {
                                 seed: job.seed,
                                 tempo: target.tempo,
                                 key: target.key,
+                                file: job.file.clone(),
                             },
                         );
                     }
@@ -866,4 +932,44 @@ impl Director {
         }
         Ok(())
     }
+}
+
+/// A loop file made ready for the set: decoded at the session rate, stretched from its own
+/// tempo (given, or detected) to the set's and transposed to the set's key (when its own is
+/// known) with Rubber Band, then cut or padded to exactly `bars` bars so it loops on the grid.
+fn fit_file(
+    file: &LoopFile,
+    target: &Transport,
+    bars: u32,
+    rate: u32,
+) -> Result<Vec<[f32; 2]>, String> {
+    let name = file.path.display().to_string();
+    let decoded = djinn_engine::decode::read(&file.path).map_err(|e| e.to_string())?;
+    let frames = djinn_engine::decode::resample(&decoded.frames, decoded.sample_rate, rate)
+        .map_err(|e| e.to_string())?;
+    let from_bpm = match file.bpm {
+        Some(bpm) => bpm,
+        None => {
+            djinn_engine::analysis::tempo::estimate_music(&frames, rate)
+                .ok_or_else(|| format!("{name}: no steady tempo found; give its bpm"))?
+                .bpm
+        }
+    };
+    let semitones = file.key.map_or(0, |key| {
+        let up = (i32::from(target.key.tonic.semitones()) - i32::from(key.tonic.semitones()))
+            .rem_euclid(12);
+        if up > 6 { up - 12 } else { up }
+    });
+    let mut out = if (from_bpm - target.tempo).abs() < 1e-6 && semitones == 0 {
+        frames
+    } else {
+        let settings =
+            djinn_engine::stretch::Stretch::tempo(from_bpm, target.tempo, f64::from(semitones));
+        djinn_engine::stretch::stretch(&frames, rate, settings, |_| {})
+            .map_err(|e| format!("{name}: {e}"))?
+    };
+    let bar_frames = 60.0 / target.tempo * f64::from(target.meter.beats_per_bar) * f64::from(rate);
+    let want = (f64::from(bars) * bar_frames).round() as usize;
+    out.resize(want, [0.0; 2]);
+    Ok(out)
 }

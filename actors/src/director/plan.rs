@@ -86,6 +86,43 @@ impl FxPatch {
     }
 }
 
+/// A loop from a file, for an add or a replace: fitted to the set's tempo and key before it
+/// plays.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoopFile {
+    pub path: std::path::PathBuf,
+    /// The file's tempo; detected from its onsets when not given.
+    pub bpm: Option<f64>,
+    /// The file's key; it is transposed to the set's when given.
+    pub key: Option<Key>,
+}
+
+fn loop_file(
+    file: Option<String>,
+    bpm: Option<f64>,
+    key: Option<String>,
+) -> Result<Option<LoopFile>, String> {
+    let Some(file) = file else {
+        if bpm.is_some() || key.is_some() {
+            return Err("bpm and key describe a file: give file too".into());
+        }
+        return Ok(None);
+    };
+    let path = std::path::PathBuf::from(&file);
+    if !path.is_file() {
+        return Err(format!("file {file:?} is not a readable file"));
+    }
+    if let Some(b) = bpm
+        && !TEMPO_RANGE.contains(&b)
+    {
+        return Err(format!("bpm {b} is outside 20–300"));
+    }
+    let key = key
+        .map(|k| k.parse::<Key>().map_err(|e| format!("key: {e}")))
+        .transpose()?;
+    Ok(Some(LoopFile { path, bpm, key }))
+}
+
 /// An action that passed every check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -97,6 +134,8 @@ pub enum Planned {
         /// None: the role's usual level in a mix.
         gain: Option<f32>,
         when: When,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<LoopFile>,
     },
     Replace {
         role: Role,
@@ -105,6 +144,8 @@ pub enum Planned {
         gain: Option<f32>,
         when: When,
         crossfade_beats: Option<f32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<LoopFile>,
     },
     Remove {
         role: Role,
@@ -267,6 +308,9 @@ fn one(
             bars: b,
             gain,
             quantize,
+            file,
+            bpm,
+            key,
         } => {
             let role = role(&r, cx.stems)?;
             if cx.playing.contains(&role) {
@@ -280,6 +324,7 @@ fn one(
                 bars: bars(b, default_bars)?,
                 gain: ranged("gain", gain, 0.0, 4.0)?,
                 when: when(quantize.as_deref(), default_when)?,
+                file: loop_file(file, bpm, key)?,
             };
             cx.playing.insert(role);
             planned
@@ -291,6 +336,9 @@ fn one(
             gain,
             quantize,
             crossfade_beats,
+            file,
+            bpm,
+            key,
         } => {
             let role = role(&r, cx.stems)?;
             if !cx.playing.contains(&role) {
@@ -303,6 +351,7 @@ fn one(
                 gain: ranged("gain", gain, 0.0, 4.0)?,
                 when: when(quantize.as_deref(), default_when)?,
                 crossfade_beats: ranged("crossfade_beats", crossfade_beats, 0.0, 64.0)?,
+                file: loop_file(file, bpm, key)?,
             }
         }
         ScriptAction::Remove { role: r, quantize } => {
@@ -466,6 +515,9 @@ mod tests {
             bars: None,
             gain: None,
             quantize: None,
+            file: None,
+            bpm: None,
+            key: None,
         })
     }
 

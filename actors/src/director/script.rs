@@ -185,6 +185,11 @@ pub enum ScriptAction {
         bars: Option<i64>,
         gain: Option<f64>,
         quantize: Option<String>,
+        /// A file to play instead of generating (a loop from `state.loops`).
+        file: Option<String>,
+        /// The file's own tempo and key, when known.
+        bpm: Option<f64>,
+        key: Option<String>,
     },
     Replace {
         role: String,
@@ -193,6 +198,9 @@ pub enum ScriptAction {
         gain: Option<f64>,
         quantize: Option<String>,
         crossfade_beats: Option<f64>,
+        file: Option<String>,
+        bpm: Option<f64>,
+        key: Option<String>,
     },
     Remove {
         role: String,
@@ -447,7 +455,10 @@ mod tests {
                 prompt: "rolling sub".into(),
                 bars: Some(8),
                 gain: Some(0.8),
-                quantize: None
+                quantize: None,
+                file: None,
+                bpm: None,
+                key: None,
             }
         );
         assert_eq!(

@@ -79,6 +79,8 @@ pub(super) struct StateInput<'a> {
     pub request: &'a str,
     /// The ratings summary (`count`, `average`, `recent`).
     pub ratings: Value,
+    /// Loops from the library that fit the set, by role.
+    pub loops: Value,
 }
 
 pub(super) fn build(input: &StateInput<'_>) -> Value {
@@ -145,6 +147,7 @@ pub(super) fn build(input: &StateInput<'_>) -> Value {
         "energy_curve": curve,
         "decisions": recent,
         "ratings": input.ratings,
+        "loops": input.loops,
         "request": input.request,
     })
 }
