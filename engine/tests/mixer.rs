@@ -465,3 +465,56 @@ fn ten_thousand_busy_periods_allocate_nothing() {
     );
     assert!(buffers.master[0].iter().all(|s| s.is_finite()));
 }
+
+#[test]
+fn the_live_chain_plays_the_inputs_and_changes_allocate_nothing() {
+    use djinn_engine::chain::ChainSettings;
+    let period = 64;
+    let (mut processor, mut handle) = rolling(period);
+    let mut buffers = OutputBuffers::new(period);
+    let tone: Vec<f32> = (0..period * 4000)
+        .map(|i| 0.2 * (2.0 * PI * 440.0 * i as f32 / SR as f32).sin())
+        .collect();
+    let wide = ChainSettings {
+        width: 1.8,
+        tilt_db: 3.0,
+        low_cut_hz: 120.0,
+        compress: 0.6,
+        drive: 0.4,
+        ..ChainSettings::default()
+    };
+    let mut heard = [0.0f32; 2];
+    for p in 0..4000 {
+        let command = match p % 400 {
+            0 => Some(Command::SetLiveChain {
+                settings: ChainSettings::default(),
+                on: true,
+            }),
+            100 => Some(Command::SetLiveChain {
+                settings: wide,
+                on: true,
+            }),
+            300 => Some(Command::SetLiveChain {
+                settings: wide,
+                on: false,
+            }),
+            _ => None,
+        };
+        if let Some(command) = command {
+            handle.send(command).unwrap();
+        }
+        let input = &tone[p * period..(p + 1) * period];
+        let mut outputs = buffers.outputs();
+        outputs.input = [input, input];
+        assert_no_alloc(|| processor.process(&mut outputs));
+        let level = buffers.master[0].iter().map(|s| s.abs()).fold(0.0, f32::max);
+        match p % 400 {
+            50..=99 => heard[0] = heard[0].max(level),
+            350..=399 => heard[1] = heard[1].max(level),
+            _ => {}
+        }
+        while handle.poll().is_some() {}
+    }
+    assert!(heard[0] > 0.15, "on: {}", heard[0]);
+    assert!(heard[1] < 1e-4, "off: {}", heard[1]);
+}

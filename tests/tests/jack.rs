@@ -485,3 +485,147 @@ async fn replace_is_click_free_and_the_delay_echoes_on_its_beat() {
         "echo at full level"
     );
 }
+
+/// `jack_simple_client` (JACK's example client: 240 Hz on `output1`, 720 Hz on `output2`,
+/// peak 0.2) feeding djinn's inputs; killed on drop.
+struct Tone(std::process::Child);
+
+impl Tone {
+    fn start(jackd: &Jackd) -> Tone {
+        let child = std::process::Command::new("jack_simple_client")
+            .arg("tone")
+            .envs(jackd.env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("jack_simple_client (make test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !jackd.ports().contains("tone:output2") {
+            assert!(
+                Instant::now() < deadline,
+                "jack_simple_client did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (from, to) in [
+            ("tone:output1", "djinn:in_L"),
+            ("tone:output2", "djinn:in_R"),
+        ] {
+            let out = std::process::Command::new("jack_connect")
+                .args([from, to])
+                .envs(jackd.env())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Tone(child)
+    }
+}
+
+impl Drop for Tone {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `fx.chain.set`, then time for the glide.
+async fn chain_set(client: &mut Client, params: Value) -> Value {
+    let result = client.call("fx.chain.set", params).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    result
+}
+
+fn db(x: f32) -> f32 {
+    20.0 * x.max(1e-9).log10()
+}
+
+/// The largest step from one sample to the next.
+fn largest_step(x: &[f32]) -> f32 {
+    x.windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .fold(0.0, f32::max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_chain_acts_on_the_jack_inputs_and_glides() {
+    let (jackd, _daemon, mut client) = on_jack(false, 256).await;
+    let _tone = Tone::start(&jackd);
+    let dir = tempfile::tempdir().unwrap();
+    let outs = ["djinn:out_L", "djinn:out_R"];
+
+    // Off (the default): nothing of the inputs reaches the outputs.
+    let off = jackd.capture(&outs, 1.0, dir.path());
+    assert!(
+        rms(&off[0]) < 1e-4 && rms(&off[1]) < 1e-4,
+        "{}",
+        rms(&off[0])
+    );
+
+    // On with neutral settings: each input on its side, at its level.
+    chain_set(&mut client, json!({ "on": true })).await;
+    let neutral = jackd.capture(&outs, 1.0, dir.path());
+    let (l, r) = (rms(&neutral[0]), rms(&neutral[1]));
+    let expected = 0.2 / 2f32.sqrt();
+    assert!(
+        (db(l) - db(expected)).abs() < 1.5,
+        "left {l} for {expected}"
+    );
+    assert!(
+        (db(r) - db(expected)).abs() < 1.5,
+        "right {r} for {expected}"
+    );
+    let apart: Vec<f32> = neutral[0]
+        .iter()
+        .zip(&neutral[1])
+        .map(|(a, b)| a - b)
+        .collect();
+    assert!(rms(&apart) > 0.5 * l, "the sides differ");
+
+    // Width 0: the two sides are one.
+    chain_set(&mut client, json!({ "width": 0.0 })).await;
+    let mono = jackd.capture(&outs, 1.0, dir.path());
+    let apart: Vec<f32> = mono[0].iter().zip(&mono[1]).map(|(a, b)| a - b).collect();
+    assert!(rms(&apart) < 0.01 * rms(&mono[0]), "mono: {}", rms(&apart));
+
+    // A prompt, with a setting over it: "thin" and a 250 Hz low cut take the 240 Hz side
+    // down against the 720 Hz one.
+    let thin = chain_set(
+        &mut client,
+        json!({ "prompt": "thin", "low_cut_hz": 250.0, "width": 1.0 }),
+    )
+    .await;
+    assert_eq!(thin["words"], json!(["thin"]), "{thin}");
+    assert_eq!(thin["settings"]["low_cut_hz"], 250.0);
+    let cut = jackd.capture(&outs, 1.0, dir.path());
+    let before = db(l) - db(r);
+    let after = db(rms(&cut[0])) - db(rms(&cut[1]));
+    assert!(
+        before - after > 2.5,
+        "240 Hz against 720 Hz: {before:.2} → {after:.2} dB"
+    );
+
+    // A change while recording glides: no step larger than the tones' own.
+    let recording = jackd.capture_in_background(&outs, 1.5, dir.path());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    chain_set(
+        &mut client,
+        json!({ "low_cut_hz": 0.0, "tilt_db": 4.0, "width": 1.6, "drive": 0.5 }),
+    )
+    .await;
+    let glide = recording.join().unwrap();
+    for side in &glide {
+        assert!(largest_step(side) < 0.05, "step {}", largest_step(side));
+    }
+
+    // Off again: faded out.
+    chain_set(&mut client, json!({ "on": false })).await;
+    let gone = jackd.capture(&outs, 1.0, dir.path());
+    assert!(rms(&gone[0]) < 1e-4, "{}", rms(&gone[0]));
+    let status = client.call("fx.chain.get", Value::Null).await.unwrap();
+    assert_eq!(status["on"], false);
+}

@@ -41,7 +41,7 @@ struct Mixer {
     timebase: Arc<TimebaseShare>,
     master: [Port<AudioOut>; 2],
     groups: [[Port<AudioOut>; 2]; 4],
-    _inputs: [Port<AudioIn>; 2],
+    inputs: [Port<AudioIn>; 2],
     clock_in: Port<MidiIn>,
     clock_out: Port<MidiOut>,
     stats: Arc<JackStats>,
@@ -54,9 +54,11 @@ impl jack::ProcessHandler for Mixer {
         let start = client.time();
         let [ml, mr] = &mut self.master;
         let [g0, g1, g2, g3] = &mut self.groups;
+        let [il, ir] = &self.inputs;
         let mut outputs = Outputs {
             master: [ml.as_mut_slice(ps), mr.as_mut_slice(ps)],
             groups: [pair(g0, ps), pair(g1, ps), pair(g2, ps), pair(g3, ps)],
+            input: [il.as_slice(ps), ir.as_slice(ps)],
         };
         let processor = &mut self.processor;
         for event in self.clock_in.iter(ps) {
@@ -195,7 +197,7 @@ impl JackServer {
             timebase: timebase.clone(),
             master,
             groups,
-            _inputs: inputs,
+            inputs,
             clock_in,
             clock_out,
             stats: stats.clone(),

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use djinn_engine::chain::ChainSettings;
 use djinn_engine::dsp::{FilterMode, gain_to_db};
 use djinn_engine::mix::{
     Command, FilterSettings, Group, LayerAudio, LayerId, LayerParams, MasterFx, MixerHandle,
@@ -127,6 +128,8 @@ pub struct AudioActor {
     layers: BTreeMap<LayerId, LayerInfo>,
     next_id: LayerId,
     fx: MasterFx,
+    /// The live effect chain on the inputs, and whether it is heard.
+    live: LiveChainSettings,
     sample_rate: u32,
     period: usize,
     /// Frames of latency the mixer adds (its limiter's lookahead).
@@ -158,6 +161,10 @@ impl AudioActor {
         let (mut processor, mut handle) = Processor::new(sample_rate, period, transport);
         self.feed_alsa_clock(&mut processor);
         let _ = handle.send(Command::SetFx(self.fx));
+        let _ = handle.send(Command::SetLiveChain {
+            settings: self.live.settings,
+            on: self.live.on,
+        });
         for layer in self.layers.values_mut() {
             let audio = Box::new(LayerAudio {
                 frames: layer.audio.clone(),
@@ -456,6 +463,7 @@ impl Actor for AudioActor {
         let now = std::time::Instant::now();
         let mut actor = AudioActor {
             fx: args.fx,
+            live: LiveChainSettings::default(),
             args,
             handle: None,
             driver: Driver::Off,
@@ -870,6 +878,48 @@ impl Message<SetFx> for AudioActor {
         }
         self.fx = fx;
         Ok(FxSettings(fx))
+    }
+}
+
+/// The live effect chain: the processing chain on the JACK inputs, heard on the master.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Reply)]
+pub struct LiveChainSettings {
+    pub settings: ChainSettings,
+    pub on: bool,
+}
+
+/// Reads the live effect chain.
+#[derive(Debug, Clone, Copy)]
+pub struct GetLiveChain;
+
+impl Message<GetLiveChain> for AudioActor {
+    type Reply = LiveChainSettings;
+
+    async fn handle(&mut self, _: GetLiveChain, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        self.live
+    }
+}
+
+/// Changes the live effect chain; the mixer glides to it.
+#[derive(Debug, Clone, Copy)]
+pub struct SetLiveChain(pub LiveChainSettings);
+
+impl Message<SetLiveChain> for AudioActor {
+    type Reply = Result<LiveChainSettings, AudioError>;
+
+    async fn handle(
+        &mut self,
+        msg: SetLiveChain,
+        _: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
+        if self.handle.is_some() {
+            self.send(Command::SetLiveChain {
+                settings: msg.0.settings,
+                on: msg.0.on,
+            })?;
+        }
+        self.live = msg.0;
+        Ok(self.live)
     }
 }
 

@@ -5,7 +5,10 @@ use serde_json::{Value, json};
 use super::{ask_error, unavailable};
 use crate::Shared;
 use crate::rpc::{Params, RpcError};
-use djinn_actors::audio::{GetFx, SetFx};
+use djinn_actors::audio::{GetFx, GetLiveChain, LiveChainSettings, SetFx, SetLiveChain};
+use djinn_actors::generator::ChooseChain;
+use djinn_actors::moods::ChainHints;
+use djinn_engine::chain::ChainSettings;
 
 /// Each setting with its range.
 const FIELDS: [(&str, f64, f64); 14] = [
@@ -73,4 +76,86 @@ pub async fn set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
         .events()
         .publish("fx", json!({ "kind": "changed", "fx": fx.0 }));
     Ok(json!(fx.0))
+}
+
+/// The chain settings `fx.chain.set` takes one by one.
+const CHAIN_FIELDS: [&str; 8] = [
+    "tilt_db",
+    "low_cut_hz",
+    "low_db",
+    "high_db",
+    "drive",
+    "compress",
+    "width",
+    "ceiling_dbtp",
+];
+
+pub async fn chain_get(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
+    params.only(&[])?;
+    let live = shared
+        .audio
+        .ask(GetLiveChain)
+        .await
+        .map_err(|e| unavailable("audio", e))?;
+    Ok(json!(live))
+}
+
+/// `fx.chain.set`: the live effect chain on the JACK inputs, from a prompt (through the
+/// render script), settings one by one over it (or over the chain in force), and `on`.
+pub async fn chain_set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
+    let mut known = vec!["prompt", "on"];
+    known.extend(CHAIN_FIELDS);
+    params.only(&known)?;
+    let current = shared
+        .audio
+        .ask(GetLiveChain)
+        .await
+        .map_err(|e| unavailable("audio", e))?;
+    let (mut settings, words, unknown) = match params.opt_str("prompt")? {
+        Some(prompt) => {
+            let choice = shared
+                .generator
+                .ask(ChooseChain {
+                    prompt: prompt.to_owned(),
+                    hints: ChainHints::default(),
+                })
+                .await
+                .map_err(|e| {
+                    ask_error("generator", e, |e| {
+                        RpcError::internal(format!("the render script failed: {e}"))
+                    })
+                })?;
+            (json!(choice.settings), choice.words, choice.unknown)
+        }
+        None => (json!(current.settings), Vec::new(), Vec::new()),
+    };
+    for name in CHAIN_FIELDS {
+        if let Some(v) = params.opt_f64(name)? {
+            settings[name] = json!(v);
+        }
+    }
+    // A loudness target needs the whole piece; live, the limiter's ceiling is what holds.
+    settings["target_lufs"] = Value::Null;
+    let settings: ChainSettings = serde_json::from_value(settings).map_err(RpcError::internal)?;
+    settings
+        .validate()
+        .map_err(|e| RpcError::invalid_param(e.field, e.message))?;
+    let on = params.opt_bool("on")?.unwrap_or(true);
+    let live = shared
+        .audio
+        .ask(SetLiveChain(LiveChainSettings { settings, on }))
+        .await
+        .map_err(|e| {
+            ask_error("audio", e, |e| {
+                RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())
+            })
+        })?;
+    shared
+        .health
+        .events()
+        .publish("fx", json!({ "kind": "chain", "chain": live }));
+    let mut result = json!(live);
+    result["words"] = json!(words);
+    result["unknown"] = json!(unknown);
+    Ok(result)
 }

@@ -238,6 +238,8 @@ async fn dispatch(
         "layer.set" => layer::set(shared, params).await,
         "layer.list" => layer::list(shared, params).await,
         "fx.get" => fx::get(shared, params).await,
+        "fx.chain.get" => fx::chain_get(shared, params).await,
+        "fx.chain.set" => fx::chain_set(shared, params).await,
         "fx.set" => fx::set(shared, params).await,
         "dj.start" => dj::start(shared, params).await,
         "dj.stop" => dj::stop(shared, params).await,

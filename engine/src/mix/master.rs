@@ -147,6 +147,7 @@ impl MasterBus {
         &mut self,
         groups: &[[Vec<f32>; 2]; GROUPS],
         sends: &[Vec<[f32; 2]>; 2],
+        live: &[[f32; 2]],
         delay_frames: f32,
         out: &mut [&mut [f32]; 2],
         offset: usize,
@@ -172,7 +173,7 @@ impl MasterBus {
         let [reverb_in, delay_in] = sends;
         let [out_l, out_r] = out;
         for i in 0..n {
-            let mut dry = [0.0f32; 2];
+            let mut dry = live.get(i).copied().unwrap_or([0.0; 2]);
             for group in groups {
                 dry[0] += group[0].get(i).copied().unwrap_or(0.0);
                 dry[1] += group[1].get(i).copied().unwrap_or(0.0);

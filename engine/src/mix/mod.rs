@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rtrb::{Consumer, Producer, RingBuffer};
 use serde::{Deserialize, Serialize};
 
-use crate::dsp::FilterMode;
+use crate::chain::{Chain, ChainSettings};
+use crate::dsp::{FilterMode, Smoother};
 use crate::music::Meter;
 use crate::transport::Transport;
 
@@ -234,6 +235,12 @@ pub enum Command {
     SetMasterClock(bool),
     /// Starts or stops the transport; layers pause while it is stopped.
     SetRolling(bool),
+    /// The live effect chain on the inputs: its settings (glided) and whether the processed
+    /// inputs are heard (faded in and out).
+    SetLiveChain {
+        settings: ChainSettings,
+        on: bool,
+    },
 }
 
 /// What the processor tells the actor.
@@ -297,10 +304,12 @@ pub struct MixerStats {
     pub clock_messages_dropped: AtomicU64,
 }
 
-/// The output buffers of one period: master and groups, left and right.
+/// The buffers of one period: master and group outputs, left and right, and the inputs
+/// the live effect chain plays through (empty slices when the driver has none).
 pub struct Outputs<'a> {
     pub master: [&'a mut [f32]; 2],
     pub groups: [[&'a mut [f32]; 2]; GROUPS],
+    pub input: [&'a [f32]; 2],
 }
 
 /// Owned output buffers for drivers that are not JACK (the offline driver, tests,
@@ -329,6 +338,7 @@ impl OutputBuffers {
         Outputs {
             master: pair(&mut self.master),
             groups: [pair(g0), pair(g1), pair(g2), pair(g3)],
+            input: [&[], &[]],
         }
     }
 }
@@ -378,6 +388,16 @@ pub struct Processor {
     meter: MeterAccumulator,
     frames_since_position: usize,
     sync: sync::Sync,
+    live: LiveChain,
+}
+
+/// The inputs through the processing chain, into the master bus.
+struct LiveChain {
+    chain: Chain,
+    /// 1 while on; fades to 0 when turned off.
+    level: Smoother,
+    /// The processed inputs of the current span.
+    buf: Vec<[f32; 2]>,
 }
 
 /// Peak and RMS accumulation between meter notifications.
@@ -421,6 +441,11 @@ impl Processor {
             },
             frames_since_position: 0,
             sync: sync::Sync::new(sample_rate),
+            live: LiveChain {
+                chain: Chain::live(&ChainSettings::default(), sample_rate),
+                level: Smoother::new(0.0, 0.02, sr),
+                buf: vec![[0.0; 2]; max_block],
+            },
         };
         let handle = MixerHandle {
             commands: cmd_tx,
@@ -536,6 +561,10 @@ impl Processor {
             Command::SetClockSource(source) => self.set_clock_source(source),
             Command::SetMasterClock(on) => self.sync.master = on,
             Command::SetRolling(rolling) => self.transport.rolling = rolling,
+            Command::SetLiveChain { settings, on } => {
+                self.live.chain.set(&settings);
+                self.live.level.set(if on { 1.0 } else { 0.0 });
+            }
         }
     }
 
@@ -574,6 +603,27 @@ impl Processor {
         };
         // A hair of tolerance so a command arriving exactly on a boundary lands on it.
         Some(((beats - 1e-9) / unit).ceil() * unit)
+    }
+
+    /// The inputs of `offset..offset + n` through the live chain into `live.buf`; silence
+    /// (and no work) while the chain is off and faded out.
+    fn render_live(&mut self, out: &Outputs<'_>, offset: usize, n: usize) {
+        let live = &mut self.live;
+        let n = n.min(live.buf.len());
+        if live.level.target() == 0.0 && live.level.is_settled() {
+            live.buf[..n].iter_mut().for_each(|f| *f = [0.0; 2]);
+            return;
+        }
+        let [in_l, in_r] = &out.input;
+        for (i, slot) in live.buf[..n].iter_mut().enumerate() {
+            let x = [
+                in_l.get(offset + i).copied().unwrap_or(0.0),
+                in_r.get(offset + i).copied().unwrap_or(0.0),
+            ];
+            let y = live.chain.process(x);
+            let level = live.level.next_value();
+            *slot = [y[0] * level, y[1] * level];
+        }
     }
 
     fn render(&mut self, out: &mut Outputs<'_>, offset: usize, n: usize, ceiling: f64) {
@@ -630,10 +680,12 @@ impl Processor {
                 }
             }
         }
+        self.render_live(out, offset, n);
         let delay_frames = (f64::from(self.master.delay_beats()) * self.frames_per_beat()) as f32;
         self.master.render(
             &self.group_buf,
             &self.send_buf,
+            &self.live.buf[..n.min(self.live.buf.len())],
             delay_frames,
             &mut out.master,
             offset,
