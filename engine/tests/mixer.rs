@@ -507,7 +507,10 @@ fn the_live_chain_plays_the_inputs_and_changes_allocate_nothing() {
         let mut outputs = buffers.outputs();
         outputs.input = [input, input];
         assert_no_alloc(|| processor.process(&mut outputs));
-        let level = buffers.master[0].iter().map(|s| s.abs()).fold(0.0, f32::max);
+        let level = buffers.master[0]
+            .iter()
+            .map(|s| s.abs())
+            .fold(0.0, f32::max);
         match p % 400 {
             50..=99 => heard[0] = heard[0].max(level),
             350..=399 => heard[1] = heard[1].max(level),

@@ -79,6 +79,14 @@ impl MasterFx {
     }
 }
 
+/// What the master bus mixes: the group sums, the effect sends and the live chain's output,
+/// each one span long.
+pub(super) struct BusInput<'a> {
+    pub groups: &'a [[Vec<f32>; 2]; GROUPS],
+    pub sends: &'a [Vec<[f32; 2]>; 2],
+    pub live: &'a [[f32; 2]],
+}
+
 pub(super) struct MasterBus {
     fx: MasterFx,
     sample_rate: f32,
@@ -145,9 +153,7 @@ impl MasterBus {
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     pub(super) fn render(
         &mut self,
-        groups: &[[Vec<f32>; 2]; GROUPS],
-        sends: &[Vec<[f32; 2]>; 2],
-        live: &[[f32; 2]],
+        input: BusInput<'_>,
         delay_frames: f32,
         out: &mut [&mut [f32]; 2],
         offset: usize,
@@ -170,7 +176,11 @@ impl MasterBus {
             self.high
                 .set_shelf(true, HIGH_SHELF_HZ, high_db, self.sample_rate);
         }
-        let [reverb_in, delay_in] = sends;
+        let BusInput {
+            groups,
+            sends: [reverb_in, delay_in],
+            live,
+        } = input;
         let [out_l, out_r] = out;
         for i in 0..n {
             let mut dry = live.get(i).copied().unwrap_or([0.0; 2]);

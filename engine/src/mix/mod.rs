@@ -683,9 +683,11 @@ impl Processor {
         self.render_live(out, offset, n);
         let delay_frames = (f64::from(self.master.delay_beats()) * self.frames_per_beat()) as f32;
         self.master.render(
-            &self.group_buf,
-            &self.send_buf,
-            &self.live.buf[..n.min(self.live.buf.len())],
+            master::BusInput {
+                groups: &self.group_buf,
+                sends: &self.send_buf,
+                live: &self.live.buf[..n.min(self.live.buf.len())],
+            },
             delay_frames,
             &mut out.master,
             offset,
