@@ -629,3 +629,174 @@ async fn the_live_chain_acts_on_the_jack_inputs_and_glides() {
     let status = client.call("fx.chain.get", Value::Null).await.unwrap();
     assert_eq!(status["on"], false);
 }
+
+/// A JACK example client playing into djinn's inputs; killed on drop.
+struct Peer(std::process::Child);
+
+impl Peer {
+    /// `jack_metro` clicking at 60 BPM (a 10 ms 1 kHz burst a second) into both inputs.
+    fn metro(jackd: &Jackd) -> Peer {
+        let child = std::process::Command::new("jack_metro")
+            .args([
+                "-b", "60", "-f", "1000", "-D", "10", "-A", "0.5", "-n", "metro",
+            ])
+            .envs(jackd.env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("jack_metro (make test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !jackd.ports().contains("metro:60_bpm") {
+            assert!(Instant::now() < deadline, "jack_metro did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for to in ["djinn:in_L", "djinn:in_R"] {
+            let out = std::process::Command::new("jack_connect")
+                .args(["metro:60_bpm", to])
+                .envs(jackd.env())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Peer(child)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sample indices where `x` first rises over `level` after 2,000 quiet samples.
+fn onsets(x: &[f32], level: f32) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut quiet = 2_000;
+    for (i, s) in x.iter().enumerate() {
+        if s.abs() > level {
+            if quiet >= 2_000 {
+                found.push(i);
+            }
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+    }
+    found
+}
+
+async fn pipe_set(client: &mut Client, command: Value) -> Value {
+    client
+        .call("fx.pipe.set", json!({ "command": command }))
+        .await
+        .unwrap()
+}
+
+/// The next `pipe` event of `kind` whose reason (if any) contains `about`.
+async fn next_pipe_event(
+    events: &mut djinn_daemon::client::Events,
+    kind: &str,
+    about: &str,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (_, event) = tokio::time::timeout(left, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no pipe {kind} event about {about:?}"))
+            .unwrap();
+        let data = &event["data"];
+        if data["kind"] == kind && data["reason"].as_str().unwrap_or("").contains(about) {
+            return data.clone();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipe_mode_delays_by_its_reported_latency_and_bypasses_a_bad_command() {
+    // Realtime, with no other JACK test beside it: an xrun here is djinn's.
+    let jackd = Jackd::start_alone(true, 256);
+    let daemon = djinnd_on(&jackd);
+    let mut client = daemon.client();
+    wait_audio(&mut client, "running", Duration::from_secs(5)).await;
+    let _metro = Peer::metro(&jackd);
+    let mut events = daemon.events(&["pipe"]).await;
+    // As in the 30 s xrun test: an xrun counts against djinn unless the host stalled
+    // realtime threads for a quarter period meanwhile.
+    let probe = StallProbe::start();
+    let dir = tempfile::tempdir().unwrap();
+    let example = djinn_tests::repo().join("clients/python/pipe_example.py");
+
+    // The shipped example, unchanged gain: an echo.
+    let on = pipe_set(&mut client, json!(format!("python3 {}", example.display()))).await;
+    assert_eq!(on["latency_frames"], 2048, "{on}");
+    next_pipe_event(&mut events, "started", "").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = client.call("daemon.status", Value::Null).await.unwrap();
+    let pipe = &status["audio"]["pipe"];
+    assert_eq!(pipe["state"], "running", "{pipe}");
+    let latency = pipe["input_latency_frames"].as_u64().unwrap() as i64;
+    let xruns = status["audio"]["xruns"].as_u64().unwrap();
+    let take = jackd.capture(&["metro:60_bpm", "djinn:out_L"], 3.5, dir.path());
+    let (clicks, echoes) = (onsets(&take[0], 0.05), onsets(&take[1], 0.05));
+    assert!(clicks.len() >= 3, "{clicks:?}");
+    for click in &clicks {
+        let heard = echoes
+            .iter()
+            .find(|&&e| e >= *click)
+            .map(|&e| e as i64 - *click as i64);
+        if let Some(delay) = heard.filter(|_| *click + latency as usize + 100 < take[1].len()) {
+            assert!((delay - latency).abs() <= 1, "delay {delay} for {latency}");
+        }
+    }
+    let (a, b) = (rms(&take[0]), rms(&take[1]));
+    assert!((db(a) - db(b)).abs() < 1.0, "echo level {b} for {a}");
+
+    // A command that never answers: stalled, bypassed; the inputs still play, delayed alike.
+    pipe_set(&mut client, json!("sleep 600")).await;
+    next_pipe_event(&mut events, "bypassed", "stalled").await;
+    let take = jackd.capture(&["metro:60_bpm", "djinn:out_L"], 2.5, dir.path());
+    let (clicks, heard) = (onsets(&take[0], 0.05), onsets(&take[1], 0.05));
+    assert!(!heard.is_empty(), "bypassed, the inputs are heard");
+    assert!(
+        clicks.iter().any(|c| heard
+            .iter()
+            .any(|h| (*h as i64 - *c as i64 - latency).abs() <= 1)),
+        "dry at the same latency: {clicks:?} {heard:?}"
+    );
+
+    // A command that dies, and one that answers short: bypassed and restarted, with backoff.
+    pipe_set(&mut client, json!("exit 3")).await;
+    let died = next_pipe_event(&mut events, "bypassed", "exited").await;
+    let again = next_pipe_event(&mut events, "bypassed", "exited").await;
+    assert!(
+        again["retry_ms"].as_u64() > died["retry_ms"].as_u64(),
+        "{died} then {again}"
+    );
+    let short = r#"python3 -c 'import sys,struct
+i,o=sys.stdin.buffer,sys.stdout.buffer
+h=i.read(16); m,s,n,r=struct.unpack("<4sIII",h); i.read(n*8)
+o.write(struct.pack("<4sIII",m,s,n//2,r)+bytes(n*4)); o.flush(); i.read()'"#;
+    pipe_set(&mut client, json!(short)).await;
+    next_pipe_event(&mut events, "bypassed", "wrong answer").await;
+
+    // Off: nothing of the inputs is heard, and no xrun came of any of it.
+    let off = pipe_set(&mut client, Value::Null).await;
+    assert_eq!(off["state"], "off");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let silent = jackd.capture(&["djinn:out_L"], 1.5, dir.path());
+    assert!(rms(&silent[0]) < 1e-4);
+    let status = client.call("daemon.status", Value::Null).await.unwrap();
+    let during = status["audio"]["xruns"].as_u64().unwrap() - xruns;
+    let host_stall_us = probe.take_worst_us();
+    let period_us = 256 * 1_000_000 / 48_000;
+    assert!(
+        during == 0 || (host_stall_us >= period_us / 4 && during <= 5),
+        "{during} xruns with a worst host stall of {host_stall_us} µs"
+    );
+}

@@ -10,6 +10,7 @@ mod alsa;
 mod clock;
 mod jack;
 mod offline;
+pub mod pipe;
 mod timebase;
 
 use std::collections::BTreeMap;
@@ -130,6 +131,12 @@ pub struct AudioActor {
     fx: MasterFx,
     /// The live effect chain on the inputs, and whether it is heard.
     live: LiveChainSettings,
+    /// The pipe's command, when pipe mode is on.
+    pipe_command: Option<String>,
+    /// Its worker, while the command runs.
+    pipe: Option<pipe::PipeWorker>,
+    /// The pipe's worker ends while no command runs.
+    pipe_ends: Option<djinn_engine::mix::pipe::PipeEnds>,
     sample_rate: u32,
     period: usize,
     /// Frames of latency the mixer adds (its limiter's lookahead).
@@ -153,6 +160,20 @@ pub struct AudioActor {
 }
 
 impl AudioActor {
+    /// Starts the pipe's command on its ends, when there is a command and a processor.
+    fn start_pipe(&mut self, sample_rate: u32) {
+        if let (Some(command), None) = (&self.pipe_command, &self.pipe)
+            && let Some(ends) = self.pipe_ends.take()
+        {
+            self.pipe = Some(pipe::PipeWorker::start(
+                command.clone(),
+                ends,
+                sample_rate,
+                self.events().clone(),
+            ));
+        }
+    }
+
     /// Builds a processor at the driver's rate, seeded with the transport and effects, and
     /// with every known layer relaunched.
     fn processor(&mut self, sample_rate: u32, period: usize) -> Processor {
@@ -179,7 +200,16 @@ impl AudioActor {
             });
             layer.state = "pending";
         }
+        // A new processor has a new pipe: the old worker stops, one starts on the new ends.
+        if let Some(old) = self.pipe.take() {
+            drop(old.stop());
+        }
+        self.pipe_ends = handle.take_pipe();
+        if self.pipe_command.is_some() {
+            let _ = handle.send(Command::SetPipe(true));
+        }
         self.handle = Some(handle);
+        self.start_pipe(sample_rate);
         self.apply_clock();
         self.sample_rate = sample_rate;
         self.period = period;
@@ -464,6 +494,9 @@ impl Actor for AudioActor {
         let mut actor = AudioActor {
             fx: args.fx,
             live: LiveChainSettings::default(),
+            pipe_command: None,
+            pipe: None,
+            pipe_ends: None,
             args,
             handle: None,
             driver: Driver::Off,
@@ -923,6 +956,96 @@ impl Message<SetLiveChain> for AudioActor {
     }
 }
 
+/// Pipe mode: the inputs through an external command (`None` turns it off).
+#[derive(Debug, Clone)]
+pub struct SetPipe(pub Option<String>);
+
+/// Reads pipe mode's state.
+#[derive(Debug, Clone, Copy)]
+pub struct GetPipe;
+
+/// Pipe mode as `daemon.status` and `fx.pipe.*` show it.
+#[derive(Debug, Clone, Serialize, Reply)]
+pub struct PipeReport {
+    pub command: Option<String>,
+    /// off, running, bypassed (waiting to restart), starting or stopped.
+    pub state: &'static str,
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    pub block_frames: usize,
+    /// What the pipe adds, in frames and ms.
+    pub latency_frames: usize,
+    pub latency_ms: f64,
+    /// From djinn's inputs to its master outputs, all told (pipe, live chain, master
+    /// limiter), in frames.
+    pub input_latency_frames: usize,
+    pub processed_frames: u64,
+    pub bypassed_frames: u64,
+}
+
+impl AudioActor {
+    fn pipe_report(&self) -> PipeReport {
+        let block = djinn_engine::mix::pipe::PIPE_BLOCK;
+        let on = self.pipe_command.is_some();
+        let latency = if on {
+            djinn_engine::mix::pipe::latency(block)
+        } else {
+            0
+        };
+        let chain = if self.live.on {
+            djinn_engine::chain::Chain::live(&self.live.settings, self.sample_rate.max(1)).latency()
+        } else {
+            0
+        };
+        let state = self.pipe.as_ref().map(pipe::PipeWorker::state);
+        let (processed, bypassed) = self.pipe.as_ref().map_or((0, 0), pipe::PipeWorker::counts);
+        PipeReport {
+            command: self.pipe_command.clone(),
+            state: match (&state, on) {
+                (_, false) => "off",
+                (Some(s), true) => s.state,
+                (None, true) => "waiting",
+            },
+            pid: state.as_ref().and_then(|s| s.pid),
+            restarts: state.as_ref().map_or(0, |s| s.restarts),
+            last_error: state.and_then(|s| s.last_error),
+            block_frames: block,
+            latency_frames: latency,
+            latency_ms: latency as f64 * 1000.0 / f64::from(self.sample_rate.max(1)),
+            input_latency_frames: latency + chain + self.latency,
+            processed_frames: processed,
+            bypassed_frames: bypassed,
+        }
+    }
+}
+
+impl Message<GetPipe> for AudioActor {
+    type Reply = PipeReport;
+
+    async fn handle(&mut self, _: GetPipe, _: &mut Context<Self, Self::Reply>) -> PipeReport {
+        self.pipe_report()
+    }
+}
+
+impl Message<SetPipe> for AudioActor {
+    type Reply = Result<PipeReport, AudioError>;
+
+    async fn handle(&mut self, msg: SetPipe, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        if let Some(old) = self.pipe.take()
+            && let Some(ends) = old.stop()
+        {
+            self.pipe_ends = Some(ends);
+        }
+        self.pipe_command = msg.0;
+        if self.handle.is_some() {
+            self.send(Command::SetPipe(self.pipe_command.is_some()))?;
+            self.start_pipe(self.sample_rate);
+        }
+        Ok(self.pipe_report())
+    }
+}
+
 /// Starts or stops the transport.
 #[derive(Debug, Clone, Copy)]
 pub struct SetRolling(pub bool);
@@ -984,6 +1107,8 @@ pub struct AudioReport {
     pub clock_messages_dropped: u64,
     /// Where the transport follows from, the lock to an external clock, MIDI clock out.
     pub clock: ClockStatus,
+    /// Pipe mode.
+    pub pipe: PipeReport,
 }
 
 impl Message<AudioStatus> for AudioActor {
@@ -1031,6 +1156,7 @@ impl Message<AudioStatus> for AudioActor {
             notifications_dropped: load(|s| &s.notifications_dropped),
             clock_messages_dropped: load(|s| &s.clock_messages_dropped),
             clock: self.clock_status(),
+            pipe: self.pipe_report(),
         }
     }
 }

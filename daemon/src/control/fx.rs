@@ -5,7 +5,9 @@ use serde_json::{Value, json};
 use super::{ask_error, unavailable};
 use crate::Shared;
 use crate::rpc::{Params, RpcError};
-use djinn_actors::audio::{GetFx, GetLiveChain, LiveChainSettings, SetFx, SetLiveChain};
+use djinn_actors::audio::{
+    GetFx, GetLiveChain, GetPipe, LiveChainSettings, SetFx, SetLiveChain, SetPipe,
+};
 use djinn_actors::generator::ChooseChain;
 use djinn_actors::moods::ChainHints;
 use djinn_engine::chain::ChainSettings;
@@ -158,4 +160,40 @@ pub async fn chain_set(shared: &Shared, params: &Params) -> Result<Value, RpcErr
     result["words"] = json!(words);
     result["unknown"] = json!(unknown);
     Ok(result)
+}
+
+pub async fn pipe_get(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
+    params.only(&[])?;
+    let pipe = shared
+        .audio
+        .ask(GetPipe)
+        .await
+        .map_err(|e| unavailable("audio", e))?;
+    Ok(json!(pipe))
+}
+
+/// `fx.pipe.set`: pipe mode on (`command`) or off (`command: null`).
+pub async fn pipe_set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
+    params.only(&["command"])?;
+    let command = match params.0.get("command") {
+        Some(Value::Null) => None,
+        Some(Value::String(c)) if !c.trim().is_empty() && c.len() <= 4096 => Some(c.clone()),
+        Some(_) => {
+            return Err(RpcError::invalid_param(
+                "command",
+                "expected a shell command line (at most 4096 bytes), or null to turn pipe mode off",
+            ));
+        }
+        None => return Err(RpcError::invalid_param("command", "is required")),
+    };
+    let pipe = shared.audio.ask(SetPipe(command)).await.map_err(|e| {
+        ask_error("audio", e, |e| {
+            RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())
+        })
+    })?;
+    shared.health.events().publish(
+        "pipe",
+        json!({ "kind": if pipe.command.is_some() { "on" } else { "off" } }),
+    );
+    Ok(json!(pipe))
 }

@@ -240,6 +240,8 @@ async fn dispatch(
         "fx.get" => fx::get(shared, params).await,
         "fx.chain.get" => fx::chain_get(shared, params).await,
         "fx.chain.set" => fx::chain_set(shared, params).await,
+        "fx.pipe.get" => fx::pipe_get(shared, params).await,
+        "fx.pipe.set" => fx::pipe_set(shared, params).await,
         "fx.set" => fx::set(shared, params).await,
         "dj.start" => dj::start(shared, params).await,
         "dj.stop" => dj::stop(shared, params).await,

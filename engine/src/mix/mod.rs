@@ -13,6 +13,7 @@
 
 mod layer;
 mod master;
+pub mod pipe;
 mod sync;
 
 use std::sync::Arc;
@@ -241,6 +242,8 @@ pub enum Command {
         settings: ChainSettings,
         on: bool,
     },
+    /// Whether the inputs go through the pipe (its worker runs the external command).
+    SetPipe(bool),
 }
 
 /// What the processor tells the actor.
@@ -348,9 +351,15 @@ pub struct MixerHandle {
     commands: Producer<Command>,
     notifications: Consumer<Notification>,
     stats: Arc<MixerStats>,
+    pipe: Option<pipe::PipeEnds>,
 }
 
 impl MixerHandle {
+    /// The worker's ends of the pipe, once (the pipe worker takes them).
+    pub fn take_pipe(&mut self) -> Option<pipe::PipeEnds> {
+        self.pipe.take()
+    }
+
     /// Queues a command; when the queue is full it is counted and given back.
     pub fn send(&mut self, command: Command) -> Result<(), Command> {
         self.commands
@@ -389,6 +398,8 @@ pub struct Processor {
     frames_since_position: usize,
     sync: sync::Sync,
     live: LiveChain,
+    pipe: pipe::PipeTap,
+    pipe_on: bool,
 }
 
 /// The inputs through the processing chain, into the master bus.
@@ -419,6 +430,7 @@ impl Processor {
         let (cmd_tx, cmd_rx) = RingBuffer::new(COMMAND_CAPACITY);
         let (note_tx, note_rx) = RingBuffer::new(NOTIFICATION_CAPACITY);
         let stats = Arc::new(MixerStats::default());
+        let (tap, pipe_ends) = pipe::PipeTap::new(pipe::PIPE_BLOCK);
         let mut transport = transport;
         transport.sample_rate = sample_rate;
         let processor = Processor {
@@ -446,11 +458,14 @@ impl Processor {
                 level: Smoother::new(0.0, 0.02, sr),
                 buf: vec![[0.0; 2]; max_block],
             },
+            pipe: tap,
+            pipe_on: false,
         };
         let handle = MixerHandle {
             commands: cmd_tx,
             notifications: note_rx,
             stats,
+            pipe: Some(pipe_ends),
         };
         (processor, handle)
     }
@@ -565,6 +580,7 @@ impl Processor {
                 self.live.chain.set(&settings);
                 self.live.level.set(if on { 1.0 } else { 0.0 });
             }
+            Command::SetPipe(on) => self.pipe_on = on,
         }
     }
 
@@ -605,24 +621,35 @@ impl Processor {
         Some(((beats - 1e-9) / unit).ceil() * unit)
     }
 
-    /// The inputs of `offset..offset + n` through the live chain into `live.buf`; silence
-    /// (and no work) while the chain is off and faded out.
+    /// The inputs of `offset..offset + n` through the pipe (when on) and the live chain
+    /// (when on) into `live.buf`; silence (and no work) while both are off.
     fn render_live(&mut self, out: &Outputs<'_>, offset: usize, n: usize) {
         let live = &mut self.live;
         let n = n.min(live.buf.len());
-        if live.level.target() == 0.0 && live.level.is_settled() {
+        let chain_off = live.level.target() == 0.0 && live.level.is_settled();
+        if chain_off && !self.pipe_on {
             live.buf[..n].iter_mut().for_each(|f| *f = [0.0; 2]);
             return;
         }
         let [in_l, in_r] = &out.input;
         for (i, slot) in live.buf[..n].iter_mut().enumerate() {
-            let x = [
+            let mut x = [
                 in_l.get(offset + i).copied().unwrap_or(0.0),
                 in_r.get(offset + i).copied().unwrap_or(0.0),
             ];
-            let y = live.chain.process(x);
-            let level = live.level.next_value();
-            *slot = [y[0] * level, y[1] * level];
+            if self.pipe_on {
+                x = self.pipe.process(x);
+            }
+            // With the chain off, the pipe is heard as it comes back.
+            let direct = if self.pipe_on { 1.0 } else { 0.0 };
+            *slot = if chain_off {
+                [x[0] * direct, x[1] * direct]
+            } else {
+                let y = live.chain.process(x);
+                let level = live.level.next_value();
+                let rest = (1.0 - level) * direct;
+                [y[0] * level + x[0] * rest, y[1] * level + x[1] * rest]
+            };
         }
     }
 
