@@ -132,3 +132,42 @@ async fn render_file_over_zeromq_writes_flac_to_the_files_area() {
         .unwrap_err();
     assert!(err.to_string().contains("drive"), "{err}");
 }
+
+#[test]
+fn render_reads_every_format_and_writes_at_the_input_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = band(dir.path());
+    for (name, args) in [
+        ("in16.wav", &["-ar", "44100", "-c:a", "pcm_s16le"][..]),
+        ("in24.wav", &["-c:a", "pcm_s24le"][..]),
+        ("in.flac", &["-ar", "96000"][..]),
+        ("in.ogg", &["-ar", "44100", "-c:a", "libvorbis"][..]),
+        ("in.mp3", &["-ar", "32000", "-c:a", "libmp3lame"][..]),
+    ] {
+        let converted = dir.path().join(name);
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&input)
+            .args(args)
+            .arg(&converted)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let output = dir.path().join(format!("{name}.out.flac"));
+        let report = djinn_render(&converted, &output, "streaming");
+        let original = djinn_engine::decode::read(&converted).unwrap();
+        let rendered = djinn_engine::decode::read(&output).unwrap();
+        assert_eq!(rendered.sample_rate, original.sample_rate, "{name}");
+        assert_eq!(report["sample_rate"], original.sample_rate, "{name}");
+        assert_eq!(rendered.frames.len(), original.frames.len(), "{name}");
+        let measured = loudness::measure(&rendered.frames, rendered.sample_rate).unwrap();
+        assert!(
+            (measured.integrated_lufs + 14.0).abs() <= 1.0,
+            "{name}: {measured:?}"
+        );
+    }
+}
