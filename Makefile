@@ -12,7 +12,10 @@ BUILD_PACKAGES := libjack-jackd2-dev libasound2-dev libclang-dev pkg-config
 TEST_PACKAGES := jackd2 jack-capture jack-midi-clock jack-tools fluidsynth fluid-soundfont-gm \
 	ffmpeg sox rubberband-cli espeak-ng python3-zmq systemd
 
-.PHONY: run test build deps test-deps bench soak install ci
+# For the comparison against librosa only (installed from PyPI into target/bench-venv).
+BENCH_PACKAGES := python3-venv python3-pip
+
+.PHONY: run test build deps test-deps bench-deps bench soak install ci
 
 # Installs whichever of the given Debian packages are missing.
 define apt_install
@@ -43,8 +46,13 @@ test: test-deps
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
 
+bench-deps: test-deps
+	$(call apt_install,$(BENCH_PACKAGES))
+	[ -x target/bench-venv/bin/python ] || /usr/bin/python3 -m venv target/bench-venv
+	target/bench-venv/bin/pip install -q librosa pyzmq
+
 ## bench: criterion benches and the comparisons against real peers (release build)
-bench: test-deps build
+bench: bench-deps build
 	$(CARGO) bench --workspace --locked
 	/usr/bin/python3 clients/python/bench_ping.py --djinnd ./target/release/djinnd
 	/usr/bin/python3 clients/python/bench_jack_load.py --djinnd ./target/release/djinnd
@@ -53,6 +61,8 @@ bench: test-deps build
 	/usr/bin/python3 clients/python/bench_clock.py --djinnd ./target/release/djinnd \
 		--probe ./target/release/djinn-jack-probe
 	/usr/bin/python3 clients/python/bench_stretch.py --djinn ./target/release/djinn
+	/usr/bin/python3 clients/python/bench_render_file.py --djinn ./target/release/djinn
+	target/bench-venv/bin/python clients/python/bench_analysis.py --djinn ./target/release/djinn
 
 ## soak: ten minutes on jackd -R at 64 frames with 16 layers; prints the xruns
 soak: test-deps build

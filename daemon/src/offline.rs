@@ -141,6 +141,21 @@ pub fn analyze(path: &Path, options: &AnalyzeOptions) -> anyhow::Result<Value> {
     Ok(result)
 }
 
+/// Decodes `path` and finds its tempo, beats and key, nothing else.
+pub fn tempo_key(path: &Path) -> anyhow::Result<Value> {
+    let decoded = djinn_engine::decode::read(path)?;
+    let (frames, rate) = (&decoded.frames, decoded.sample_rate);
+    let (estimate, beats) = tempo::tempo_and_beats(frames, rate);
+    Ok(json!({
+        "file": path,
+        "sample_rate": rate,
+        "seconds": frames.len() as f64 / f64::from(rate),
+        "tempo": estimate,
+        "beats": beats,
+        "key": djinn_engine::analysis::key::estimate(frames, rate),
+    }))
+}
+
 /// Decodes `path` and measures its loudness with the `ebur128` crate, nothing else.
 pub fn loudness(path: &Path) -> anyhow::Result<Value> {
     let decoded = djinn_engine::decode::read(path)?;

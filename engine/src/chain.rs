@@ -237,7 +237,10 @@ impl Chain {
         for shelf in &mut self.shelves {
             x = shelf.process(x);
         }
-        x = self.compressor.process(x);
+        // At 1:1 with nothing left to release the compressor is the identity: skip its logs.
+        if self.compressor.ratio > 1.0 || self.compressor.reduction_db() > 1e-6 {
+            x = self.compressor.process(x);
+        }
         let drive = self.drive.next_value();
         if drive > 0.0 {
             let k = 1.0 + 2.0 * drive;
@@ -330,11 +333,16 @@ pub fn render(
         progress(0.8 * (i + 1) as f64 / blocks as f64);
     }
     let target = settings.target_lufs.or(input.is_finite().then_some(input));
-    if let Some(target) = target {
-        normalize(&mut out, target, settings.ceiling_dbtp, sample_rate, false)?;
-    }
+    // The master stage ends by measuring what it left: that is the report after.
+    let loudness = match target {
+        Some(target) => normalize(&mut out, target, settings.ceiling_dbtp, sample_rate, false)?,
+        None => loudness::measure_fast(&out, sample_rate),
+    };
     progress(1.0);
-    let after = Measured::of(&out, sample_rate);
+    let after = Measured {
+        loudness,
+        balance: Balance::of(&out, sample_rate),
+    };
     Ok(Rendered {
         frames: out,
         before,

@@ -175,6 +175,9 @@ enum Command {
         /// ebur128 filter.
         #[arg(long)]
         loudness: bool,
+        /// Only find the tempo, the beats and the key.
+        #[arg(long, conflicts_with = "loudness")]
+        tempo_key: bool,
     },
     /// Fit a file to a tempo (and transpose it) with Rubber Band, here, with no daemon.
     Stretch {
@@ -291,7 +294,29 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
             target_lufs,
             true_peak_limit,
             loudness,
+            tempo_key,
         } => {
+            if *tempo_key {
+                return Some(offline::tempo_key(file).map(|r| {
+                    if cli.json {
+                        println!("{}", pretty(&r));
+                    } else {
+                        println!("file       {}", text(&r["file"]));
+                        match r["tempo"]["bpm"].as_f64() {
+                            Some(bpm) => println!(
+                                "tempo      {bpm:.1} BPM, {} beats from {:.3} s",
+                                r["beats"].as_array().map_or(0, Vec::len),
+                                r["beats"][0].as_f64().unwrap_or(0.0)
+                            ),
+                            None => println!("tempo      none (no steady beat)"),
+                        }
+                        match r["key"]["key"].as_str() {
+                            Some(key) => println!("key        {key}"),
+                            None => println!("key        none (no tonal content)"),
+                        }
+                    }
+                }));
+            }
             if *loudness {
                 return Some(offline::loudness(file).map(|report| {
                     if cli.json {

@@ -350,10 +350,7 @@ pub fn guess_role(bands: &BandShares, s: &Spectral) -> RoleGuess {
 /// Describes `frames`: tempo (70–180 BPM) and beats, key, loudness, bands, spectral
 /// features and role.
 pub fn describe(frames: &[[f32; 2]], sample_rate: u32) -> Description {
-    let tempo = tempo::estimate_music(frames, sample_rate);
-    let beats = tempo
-        .map(|t| tempo::beat_times(frames, sample_rate, t.bpm))
-        .unwrap_or_default();
+    let (tempo, beats) = tempo::tempo_and_beats(frames, sample_rate);
     let bands = band_shares(frames, sample_rate);
     let spectral = spectral(frames, sample_rate);
     Description {

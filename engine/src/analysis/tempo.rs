@@ -198,12 +198,27 @@ fn offbeat_ratio(envelope: &[f32], period: f64) -> f64 {
 /// each moved to the strongest onset within 30 ms when there is one.
 pub fn beat_times(frames: &[[f32; 2]], sample_rate: u32, bpm: f64) -> Vec<f64> {
     let envelope = onset_envelopes(frames, sample_rate).full;
+    beats_in(&envelope, HOP as f64 / f64::from(sample_rate), bpm)
+}
+
+/// The tempo of `frames` where music is usually counted (70–180 BPM) and its beat times,
+/// from one onset envelope.
+pub fn tempo_and_beats(frames: &[[f32; 2]], sample_rate: u32) -> (Option<TempoEstimate>, Vec<f64>) {
+    let envelopes = onset_envelopes(frames, sample_rate);
     let hop_s = HOP as f64 / f64::from(sample_rate);
+    let tempo = estimate_in(&envelopes, hop_s, 70.0, 180.0);
+    let beats = tempo
+        .map(|t| beats_in(&envelopes.full, hop_s, t.bpm))
+        .unwrap_or_default();
+    (tempo, beats)
+}
+
+fn beats_in(envelope: &[f32], hop_s: f64, bpm: f64) -> Vec<f64> {
     if envelope.is_empty() || bpm <= 0.0 {
         return Vec::new();
     }
     let period = 60.0 / bpm / hop_s;
-    let folded = fold(&envelope, period);
+    let folded = fold(envelope, period);
     let on = (0..PHASE_BINS)
         .max_by(|&a, &b| folded[a].total_cmp(&folded[b]))
         .unwrap_or(0);
@@ -246,23 +261,34 @@ pub fn estimate(
     min_bpm: f64,
     max_bpm: f64,
 ) -> Option<TempoEstimate> {
-    let Envelopes {
-        full: envelope,
-        low,
-    } = onset_envelopes(frames, sample_rate);
+    let envelopes = onset_envelopes(frames, sample_rate);
+    estimate_in(
+        &envelopes,
+        HOP as f64 / f64::from(sample_rate),
+        min_bpm,
+        max_bpm,
+    )
+}
+
+fn estimate_in(
+    envelopes: &Envelopes,
+    hop_s: f64,
+    min_bpm: f64,
+    max_bpm: f64,
+) -> Option<TempoEstimate> {
+    let (envelope, low) = (&envelopes.full, &envelopes.low);
     // Beats are told from subdivisions by the low band when there is one.
     let accents = if low.iter().any(|&x| x > 0.0) {
-        &low
+        low
     } else {
-        &envelope
+        envelope
     };
-    let hop_s = HOP as f64 / f64::from(sample_rate);
     if envelope.len() as f64 * hop_s < 2.0 || envelope.iter().all(|&x| x == 0.0) {
         return None;
     }
     let max_period = 60.0 / min_bpm.max(1.0) / hop_s;
     let max_lag = ((envelope.len() / 2) as f64).min(max_period * 16.0 + 2.0) as usize;
-    let r = autocorrelation(&envelope, max_lag);
+    let r = autocorrelation(envelope, max_lag);
     let zero = r.first().copied().unwrap_or(0.0);
     if zero <= 0.0 {
         return None;
