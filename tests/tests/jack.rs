@@ -486,31 +486,33 @@ async fn replace_is_click_free_and_the_delay_echoes_on_its_beat() {
     );
 }
 
-/// `jack_simple_client` (JACK's example client: 240 Hz on `output1`, 720 Hz on `output2`,
-/// peak 0.2) feeding djinn's inputs; killed on drop.
-struct Tone(std::process::Child);
+/// A JACK example client playing into djinn's inputs; killed on drop.
+struct Peer(std::process::Child);
 
-impl Tone {
-    fn start(jackd: &Jackd) -> Tone {
-        let child = std::process::Command::new("jack_simple_client")
-            .arg("tone")
+impl Peer {
+    /// Starts `program` with `args`, waits for its port `port`, and connects its ports to
+    /// djinn's as `wiring` says.
+    fn start(
+        jackd: &Jackd,
+        program: &str,
+        args: &[&str],
+        port: &str,
+        wiring: &[(&str, &str)],
+    ) -> Peer {
+        let child = std::process::Command::new(program)
+            .args(args)
             .envs(jackd.env())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("jack_simple_client (make test installs it)");
+            .unwrap_or_else(|e| panic!("{program} (make test installs it): {e}"));
+        let peer = Peer(child);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !jackd.ports().contains("tone:output2") {
-            assert!(
-                Instant::now() < deadline,
-                "jack_simple_client did not start"
-            );
+        while !jackd.ports().contains(port) {
+            assert!(Instant::now() < deadline, "{program} did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        for (from, to) in [
-            ("tone:output1", "djinn:in_L"),
-            ("tone:output2", "djinn:in_R"),
-        ] {
+        for (from, to) in wiring {
             let out = std::process::Command::new("jack_connect")
                 .args([from, to])
                 .envs(jackd.env())
@@ -522,11 +524,42 @@ impl Tone {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Tone(child)
+        peer
+    }
+
+    /// `jack_simple_client` (JACK's example client: 240 Hz on `output1`, 720 Hz on
+    /// `output2`, peak 0.2) into `in_L` and `in_R`.
+    fn tone(jackd: &Jackd) -> Peer {
+        Peer::start(
+            jackd,
+            "jack_simple_client",
+            &["tone"],
+            "tone:output2",
+            &[
+                ("tone:output1", "djinn:in_L"),
+                ("tone:output2", "djinn:in_R"),
+            ],
+        )
+    }
+
+    /// `jack_metro` clicking at 60 BPM (a 10 ms 1 kHz burst a second) into both inputs.
+    fn metro(jackd: &Jackd) -> Peer {
+        Peer::start(
+            jackd,
+            "jack_metro",
+            &[
+                "-b", "60", "-f", "1000", "-D", "10", "-A", "0.5", "-n", "metro",
+            ],
+            "metro:60_bpm",
+            &[
+                ("metro:60_bpm", "djinn:in_L"),
+                ("metro:60_bpm", "djinn:in_R"),
+            ],
+        )
     }
 }
 
-impl Drop for Tone {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -554,7 +587,7 @@ fn largest_step(x: &[f32]) -> f32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_chain_acts_on_the_jack_inputs_and_glides() {
     let (jackd, _daemon, mut client) = on_jack(false, 256).await;
-    let _tone = Tone::start(&jackd);
+    let _tone = Peer::tone(&jackd);
     let dir = tempfile::tempdir().unwrap();
     let outs = ["djinn:out_L", "djinn:out_R"];
 
@@ -628,49 +661,6 @@ async fn the_live_chain_acts_on_the_jack_inputs_and_glides() {
     assert!(rms(&gone[0]) < 1e-4, "{}", rms(&gone[0]));
     let status = client.call("fx.chain.get", Value::Null).await.unwrap();
     assert_eq!(status["on"], false);
-}
-
-/// A JACK example client playing into djinn's inputs; killed on drop.
-struct Peer(std::process::Child);
-
-impl Peer {
-    /// `jack_metro` clicking at 60 BPM (a 10 ms 1 kHz burst a second) into both inputs.
-    fn metro(jackd: &Jackd) -> Peer {
-        let child = std::process::Command::new("jack_metro")
-            .args([
-                "-b", "60", "-f", "1000", "-D", "10", "-A", "0.5", "-n", "metro",
-            ])
-            .envs(jackd.env())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("jack_metro (make test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !jackd.ports().contains("metro:60_bpm") {
-            assert!(Instant::now() < deadline, "jack_metro did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for to in ["djinn:in_L", "djinn:in_R"] {
-            let out = std::process::Command::new("jack_connect")
-                .args(["metro:60_bpm", to])
-                .envs(jackd.env())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Peer(child)
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Sample indices where `x` first rises over `level` after 2,000 quiet samples.

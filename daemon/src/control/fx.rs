@@ -30,6 +30,13 @@ const FIELDS: [(&str, f64, f64); 14] = [
     ("limiter_ceiling_db", -12.0, 0.0),
 ];
 
+/// The audio actor failed to answer, or refused for want of a driver.
+fn audio_error<M>(e: kameo::error::SendError<M, djinn_actors::audio::AudioError>) -> RpcError {
+    ask_error("audio", e, |e| {
+        RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())
+    })
+}
+
 pub async fn get(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
     params.only(&[])?;
     let fx = shared
@@ -68,11 +75,7 @@ pub async fn set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
         }
     }
     let fx = serde_json::from_value(merged).map_err(RpcError::internal)?;
-    let fx = shared.audio.ask(SetFx(fx)).await.map_err(|e| {
-        ask_error("audio", e, |e| {
-            RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())
-        })
-    })?;
+    let fx = shared.audio.ask(SetFx(fx)).await.map_err(audio_error)?;
     shared
         .health
         .events()
@@ -147,11 +150,7 @@ pub async fn chain_set(shared: &Shared, params: &Params) -> Result<Value, RpcErr
         .audio
         .ask(SetLiveChain(LiveChainSettings { settings, on }))
         .await
-        .map_err(|e| {
-            ask_error("audio", e, |e| {
-                RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())
-            })
-        })?;
+        .map_err(audio_error)?;
     shared
         .health
         .events()
@@ -186,11 +185,11 @@ pub async fn pipe_set(shared: &Shared, params: &Params) -> Result<Value, RpcErro
         }
         None => return Err(RpcError::invalid_param("command", "is required")),
     };
-    let pipe = shared.audio.ask(SetPipe(command)).await.map_err(|e| {
-        ask_error("audio", e, |e| {
-            RpcError::new(crate::rpc::UNAVAILABLE, e.to_string())
-        })
-    })?;
+    let pipe = shared
+        .audio
+        .ask(SetPipe(command))
+        .await
+        .map_err(audio_error)?;
     shared.health.events().publish(
         "pipe",
         json!({ "kind": if pipe.command.is_some() { "on" } else { "off" } }),
