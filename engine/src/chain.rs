@@ -112,8 +112,8 @@ impl ChainSettings {
     }
 }
 
-/// The chain itself. Allocates only in [`Chain::new`]; [`Chain::process`] runs on the JACK
-/// thread.
+/// The chain itself. Allocates only in [`Chain::offline`] and [`Chain::live`];
+/// [`Chain::process`] runs on the JACK thread.
 #[derive(Debug)]
 pub struct Chain {
     sample_rate: f32,

@@ -43,7 +43,7 @@ pub fn write(path: &Path, frames: &[[f32; 2]], sample_rate: u32) -> Result<(), W
     std::fs::rename(&partial, path).map_err(|e| err(&e))
 }
 
-/// Writes `frames` as 24-bit FLAC (flacenc, pure Rust), atomically like [`write`].
+/// Writes `frames` as 24-bit FLAC (flacenc, pure Rust), atomically like [`write()`].
 pub fn write_flac(path: &Path, frames: &[[f32; 2]], sample_rate: u32) -> Result<(), WavError> {
     use flacenc::component::BitRepr;
     use flacenc::error::Verify;

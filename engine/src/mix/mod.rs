@@ -580,7 +580,12 @@ impl Processor {
                 self.live.chain.set(&settings);
                 self.live.level.set(if on { 1.0 } else { 0.0 });
             }
-            Command::SetPipe(on) => self.pipe_on = on,
+            Command::SetPipe(on) => {
+                if on && !self.pipe_on {
+                    self.pipe.reset();
+                }
+                self.pipe_on = on;
+            }
         }
     }
 

@@ -113,6 +113,15 @@ impl PipeTap {
         (tap, ends)
     }
 
+    /// Forgets what the pipe held before it was turned off: the dry line and a half-filled
+    /// block (processed blocks left over are stale by their start frames, and handed back as
+    /// they come). Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub(super) fn reset(&mut self) {
+        self.dry.iter_mut().for_each(|f| *f = [0.0; 2]);
+        self.dry_pos = 0;
+        self.fill = 0;
+    }
+
     /// Hands a played block back to the worker (it owns the pool).
     fn give_back(&mut self, block: Box<PipeBlock>) {
         // NOTE: the used ring holds the whole pool, so this cannot fail; if it did, the block
@@ -247,5 +256,17 @@ mod tests {
             }
         }
         assert!(ends.stats.bypassed_frames.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn after_a_reset_nothing_from_before_comes_back() {
+        let (mut tap, _ends) = PipeTap::new(64);
+        for n in 0..500u64 {
+            tap.process(ramp(n + 1));
+        }
+        tap.reset();
+        for _ in 0..latency(64) {
+            assert_eq!(tap.process([0.0; 2]), [0.0; 2]);
+        }
     }
 }
