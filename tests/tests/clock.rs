@@ -295,6 +295,12 @@ async fn djinn_locks_to_jack_midi_clock_and_launches_on_its_bar_one() {
                 Err(failure) if attempt < 3 && xrun_count(&mut client).await > xruns => {
                     eprintln!("redone after an xrun: {failure}");
                 }
+                // NOTE: a -J stream's phase is a random walk, and how soon it carries its
+                // tempo to ±0.1 BPM varies from one stream to the next: a late lock is tried
+                // once more on a fresh stretch of it.
+                Err(failure) if attempt < 2 && jitter > 0 && failure.starts_with("locked late") => {
+                    eprintln!("redone on a fresh stretch of the stream: {failure}");
+                }
                 Err(failure) => panic!("{failure}"),
             }
         }
@@ -383,7 +389,9 @@ async fn follow_run(
         // NOTE: jack_midi_clock -J jitters each interval on its own, so the phase wanders
         // and the tempo the stream carries over n ticks varies as 1/√n: ±0.1 BPM needs
         // more beats than with ticks scattered about a grid (the unit tests cover those).
-        assert!(lock_beats <= 16.0, "locked late: {report}");
+        if lock_beats > 16.0 {
+            return Err(format!("locked late: {report}"));
+        }
         assert!(
             (tempo - carried).abs() <= 0.6,
             "off the stream's tempo: {report}"
@@ -541,10 +549,17 @@ async fn djinn_as_master_sends_a_sample_accurate_clock() {
         .as_u64()
         .unwrap();
     let all_gaps: Vec<i64> = ticks.windows(2).map(|w| (w[1] - w[0]) as i64).collect();
+    // A missed cycle stretches one gap to whole ticks, and the probe can see the tick after
+    // it early in its next cycle: with an xrun counted, gaps a quarter tick or more off the
+    // median are set aside on both sides.
+    let mut sorted = all_gaps.clone();
+    sorted.sort_unstable();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
     let gaps: Vec<i64> = all_gaps
-        .windows(2)
-        .filter(|w| !(xruns > 0 && w[1] > w[0] * 3 / 2))
-        .map(|w| w[1])
+        .iter()
+        .copied()
+        .skip(1)
+        .filter(|g| !(xruns > 0 && (g - median).abs() > median / 4))
         .collect();
     assert!(
         xruns > 0 || gaps.len() + 1 == all_gaps.len(),
