@@ -274,7 +274,39 @@ pub fn render(
     djinn_engine::wav::Format::for_path(&options.output)?;
     let script = ChainScript::load(options.scripts_dir.as_deref())?;
     let choice = script.choose(&options.prompt, &options.hints)?;
-    let decoded = djinn_engine::decode::read(path)?;
+    Ok(render_file(
+        path,
+        &options.output,
+        &choice,
+        &options.backend,
+        script.name(),
+        progress,
+    )?)
+}
+
+/// Why a file could not be rendered: its input, the chain's master stage, or its output.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderFileError {
+    #[error(transparent)]
+    Input(#[from] djinn_engine::decode::DecodeError),
+    #[error(transparent)]
+    Master(#[from] djinn_engine::analysis::LoudnessError),
+    #[error(transparent)]
+    Output(#[from] djinn_engine::wav::WavError),
+}
+
+/// Decodes `input`, runs it through the chain `choice` describes, writes `output` (WAV or
+/// FLAC by its extension) at the input's rate, and reports: the work of both `djinn render`
+/// and `render.file`. `progress` gets the fraction done, 0–1.
+pub fn render_file(
+    input: &Path,
+    output: &Path,
+    choice: &ChainChoice,
+    backend: &str,
+    script: &str,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Value, RenderFileError> {
+    let decoded = djinn_engine::decode::read(input)?;
     progress(0.05);
     let started = Instant::now();
     let rendered = djinn_engine::chain::render(
@@ -284,23 +316,23 @@ pub fn render(
         &mut |done| progress(0.05 + 0.9 * done),
     )?;
     let took = started.elapsed().as_secs_f64();
-    djinn_engine::wav::write_audio(&options.output, &rendered.frames, decoded.sample_rate)?;
+    djinn_engine::wav::write_audio(output, &rendered.frames, decoded.sample_rate)?;
     progress(1.0);
     Ok(render_report(
-        path,
-        &options.output,
-        &options.backend,
-        script.name(),
-        &choice,
+        input,
+        output,
+        backend,
+        script,
+        choice,
         &rendered,
         decoded.sample_rate,
         took,
     ))
 }
 
-/// The report of one render, the same from `djinn render` and `render.file`.
+/// The report of one render.
 #[allow(clippy::too_many_arguments)]
-pub fn render_report(
+fn render_report(
     input: &Path,
     output: &Path,
     backend: &str,

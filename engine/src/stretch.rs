@@ -10,6 +10,8 @@ use std::os::raw::c_uint;
 
 use rubberband_sys as rb;
 
+use crate::music::PitchClass;
+
 /// Which Rubber Band engine to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,6 +42,13 @@ impl Stretch {
             engine: Engine::Finer,
         }
     }
+}
+
+/// The semitones that take music in a key on `from` to one on `to` the nearest way: at most
+/// six up or down.
+pub fn nearest_transposition(from: PitchClass, to: PitchClass) -> i32 {
+    let up = (i32::from(to.semitones()) - i32::from(from.semitones())).rem_euclid(12);
+    if up > 6 { up - 12 } else { up }
 }
 
 /// Why a stretch could not be done.

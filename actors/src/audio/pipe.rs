@@ -297,7 +297,7 @@ impl Session {
                     return Some(format!(
                         "wrong answer: block {seq} of {} frames for block {sequence} of {}",
                         frames.len(),
-                        block_len(ends)
+                        ends.block
                     ));
                 }
                 Err(e) => {
@@ -320,10 +320,6 @@ impl Session {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn block_len(ends: &PipeEnds) -> usize {
-    ends.block
 }
 
 /// A block as the command reads it.

@@ -944,9 +944,7 @@ fn fit_file(
     rate: u32,
 ) -> Result<Vec<[f32; 2]>, String> {
     let name = file.path.display().to_string();
-    let decoded = djinn_engine::decode::read(&file.path).map_err(|e| e.to_string())?;
-    let frames = djinn_engine::decode::resample(&decoded.frames, decoded.sample_rate, rate)
-        .map_err(|e| e.to_string())?;
+    let frames = djinn_engine::decode::read_at(&file.path, rate).map_err(|e| e.to_string())?;
     let from_bpm = match file.bpm {
         Some(bpm) => bpm,
         None => {
@@ -956,9 +954,7 @@ fn fit_file(
         }
     };
     let semitones = file.key.map_or(0, |key| {
-        let up = (i32::from(target.key.tonic.semitones()) - i32::from(key.tonic.semitones()))
-            .rem_euclid(12);
-        if up > 6 { up - 12 } else { up }
+        djinn_engine::stretch::nearest_transposition(key.tonic, target.key.tonic)
     });
     let mut out = if (from_bpm - target.tempo).abs() < 1e-6 && semitones == 0 {
         frames

@@ -19,7 +19,7 @@ use djinn_engine::analysis::tempo;
 use djinn_engine::dsp::FilterMode;
 use djinn_engine::mix::{Group, LayerParams, Quantize};
 use djinn_engine::music::Key;
-use djinn_engine::stretch::{Stretch, stretch};
+use djinn_engine::stretch::{Stretch, nearest_transposition, stretch};
 use djinn_engine::synth::Role;
 use djinn_engine::transport::TEMPO_RANGE;
 
@@ -271,11 +271,9 @@ async fn fit(
             None => (session.tempo, false),
         };
         // The nearest way to the session's tonic: at most six semitones up or down.
-        let semitones = fit.key.map_or(0, |key| {
-            let up = (i32::from(session.key.tonic.semitones()) - i32::from(key.tonic.semitones()))
-                .rem_euclid(12);
-            if up > 6 { up - 12 } else { up }
-        });
+        let semitones = fit
+            .key
+            .map_or(0, |key| nearest_transposition(key.tonic, session.key.tonic));
         let report = json!({
             "from_bpm": from_bpm,
             "bpm_detected": detected,

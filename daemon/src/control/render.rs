@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Reply, payload_channels, payload_frames, payload_rate, session_rate, unavailable};
 use crate::Shared;
+use crate::offline::RenderFileError;
 use crate::rpc::{Params, RpcError};
 use djinn_actors::generator::{ChooseChain, GetGeneratorStatus, GetPreset, ListPresets};
 use djinn_actors::moods::ChainHints;
@@ -81,15 +82,14 @@ pub async fn file(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
         .await
         .map_err(RpcError::internal)?;
     let (input_shown, output_done) = (input.clone(), output.clone());
-    let (report, rendered_len) = tokio::task::spawn_blocking(move || {
-        let decoded =
-            djinn_engine::decode::read(&input).map_err(|e| RpcError::invalid_param("path", e))?;
-        let started = std::time::Instant::now();
+    let report = tokio::task::spawn_blocking(move || {
         let mut reported = 0.0;
-        let rendered = djinn_engine::chain::render(
-            &decoded.frames,
-            decoded.sample_rate,
-            &choice.settings,
+        crate::offline::render_file(
+            &input,
+            &output,
+            &choice,
+            &backend,
+            &status.render_script,
             &mut |done| {
                 if done - reported >= 0.1 || done >= 1.0 {
                     reported = done;
@@ -97,27 +97,16 @@ pub async fn file(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
                 }
             },
         )
-        .map_err(RpcError::internal)?;
-        let took = started.elapsed().as_secs_f64();
-        djinn_engine::wav::write_audio(&output, &rendered.frames, decoded.sample_rate)
-            .map_err(RpcError::internal)?;
-        let report = crate::offline::render_report(
-            &input,
-            &output,
-            &backend,
-            &status.render_script,
-            &choice,
-            &rendered,
-            decoded.sample_rate,
-            took,
-        );
-        Ok::<_, RpcError>((report, rendered.frames.len()))
+        .map_err(|e| match e {
+            RenderFileError::Input(e) => RpcError::invalid_param("path", e),
+            other => RpcError::internal(other),
+        })
     })
     .await
     .map_err(RpcError::internal)??;
     shared.health.events().publish(
         "files",
-        json!({ "kind": "created", "path": output_done, "frames": rendered_len }),
+        json!({ "kind": "created", "path": output_done, "frames": report["frames"] }),
     );
     tracing::info!(input = %input_shown.display(), file = %output_done.display(), "file rendered");
     Ok(report)
