@@ -1,7 +1,5 @@
 //! Pitch-class energy (chroma): which of the twelve notes a piece of audio is made of.
 
-use realfft::RealFftPlanner;
-
 use crate::music::Key;
 
 /// Frames in the time median that keeps sustained tones and drops hits.
@@ -49,16 +47,10 @@ pub fn chroma_range(
     if frames.len() < frame_len {
         return bins;
     }
-    let mut planner = RealFftPlanner::<f32>::new();
-    let fft = planner.plan_fft_forward(frame_len);
-    let window: Vec<f32> = (0..frame_len)
-        .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / frame_len as f32).cos())
-        .collect();
-    let mut input = fft.make_input_vec();
-    let mut spectrum = fft.make_output_vec();
     let bin_hz = sample_rate as f32 / frame_len as f32;
     let lo = ((low_hz / bin_hz) as usize).max(1);
-    let hi = ((high_hz / bin_hz) as usize).min(spectrum.len() - 2);
+    // The spectrum has frame_len / 2 + 1 bins; a peak needs one above it.
+    let hi = ((high_hz / bin_hz) as usize).min(frame_len / 2 - 1);
     if lo >= hi {
         return bins;
     }
@@ -66,27 +58,15 @@ pub fn chroma_range(
     let mut ring = vec![vec![0.0f32; hi + 2]; MEDIAN];
     let mut tonal = vec![0.0f32; hi + 2];
     let mut column = [0.0f32; MEDIAN];
-    let mut start = 0;
     let mut count = 0usize;
-    while start + frame_len <= frames.len() {
-        for ((x, f), w) in input
-            .iter_mut()
-            .zip(&frames[start..start + frame_len])
-            .zip(&window)
-        {
-            *x = (f[0] + f[1]) * 0.5 * w;
-        }
-        start += hop;
-        if fft.process(&mut input, &mut spectrum).is_err() {
-            break;
-        }
+    super::for_each_spectrum(frames, frame_len, hop, |spectrum| {
         let slot = &mut ring[count % MEDIAN];
-        for (m, c) in slot.iter_mut().zip(&spectrum) {
+        for (m, c) in slot.iter_mut().zip(spectrum) {
             *m = c.norm();
         }
         count += 1;
         if count < MEDIAN {
-            continue;
+            return;
         }
         for (k, t) in tonal.iter_mut().enumerate() {
             for (c, frame) in column.iter_mut().zip(&ring) {
@@ -131,7 +111,7 @@ pub fn chroma_range(
                 };
             }
         }
-    }
+    });
     let total: f64 = bins.iter().sum();
     if total > 0.0 {
         bins.iter_mut().for_each(|b| *b /= total);

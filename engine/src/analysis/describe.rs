@@ -1,7 +1,6 @@
 //! Everything a loop library wants to know about a file: tempo and beats, key, loudness,
 //! brightness and other spectral features, and a guess at the part it plays.
 
-use realfft::RealFftPlanner;
 use serde::Serialize;
 
 use super::bands::{BandShares, band_shares};
@@ -73,37 +72,19 @@ pub fn spectral(frames: &[[f32; 2]], sample_rate: u32) -> Spectral {
     if frames.len() < FRAME {
         return out;
     }
-    let fft = RealFftPlanner::<f32>::new().plan_fft_forward(FRAME);
-    let window: Vec<f32> = (0..FRAME)
-        .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / FRAME as f32).cos())
-        .collect();
-    let mut input = fft.make_input_vec();
-    let mut spectrum = fft.make_output_vec();
     let bin_hz = f64::from(sample_rate) / FRAME as f64;
-    let bins = spectrum.len();
+    let bins = FRAME / 2 + 1;
     let mut ring = vec![vec![0.0f32; bins]; MEDIAN];
     let mut column = [0.0f32; MEDIAN];
     let (mut centroid_sum, mut energy_sum, mut rolloff_sum, mut flat_sum) = (0.0, 0.0, 0.0, 0.0);
     let (mut median_energy, mut mean_energy) = (0.0f64, 0.0f64);
     let mut counted = 0usize;
-    let mut start = 0;
     let mut count = 0usize;
     let flat_lo = (100.0 / bin_hz) as usize;
     let flat_hi = ((10_000.0 / bin_hz) as usize).min(bins - 1);
-    while start + FRAME <= frames.len() {
-        for ((x, f), w) in input
-            .iter_mut()
-            .zip(&frames[start..start + FRAME])
-            .zip(&window)
-        {
-            *x = (f[0] + f[1]) * 0.5 * w;
-        }
-        start += HOP;
-        if fft.process(&mut input, &mut spectrum).is_err() {
-            break;
-        }
+    super::for_each_spectrum(frames, FRAME, HOP, |spectrum| {
         let slot = &mut ring[count % MEDIAN];
-        for (m, c) in slot.iter_mut().zip(&spectrum) {
+        for (m, c) in slot.iter_mut().zip(spectrum) {
             *m = c.norm();
         }
         count += 1;
@@ -156,7 +137,7 @@ pub fn spectral(frames: &[[f32; 2]], sample_rate: u32) -> Spectral {
                 mean_energy += mean / MEDIAN as f64;
             }
         }
-    }
+    });
     if energy_sum > 0.0 {
         out.centroid_hz = centroid_sum / energy_sum;
         out.rolloff_hz = rolloff_sum / energy_sum;
@@ -209,37 +190,20 @@ fn polyphony(frames: &[[f32; 2]], sample_rate: u32) -> f64 {
     if frames.len() < frame_len {
         return 0.0;
     }
-    let fft = RealFftPlanner::<f32>::new().plan_fft_forward(frame_len);
-    let window: Vec<f32> = (0..frame_len)
-        .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / frame_len as f32).cos())
-        .collect();
-    let mut input = fft.make_input_vec();
-    let mut spectrum = fft.make_output_vec();
     let bin_hz = sample_rate as f32 / frame_len as f32;
     let lo = ((30.0 / bin_hz) as usize).max(1);
-    let hi = ((4_000.0 / bin_hz) as usize).min(spectrum.len() - 2);
-    let mut mags = vec![0.0f32; spectrum.len()];
+    // The spectrum has frame_len / 2 + 1 bins; a peak needs one above it.
+    let hi = ((4_000.0 / bin_hz) as usize).min(frame_len / 2 - 1);
+    let mut mags = vec![0.0f32; frame_len / 2 + 1];
     let mut counts: Vec<(f32, usize)> = Vec::new();
     let mut peaks: Vec<(f32, f32)> = Vec::new();
-    let mut start = 0;
-    while start + frame_len <= frames.len() {
-        for ((x, f), w) in input
-            .iter_mut()
-            .zip(&frames[start..start + frame_len])
-            .zip(&window)
-        {
-            *x = (f[0] + f[1]) * 0.5 * w;
-        }
-        start += frame_len / 2;
-        if fft.process(&mut input, &mut spectrum).is_err() {
-            break;
-        }
-        for (m, c) in mags.iter_mut().zip(&spectrum) {
+    super::for_each_spectrum(frames, frame_len, frame_len / 2, |spectrum| {
+        for (m, c) in mags.iter_mut().zip(spectrum) {
             *m = c.norm();
         }
         let loudest = mags[lo..=hi].iter().copied().fold(0.0f32, f32::max);
         if loudest <= 0.0 {
-            continue;
+            return;
         }
         peaks.clear();
         for k in lo..=hi {
@@ -274,7 +238,7 @@ fn polyphony(frames: &[[f32; 2]], sample_rate: u32) -> f64 {
         }
         let energy: f32 = mags.iter().map(|m| m * m).sum();
         counts.push((energy, classes.iter().filter(|&&c| c).count()));
-    }
+    });
     let loudest = counts.iter().map(|c| c.0).fold(0.0f32, f32::max);
     let heard: Vec<usize> = counts
         .iter()

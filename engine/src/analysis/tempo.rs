@@ -2,9 +2,7 @@
 //! candidate tempi that scores every multiple of the beat period up to four bars, which
 //! pins the tempo to a small fraction of a BPM on music that keeps time.
 
-use std::sync::Arc;
-
-use realfft::{RealFftPlanner, RealToComplex};
+use realfft::RealFftPlanner;
 use serde::Serialize;
 
 /// STFT frame and hop of the onset envelope, at any rate (≈ 21 ms and 2.7 ms at 48 kHz).
@@ -38,39 +36,11 @@ pub struct Envelopes {
 /// Onset strength per hop, of the whole spectrum and of its low band, each with its slow
 /// trend removed.
 pub fn onset_envelopes(frames: &[[f32; 2]], sample_rate: u32) -> Envelopes {
-    if frames.len() < FRAME {
-        return Envelopes {
-            full: Vec::new(),
-            low: Vec::new(),
-        };
-    }
-    let mut planner = RealFftPlanner::<f32>::new();
-    let fft: Arc<dyn RealToComplex<f32>> = planner.plan_fft_forward(FRAME);
-    let window: Vec<f32> = (0..FRAME)
-        .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / FRAME as f32).cos())
-        .collect();
-    let mut input = fft.make_input_vec();
-    let mut spectrum = fft.make_output_vec();
-    let mut scratch = fft.make_scratch_vec();
-    let mut previous = vec![0.0f32; spectrum.len()];
+    let mut previous = vec![0.0f32; FRAME / 2 + 1];
     let low_bins = ((LOW_BAND_HZ * FRAME as f32 / sample_rate as f32) as usize).max(2);
     let mut full = Vec::with_capacity(frames.len() / HOP);
     let mut low = Vec::with_capacity(frames.len() / HOP);
-    let mut start = 0;
-    while start + FRAME <= frames.len() {
-        for ((x, f), w) in input
-            .iter_mut()
-            .zip(&frames[start..start + FRAME])
-            .zip(&window)
-        {
-            *x = (f[0] + f[1]) * 0.5 * w;
-        }
-        if fft
-            .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
-            .is_err()
-        {
-            break;
-        }
+    super::for_each_spectrum(frames, FRAME, HOP, |spectrum| {
         let (mut flux, mut low_flux) = (0.0, 0.0);
         for (k, (c, p)) in spectrum.iter().zip(previous.iter_mut()).enumerate() {
             let m = (1.0 + 100.0 * c.norm()).ln();
@@ -83,8 +53,7 @@ pub fn onset_envelopes(frames: &[[f32; 2]], sample_rate: u32) -> Envelopes {
         }
         full.push(flux);
         low.push(low_flux);
-        start += HOP;
-    }
+    });
     Envelopes {
         full: detrend(&full),
         low: detrend(&low),
