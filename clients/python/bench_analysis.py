@@ -26,9 +26,9 @@ import time
 import librosa
 import numpy as np
 
-from bench_render import vlq
+from bench_render import track
+from bench_stretch import render_take
 
-SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 NOTES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 MAJOR = [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]
 MINOR = [6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17]
@@ -51,20 +51,14 @@ def band(path, bpm, tonic, minor, bars, program):
         for beat in range(4):
             notes.append((start + beat, 0.25, 9, 36 if beat % 2 == 0 else 38))
             notes += [(start + beat + off, 0.2, 9, 42) for off in (0, 0.5)]
-    events = [(0, 0, bytes([0xC0, program])), (0, 0, bytes([0xC1, 33]))]
+    events = [(0, b"\xff\x51\x03" + round(60_000_000 / bpm).to_bytes(3, "big")),
+              (0, bytes([0xC0, program])), (0, bytes([0xC1, 33]))]
     for start, length, channel, key in notes:
-        events.append((round(start * ppq), 2, bytes([0x90 | channel, key, 100])))
-        events.append((round((start + length) * ppq), 1, bytes([0x80 | channel, key, 0])))
-    events.sort(key=lambda e: (e[0], e[1]))
-    track = bytearray([0, 0xFF, 0x51, 3]) + round(60_000_000 / bpm).to_bytes(3, "big")
-    last = 0
-    for tick, _, data in events:
-        track += vlq(tick - last) + data
-        last = tick
-    track += bytes([0, 0xFF, 0x2F, 0])
+        events.append((round(start * ppq), bytes([0x90 | channel, key, 100])))
+        events.append((round((start + length) * ppq), bytes([0x80 | channel, key, 0])))
     with open(path, "wb") as f:
         f.write(b"MThd" + bytes([0, 0, 0, 6, 0, 0, 0, 1]) + ppq.to_bytes(2, "big"))
-        f.write(b"MTrk" + len(track).to_bytes(4, "big") + bytes(track))
+        f.write(track(events))
 
 
 def corpus(tmp):
@@ -76,8 +70,7 @@ def corpus(tmp):
         name = f"{NOTES[tonic]} {'minor' if minor else 'major'}"
         mid, wav = os.path.join(tmp, f"{i}.mid"), os.path.join(tmp, f"{i}.wav")
         band(mid, bpm, tonic, minor, max(4, round(bpm / 12)), programs[i % 4])
-        subprocess.run(["fluidsynth", "-ni", "-g", "0.7", "-r", "48000", "-F", wav, SOUNDFONT,
-                        mid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        render_take(mid, wav)
         cases.append((wav, bpm, name))
     return cases
 

@@ -18,9 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from bench_stretch import arrangement
-
-SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+from bench_stretch import arrangement, render_take
 
 
 def main():
@@ -32,9 +30,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         mid, wav = os.path.join(tmp, "take.mid"), os.path.join(tmp, "take.wav")
         arrangement(mid, args.seconds)
-        subprocess.run(["fluidsynth", "-ni", "-g", "0.7", "-r", "48000", "-F", wav,
-                        SOUNDFONT, mid], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        render_take(mid, wav)
         out = os.path.join(tmp, "out.wav")
         print(f"{args.seconds:.0f} s fluidsynth take, one core, median of {args.repeat}")
         for prompt in ("loud clean modern mix", "tight low end, brighter top end"):

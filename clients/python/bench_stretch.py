@@ -51,6 +51,12 @@ def arrangement(path, seconds, bpm=120):
         f.write(b"MTrk" + len(track).to_bytes(4, "big") + bytes(track))
 
 
+def render_take(mid, wav):
+    """Renders a MIDI file to a 48 kHz WAV with fluidsynth and FluidR3_GM."""
+    subprocess.run(["fluidsynth", "-ni", "-g", "0.7", "-r", "48000", "-F", wav, SOUNDFONT, mid],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def timed(command):
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -66,9 +72,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         mid, wav = os.path.join(tmp, "take.mid"), os.path.join(tmp, "take.wav")
         arrangement(mid, args.seconds)
-        subprocess.run(["fluidsynth", "-ni", "-g", "0.7", "-r", "48000", "-F", wav,
-                        SOUNDFONT, mid], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        render_take(mid, wav)
         out = os.path.join(tmp, "out.wav")
         print(f"{args.seconds:.0f} s fluidsynth take, 120 -> 128 BPM, median of {args.repeat}")
         for engine, flag in (("finer", "-3"), ("faster", "-2")):

@@ -552,6 +552,24 @@ pub fn write_midi(path: &Path, bpm: f64, notes: &[Note]) {
     std::fs::write(path, file).expect("write the MIDI file");
 }
 
+/// Converts `input` to `output` with ffmpeg (the format by `output`'s extension), with
+/// `args` (codec, rate) between them.
+pub fn ffmpeg_convert(input: &Path, output: &Path, args: &[&str]) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(input)
+        .args(args)
+        .arg(output)
+        .output()
+        .expect("ffmpeg (make test installs it)");
+    assert!(
+        out.status.success(),
+        "ffmpeg to {}: {}",
+        output.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Renders a MIDI file to a 48 kHz WAV with fluidsynth and FluidR3_GM: real instrument
 /// audio that djinn did not make.
 pub fn fluidsynth(mid: &Path, wav: &Path) {
@@ -567,6 +585,31 @@ pub fn fluidsynth(mid: &Path, wav: &Path) {
         "fluidsynth failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One bar of kit from `start` (in beats): kick on 1 and 3, snare on 2 and 4, closed hats
+/// on the eighths.
+pub fn kit_bar(notes: &mut Vec<Note>, start: f64) {
+    for beat in 0..4 {
+        let b = start + f64::from(beat);
+        let drum = if beat % 2 == 0 { 36 } else { 38 };
+        notes.push(Note {
+            channel: 9,
+            program: 0,
+            key: drum,
+            beat: b,
+            beats: 0.25,
+        });
+        for off in [0.0, 0.5] {
+            notes.push(Note {
+                channel: 9,
+                program: 0,
+                key: 42,
+                beat: b + off,
+                beats: 0.2,
+            });
+        }
+    }
 }
 
 /// A small band playing `bars` of 4/4 at `bpm` in the key of `tonic` (pitch class, 0 = C),
@@ -617,26 +660,7 @@ pub fn band_midi(path: &Path, bpm: f64, tonic: u8, minor: bool, bars: u32, progr
                 beats: 0.45,
             });
         }
-        for beat in 0..4 {
-            let b = start + f64::from(beat);
-            let drum = if beat % 2 == 0 { 36 } else { 38 };
-            notes.push(Note {
-                channel: 9,
-                program: 0,
-                key: drum,
-                beat: b,
-                beats: 0.25,
-            });
-            for off in [0.0, 0.5] {
-                notes.push(Note {
-                    channel: 9,
-                    program: 0,
-                    key: 42,
-                    beat: b + off,
-                    beats: 0.2,
-                });
-            }
-        }
+        kit_bar(&mut notes, start);
     }
     write_midi(path, bpm, &notes);
 }

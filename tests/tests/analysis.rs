@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use djinn_tests::{Note, band_midi, fluidsynth};
+use djinn_tests::{Note, band_midi, fluidsynth, kit_bar};
 
 const NOTES: [&str; 12] = [
     "C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
@@ -132,28 +132,7 @@ fn part(dir: &Path, role: &str) -> PathBuf {
         let start = f64::from(bar) * 4.0;
         let chord = chords[bar as usize % 4];
         match role {
-            "drums" => {
-                for beat in 0..4 {
-                    let b = start + f64::from(beat);
-                    let key = if beat % 2 == 0 { 36 } else { 38 };
-                    notes.push(Note {
-                        channel: 9,
-                        program: 0,
-                        key,
-                        beat: b,
-                        beats: 0.25,
-                    });
-                    for off in [0.0, 0.5] {
-                        notes.push(Note {
-                            channel: 9,
-                            program: 0,
-                            key: 42,
-                            beat: b + off,
-                            beats: 0.2,
-                        });
-                    }
-                }
-            }
+            "drums" => kit_bar(&mut notes, start),
             "bass" => {
                 for beat in [0.0, 1.5, 2.0, 3.0] {
                     let key = chord[0] - 24;

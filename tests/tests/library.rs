@@ -30,17 +30,7 @@ fn folder(dir: &Path) {
         std::fs::remove_file(&mid).unwrap();
         if i == 3 {
             let flac = wav.with_extension("flac");
-            let out = Command::new("ffmpeg")
-                .args(["-v", "error", "-y", "-i"])
-                .arg(&wav)
-                .arg(&flac)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            djinn_tests::ffmpeg_convert(&wav, &flac, &[]);
             std::fs::remove_file(&wav).unwrap();
         }
     }
@@ -243,25 +233,8 @@ async fn a_dj_script_plays_a_loop_from_the_library_fitted_to_the_set() {
     std::fs::create_dir_all(&loops).unwrap();
     // Four bars of kit at 120 BPM.
     let mut notes = Vec::new();
-    for beat in 0..16 {
-        let b = f64::from(beat);
-        let key = if beat % 2 == 0 { 36 } else { 38 };
-        notes.push(djinn_tests::Note {
-            channel: 9,
-            program: 0,
-            key,
-            beat: b,
-            beats: 0.25,
-        });
-        for off in [0.0, 0.5] {
-            notes.push(djinn_tests::Note {
-                channel: 9,
-                program: 0,
-                key: 42,
-                beat: b + off,
-                beats: 0.2,
-            });
-        }
+    for bar in 0..4 {
+        djinn_tests::kit_bar(&mut notes, f64::from(bar) * 4.0);
     }
     let mid = dir.path().join("kit.mid");
     djinn_tests::write_midi(&mid, 120.0, &notes);

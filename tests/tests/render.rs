@@ -145,18 +145,7 @@ fn render_reads_every_format_and_writes_at_the_input_rate() {
         ("in.mp3", &["-ar", "32000", "-c:a", "libmp3lame"][..]),
     ] {
         let converted = dir.path().join(name);
-        let out = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-i"])
-            .arg(&input)
-            .args(args)
-            .arg(&converted)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        djinn_tests::ffmpeg_convert(&input, &converted, args);
         let output = dir.path().join(format!("{name}.out.flac"));
         let report = djinn_render(&converted, &output, "streaming");
         let original = djinn_engine::decode::read(&converted).unwrap();
