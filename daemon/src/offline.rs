@@ -143,16 +143,17 @@ pub fn analyze(path: &Path, options: &AnalyzeOptions) -> anyhow::Result<Value> {
 
 /// Decodes `path` and finds its tempo, beats and key, nothing else.
 pub fn tempo_key(path: &Path) -> anyhow::Result<Value> {
-    let decoded = djinn_engine::decode::read(path)?;
-    let (frames, rate) = (&decoded.frames, decoded.sample_rate);
-    let (estimate, beats) = tempo::tempo_and_beats(frames, rate);
+    use djinn_engine::analysis::{describe, tempo};
+    // Decoded straight to the rate onsets are read at: the full-rate file is never held.
+    let mono = djinn_engine::decode::read_mono_down_to(path, tempo::ONSET_RATE)?;
+    let found = describe::tempo_and_key(&mono.samples, mono.sample_rate);
     Ok(json!({
         "file": path,
-        "sample_rate": rate,
-        "seconds": frames.len() as f64 / f64::from(rate),
-        "tempo": estimate,
-        "beats": beats,
-        "key": djinn_engine::analysis::key::estimate(frames, rate),
+        "sample_rate": mono.source_rate,
+        "seconds": mono.source_frames as f64 / f64::from(mono.source_rate),
+        "tempo": found.tempo,
+        "beats": found.beats,
+        "key": found.key,
     }))
 }
 

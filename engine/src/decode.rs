@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use crate::analysis::Downsampler;
+
 use audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 use symphonia::core::codecs::audio::AudioDecoderOptions;
@@ -44,6 +46,79 @@ pub enum DecodeError {
 
 /// Decodes a whole file.
 pub fn read(path: &Path) -> Result<Decoded, DecodeError> {
+    let mut frames = Vec::new();
+    let sample_rate = decode_with(path, |interleaved, channels, _, expected| {
+        // Reserved up front where the container says how long it is: growing a vector of
+        // a whole song by doubling copies it several times over.
+        if frames.is_empty() {
+            frames.reserve(expected);
+        }
+        frames.extend(interleaved.chunks_exact(channels).map(|frame| match frame {
+            [mono] => [*mono, *mono],
+            [l, r, ..] => [*l, *r],
+            [] => [0.0, 0.0],
+        }));
+    })?;
+    Ok(Decoded {
+        sample_rate,
+        frames,
+    })
+}
+
+/// A file decoded to its mono sum at a reduced rate, for analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedMono {
+    pub samples: Vec<f32>,
+    /// The rate of `samples`.
+    pub sample_rate: u32,
+    /// The file's own rate.
+    pub source_rate: u32,
+    /// The file's length in frames at its own rate.
+    pub source_frames: usize,
+}
+
+/// Decodes a whole file to its mono sum (the mean of its first two channels, or its one
+/// channel), brought down as it is decoded to the lowest rate reached by halving that is
+/// still at least `min_rate` (see [`Downsampler`]). For analysis that listens in mono: the
+/// full-rate signal is never held whole.
+pub fn read_mono_down_to(path: &Path, min_rate: u32) -> Result<DecodedMono, DecodeError> {
+    let mut down: Option<Downsampler> = None;
+    let mut mono = Vec::new();
+    let mut source_frames = 0;
+    let source_rate = decode_with(path, |interleaved, channels, rate, expected| {
+        let down = down.get_or_insert_with(|| {
+            let mut down = Downsampler::new(rate, min_rate);
+            down.reserve(expected);
+            down
+        });
+        mono.clear();
+        mono.extend(interleaved.chunks_exact(channels).map(|frame| match frame {
+            [one] => *one,
+            [l, r, ..] => 0.5 * (l + r),
+            [] => 0.0,
+        }));
+        source_frames += mono.len();
+        down.push(&mono);
+    })?;
+    let down = down.ok_or_else(|| DecodeError::Empty {
+        path: path.display().to_string(),
+    })?;
+    let sample_rate = down.rate();
+    Ok(DecodedMono {
+        samples: down.finish(),
+        sample_rate,
+        source_rate,
+        source_frames,
+    })
+}
+
+/// Decodes `path` packet by packet: `push` gets each packet's interleaved samples with their
+/// channel count, their rate, and the file's length in frames when the container tells it
+/// (else 0). Returns the sample rate.
+fn decode_with(
+    path: &Path,
+    mut push: impl FnMut(&[f32], usize, u32, usize),
+) -> Result<u32, DecodeError> {
     let name = path.display().to_string();
     let format_error = |message: String| DecodeError::Format {
         path: name.clone(),
@@ -70,6 +145,7 @@ pub fn read(path: &Path) -> Result<Decoded, DecodeError> {
         .default_track(TrackType::Audio)
         .ok_or_else(|| format_error("no audio track".into()))?;
     let track_id = track.id;
+    let track_frames = track.num_frames.map_or(0, |n| n.min(1 << 28) as usize);
     let params = track
         .codec_params
         .as_ref()
@@ -79,7 +155,7 @@ pub fn read(path: &Path) -> Result<Decoded, DecodeError> {
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| format_error(e.to_string()))?;
-    let mut frames = Vec::new();
+    let mut frames = 0usize;
     let mut sample_rate = params.sample_rate.unwrap_or(0);
     let mut interleaved: Vec<f32> = Vec::new();
     loop {
@@ -105,19 +181,13 @@ pub fn read(path: &Path) -> Result<Decoded, DecodeError> {
         let channels = spec.channels().count().max(1);
         interleaved.resize(buffer.samples_interleaved(), 0.0);
         buffer.copy_to_slice_interleaved(&mut interleaved);
-        frames.extend(interleaved.chunks_exact(channels).map(|frame| match frame {
-            [mono] => [*mono, *mono],
-            [l, r, ..] => [*l, *r],
-            [] => [0.0, 0.0],
-        }));
+        frames += interleaved.len() / channels;
+        push(&interleaved, channels, sample_rate, track_frames);
     }
-    if frames.is_empty() || sample_rate == 0 {
+    if frames == 0 || sample_rate == 0 {
         return Err(DecodeError::Empty { path: name });
     }
-    Ok(Decoded {
-        sample_rate,
-        frames,
-    })
+    Ok(sample_rate)
 }
 
 /// Converts stereo frames from one rate to another; the output has

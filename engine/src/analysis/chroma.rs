@@ -4,6 +4,7 @@ use crate::music::Key;
 
 /// Frames in the time median that keeps sustained tones and drops hits.
 const MEDIAN: usize = 9;
+const _: () = assert!(MEDIAN == 9, "median_of_nine is a network for nine");
 const LOW_HZ: f32 = 200.0;
 const HIGH_HZ: f32 = 4000.0;
 
@@ -39,15 +40,44 @@ pub fn chroma_range(
     high_hz: f32,
     weighting: Weighting,
 ) -> [f64; 12] {
+    // The notes are read at the lowest rate that keeps `high_hz` in the flat band.
+    let (signal, rate) = super::mono_down_to(frames, sample_rate, lowest_rate(high_hz));
+    chroma_at(&signal, rate, low_hz, high_hz, weighting)
+}
+
+/// [`chroma_range`] of a mono signal.
+pub fn chroma_range_mono(
+    signal: &[f32],
+    sample_rate: u32,
+    low_hz: f32,
+    high_hz: f32,
+    weighting: Weighting,
+) -> [f64; 12] {
+    let (signal, rate) = super::down_to(signal, sample_rate, lowest_rate(high_hz));
+    chroma_at(&signal, rate, low_hz, high_hz, weighting)
+}
+
+/// The lowest rate whose halving filter keeps `high_hz` flat (it is flat to 0.4 of the rate).
+fn lowest_rate(high_hz: f32) -> u32 {
+    (2.5 * high_hz).ceil() as u32
+}
+
+fn chroma_at(
+    signal: &[f32],
+    rate: u32,
+    low_hz: f32,
+    high_hz: f32,
+    weighting: Weighting,
+) -> [f64; 12] {
     let mut bins = [0.0f64; 12];
     // About 170 ms (or 680 ms for bass) at any rate, a power of two.
-    let base = (sample_rate as usize / 6).next_power_of_two().max(1024);
+    let base = (rate as usize / 6).next_power_of_two().max(1024);
     let frame_len = if low_hz < LOW_HZ { base * 4 } else { base };
     let hop = frame_len / 4;
-    if frames.len() < frame_len {
+    if signal.len() < frame_len {
         return bins;
     }
-    let bin_hz = sample_rate as f32 / frame_len as f32;
+    let bin_hz = rate as f32 / frame_len as f32;
     let lo = ((low_hz / bin_hz) as usize).max(1);
     // The spectrum has frame_len / 2 + 1 bins; a peak needs one above it.
     let hi = ((high_hz / bin_hz) as usize).min(frame_len / 2 - 1);
@@ -57,24 +87,14 @@ pub fn chroma_range(
     // The last MEDIAN magnitude spectra, as a ring.
     let mut ring = vec![vec![0.0f32; hi + 2]; MEDIAN];
     let mut tonal = vec![0.0f32; hi + 2];
-    let mut column = [0.0f32; MEDIAN];
     let mut count = 0usize;
-    super::for_each_spectrum(frames, frame_len, hop, |spectrum| {
-        let slot = &mut ring[count % MEDIAN];
-        for (m, c) in slot.iter_mut().zip(spectrum) {
-            *m = c.norm();
-        }
+    super::for_each_magnitudes(signal, frame_len, hop, hi + 2, |magnitudes| {
+        ring[count % MEDIAN].copy_from_slice(magnitudes);
         count += 1;
         if count < MEDIAN {
             return;
         }
-        for (k, t) in tonal.iter_mut().enumerate() {
-            for (c, frame) in column.iter_mut().zip(&ring) {
-                *c = frame[k];
-            }
-            column.sort_unstable_by(f32::total_cmp);
-            *t = column[MEDIAN / 2];
-        }
+        median_of_nine(&ring, &mut tonal);
         for k in lo.max(1)..=hi {
             let m = tonal[k];
             if m <= tonal[k - 1] || m < tonal[k + 1] || m <= 0.0 {
@@ -100,11 +120,13 @@ pub fn chroma_range(
             } else {
                 0.0
             };
-            let hz = (k as f32 + offset) * bin_hz;
-            let note = 69.0 + 12.0 * (hz / 440.0).log2();
-            let nearest = note.round();
-            if (note - nearest).abs() < 0.35 {
-                let pc = (nearest as i32).rem_euclid(12) as usize;
+            // From 60 Hz up, so above 1 Hz and the note number positive: the fast
+            // logarithm holds, and adding ½ and truncating rounds.
+            let hz = ((k as f32 + offset) * bin_hz).max(1.0);
+            let note = 69.0 + 12.0 * (super::log2_from_one(hz) - 440f32.log2());
+            let nearest = (note + 0.5).max(0.0) as i32;
+            if (note - nearest as f32).abs() < 0.35 {
+                let pc = nearest.rem_euclid(12) as usize;
                 bins[pc] += match weighting {
                     Weighting::Energy => f64::from(m) * f64::from(m),
                     Weighting::Magnitude => f64::from(m),
@@ -117,6 +139,51 @@ pub fn chroma_range(
         bins.iter_mut().for_each(|b| *b /= total);
     }
     bins
+}
+
+super::widened! {
+    /// Each bin's median across the nine spectra of `ring`, into `out`: Paeth's 19-exchange
+    /// network, branch-free, run on eight bins at a time.
+    fn median_of_nine(ring: &[Vec<f32>], out: &mut [f32]) = median_of_nine_portable
+}
+
+#[inline(always)]
+fn median_of_nine_portable(ring: &[Vec<f32>], out: &mut [f32]) {
+    const LANES: usize = 8;
+    let n = out.len();
+    let full = n - n % LANES;
+    for k in (0..full).step_by(LANES) {
+        let p = std::array::from_fn(|row| {
+            let lanes: [f32; LANES] = ring[row][k..k + LANES].try_into().unwrap_or_default();
+            lanes
+        });
+        out[k..k + LANES].copy_from_slice(&median9(p));
+    }
+    if full < n {
+        let p = std::array::from_fn(|row| {
+            let mut lanes = [0.0f32; LANES];
+            lanes[..n - full].copy_from_slice(&ring[row][full..n]);
+            lanes
+        });
+        out[full..].copy_from_slice(&median9(p)[..n - full]);
+    }
+}
+
+/// The lane-wise median of nine rows, by Paeth's network.
+#[inline(always)]
+fn median9<const LANES: usize>(mut p: [[f32; LANES]; MEDIAN]) -> [f32; LANES] {
+    macro_rules! exchange {
+        ($($a:literal $b:literal),*) => {$({
+            let (x, y) = (p[$a], p[$b]);
+            for i in 0..LANES {
+                p[$a][i] = if x[i] < y[i] { x[i] } else { y[i] };
+                p[$b][i] = if x[i] < y[i] { y[i] } else { x[i] };
+            }
+        })*};
+    }
+    exchange!(1 2, 4 5, 7 8, 0 1, 3 4, 6 7, 1 2, 4 5, 7 8, 0 3, 5 8, 4 7, 3 6, 1 4, 2 5,
+        4 7, 4 2, 6 4, 4 2);
+    p[4]
 }
 
 /// The share of `chroma` that falls on `key`'s pitch classes, 0–1.
@@ -152,5 +219,24 @@ mod tests {
         }
         let a_major: Key = "A major".parse().unwrap();
         assert!(in_key(&c, &a_major) > 0.95);
+    }
+
+    #[test]
+    fn the_median_network_agrees_with_sorting() {
+        // Every bin a different shuffle of distinct and repeated values.
+        let ring: Vec<Vec<f32>> = (0..MEDIAN)
+            .map(|i| {
+                (0..67)
+                    .map(|k| ((i * 7 + k * 13) % 11) as f32 * (1 + k % 3) as f32)
+                    .collect()
+            })
+            .collect();
+        let mut out = vec![0.0; 67];
+        median_of_nine(&ring, &mut out);
+        for (k, o) in out.iter().enumerate() {
+            let mut column: Vec<f32> = ring.iter().map(|r| r[k]).collect();
+            column.sort_by(f32::total_cmp);
+            assert_eq!(*o, column[MEDIAN / 2], "bin {k}");
+        }
     }
 }

@@ -52,6 +52,29 @@ pub struct Description {
     pub role: RoleGuess,
 }
 
+/// Tempo, beats and key: what a DJ needs of a track, and nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TempoKey {
+    pub tempo: Option<TempoEstimate>,
+    /// Beat times in seconds (at the estimated tempo).
+    pub beats: Vec<f64>,
+    pub key: Option<KeyEstimate>,
+}
+
+/// The tempo, beats and key of a mono signal: halved once for both, then the key is read on
+/// a second thread while this one reads the tempo.
+pub fn tempo_and_key(mono: &[f32], sample_rate: u32) -> TempoKey {
+    let (signal, rate) = super::down_to(mono, sample_rate, tempo::ONSET_RATE);
+    std::thread::scope(|s| {
+        let key = s.spawn(|| key::estimate_mono(&signal, rate));
+        let (tempo, beats) = tempo::tempo_and_beats_mono(&signal, rate);
+        let key = key
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        TempoKey { tempo, beats, key }
+    })
+}
+
 /// STFT of the spectral features: about 43 ms frames, 21 ms hops at 48 kHz.
 const FRAME: usize = 2048;
 const HOP: usize = 1024;
@@ -82,11 +105,8 @@ pub fn spectral(frames: &[[f32; 2]], sample_rate: u32) -> Spectral {
     let mut count = 0usize;
     let flat_lo = (100.0 / bin_hz) as usize;
     let flat_hi = ((10_000.0 / bin_hz) as usize).min(bins - 1);
-    super::for_each_spectrum(frames, FRAME, HOP, |spectrum| {
-        let slot = &mut ring[count % MEDIAN];
-        for (m, c) in slot.iter_mut().zip(spectrum) {
-            *m = c.norm();
-        }
+    super::for_each_magnitudes(&super::mono(frames), FRAME, HOP, bins, |magnitudes| {
+        ring[count % MEDIAN].copy_from_slice(magnitudes);
         count += 1;
         let mags = &ring[(count - 1) % MEDIAN];
         let energy: f64 = mags.iter().map(|&m| f64::from(m) * f64::from(m)).sum();
@@ -155,7 +175,8 @@ pub fn spectral(frames: &[[f32; 2]], sample_rate: u32) -> Spectral {
 /// Onsets per second: peaks of the onset envelope above twice its mean and a tenth of its
 /// highest, at least 50 ms apart.
 fn onset_rate(frames: &[[f32; 2]], sample_rate: u32) -> f64 {
-    let envelope = tempo::onset_envelopes(frames, sample_rate).full;
+    let envelopes = tempo::onset_envelopes(frames, sample_rate);
+    let envelope = envelopes.full;
     if envelope.is_empty() {
         return 0.0;
     }
@@ -164,7 +185,7 @@ fn onset_rate(frames: &[[f32; 2]], sample_rate: u32) -> f64 {
     // Twice the mean, but never under a tenth of the strongest onset: a held sound's
     // envelope is nearly flat, and its ripples are not notes.
     let threshold = (2.0 * mean).max(0.1 * f64::from(loudest));
-    let hop_s = tempo::HOP as f64 / f64::from(sample_rate);
+    let hop_s = envelopes.hop_s;
     let gap = (0.05 / hop_s) as usize;
     let mut last = None;
     let mut onsets = 0;
@@ -194,51 +215,53 @@ fn polyphony(frames: &[[f32; 2]], sample_rate: u32) -> f64 {
     let lo = ((30.0 / bin_hz) as usize).max(1);
     // The spectrum has frame_len / 2 + 1 bins; a peak needs one above it.
     let hi = ((4_000.0 / bin_hz) as usize).min(frame_len / 2 - 1);
-    let mut mags = vec![0.0f32; frame_len / 2 + 1];
     let mut counts: Vec<(f32, usize)> = Vec::new();
     let mut peaks: Vec<(f32, f32)> = Vec::new();
-    super::for_each_spectrum(frames, frame_len, frame_len / 2, |spectrum| {
-        for (m, c) in mags.iter_mut().zip(spectrum) {
-            *m = c.norm();
-        }
-        let loudest = mags[lo..=hi].iter().copied().fold(0.0f32, f32::max);
-        if loudest <= 0.0 {
-            return;
-        }
-        peaks.clear();
-        for k in lo..=hi {
-            let m = mags[k];
-            let (a, c) = (mags[k - 1], mags[k + 1]);
-            if m >= 0.25 * loudest && m > a && m >= c {
-                // Parabolic interpolation puts the peak between bins.
-                let denom = a - 2.0 * m + c;
-                let offset = if denom.abs() > 1e-12 {
-                    (0.5 * (a - c) / denom).clamp(-0.5, 0.5)
-                } else {
-                    0.0
-                };
-                peaks.push((m, (k as f32 + offset) * bin_hz));
+    super::for_each_magnitudes(
+        &super::mono(frames),
+        frame_len,
+        frame_len / 2,
+        frame_len / 2 + 1,
+        |mags| {
+            let loudest = mags[lo..=hi].iter().copied().fold(0.0f32, f32::max);
+            if loudest <= 0.0 {
+                return;
             }
-        }
-        peaks.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut classes = [false; 12];
-        let mut fundamentals: Vec<f32> = Vec::new();
-        for &(_, hz) in &peaks {
-            let harmonic = fundamentals.iter().any(|&f| {
-                let n = (hz / f).round();
-                // Within 3 %, or within the error n bins' worth of a low fundamental carries.
-                n >= 2.0 && (hz - n * f).abs() < (0.03 * hz).max(0.5 * n * bin_hz)
-            });
-            if harmonic {
-                continue;
+            peaks.clear();
+            for k in lo..=hi {
+                let m = mags[k];
+                let (a, c) = (mags[k - 1], mags[k + 1]);
+                if m >= 0.25 * loudest && m > a && m >= c {
+                    // Parabolic interpolation puts the peak between bins.
+                    let denom = a - 2.0 * m + c;
+                    let offset = if denom.abs() > 1e-12 {
+                        (0.5 * (a - c) / denom).clamp(-0.5, 0.5)
+                    } else {
+                        0.0
+                    };
+                    peaks.push((m, (k as f32 + offset) * bin_hz));
+                }
             }
-            fundamentals.push(hz);
-            let note = (69.0 + 12.0 * (hz / 440.0).log2()).round() as i32;
-            classes[note.rem_euclid(12) as usize] = true;
-        }
-        let energy: f32 = mags.iter().map(|m| m * m).sum();
-        counts.push((energy, classes.iter().filter(|&&c| c).count()));
-    });
+            peaks.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut classes = [false; 12];
+            let mut fundamentals: Vec<f32> = Vec::new();
+            for &(_, hz) in &peaks {
+                let harmonic = fundamentals.iter().any(|&f| {
+                    let n = (hz / f).round();
+                    // Within 3 %, or within the error n bins' worth of a low fundamental carries.
+                    n >= 2.0 && (hz - n * f).abs() < (0.03 * hz).max(0.5 * n * bin_hz)
+                });
+                if harmonic {
+                    continue;
+                }
+                fundamentals.push(hz);
+                let note = (69.0 + 12.0 * (hz / 440.0).log2()).round() as i32;
+                classes[note.rem_euclid(12) as usize] = true;
+            }
+            let energy: f32 = mags.iter().map(|m| m * m).sum();
+            counts.push((energy, classes.iter().filter(|&&c| c).count()));
+        },
+    );
     let loudest = counts.iter().map(|c| c.0).fold(0.0f32, f32::max);
     let heard: Vec<usize> = counts
         .iter()

@@ -5,9 +5,13 @@
 use realfft::RealFftPlanner;
 use serde::Serialize;
 
-/// STFT frame and hop of the onset envelope, at any rate (≈ 21 ms and 2.7 ms at 48 kHz).
+/// The lowest rate onsets are read at: 44.1 and 48 kHz audio as it is (the hats' and
+/// cymbals' air above 12 kHz is part of what marks time, and of what tells the end of the
+/// music from its release tail), 88.2 and 96 kHz halved.
+pub const ONSET_RATE: u32 = 40_000;
+/// STFT frame and hop of the onset envelope (≈ 21 ms and 2.7 ms at 48 kHz).
 const FRAME: usize = 1024;
-pub(crate) const HOP: usize = 128;
+const HOP: usize = 128;
 
 /// A tempo estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -17,16 +21,13 @@ pub struct TempoEstimate {
     pub confidence: f64,
 }
 
-/// Onset strength per hop: the summed rise of log-magnitude spectra.
-pub fn onset_envelope(frames: &[[f32; 2]]) -> Vec<f32> {
-    onset_envelopes(frames, 48_000).full
-}
-
 /// Where the low band of [`Envelopes::low`] ends, Hz: kick and snare bodies, bass notes.
 const LOW_BAND_HZ: f32 = 500.0;
 
 /// Onset envelopes of the whole spectrum and of its low band.
 pub struct Envelopes {
+    /// Seconds from one value to the next.
+    pub hop_s: f64,
     pub full: Vec<f32>,
     /// Onsets below 500 Hz only: kick, snare body and bass, which mark beats, where hats
     /// mark their subdivisions.
@@ -36,38 +37,92 @@ pub struct Envelopes {
 /// Onset strength per hop, of the whole spectrum and of its low band, each with its slow
 /// trend removed.
 pub fn onset_envelopes(frames: &[[f32; 2]], sample_rate: u32) -> Envelopes {
-    let mut previous = vec![0.0f32; FRAME / 2 + 1];
-    let low_bins = ((LOW_BAND_HZ * FRAME as f32 / sample_rate as f32) as usize).max(2);
-    let mut full = Vec::with_capacity(frames.len() / HOP);
-    let mut low = Vec::with_capacity(frames.len() / HOP);
-    super::for_each_spectrum(frames, FRAME, HOP, |spectrum| {
-        let (mut flux, mut low_flux) = (0.0, 0.0);
-        for (k, (c, p)) in spectrum.iter().zip(previous.iter_mut()).enumerate() {
-            let m = (1.0 + 100.0 * c.norm()).ln();
-            let rise = (m - *p).max(0.0);
-            flux += rise;
-            if k < low_bins {
-                low_flux += rise;
-            }
-            *p = m;
-        }
-        full.push(flux);
+    let (signal, rate) = super::mono_down_to(frames, sample_rate, ONSET_RATE);
+    envelopes_at(&signal, rate)
+}
+
+/// [`onset_envelopes`] of a mono signal.
+pub fn onset_envelopes_mono(signal: &[f32], sample_rate: u32) -> Envelopes {
+    let (signal, rate) = super::down_to(signal, sample_rate, ONSET_RATE);
+    envelopes_at(&signal, rate)
+}
+
+/// The envelopes of `signal`, already at the rate onsets are read at.
+fn envelopes_at(signal: &[f32], rate: u32) -> Envelopes {
+    let bins = FRAME / 2 + 1;
+    let low_bins = ((LOW_BAND_HZ * FRAME as f32 / rate.max(1) as f32) as usize).clamp(2, bins);
+    let mut previous = vec![0.0f32; bins];
+    let mut full = Vec::with_capacity(signal.len() / HOP);
+    let mut low = Vec::with_capacity(signal.len() / HOP);
+    super::for_each_magnitudes(signal, FRAME, HOP, bins, |magnitudes| {
+        let (low_previous, high_previous) = previous.split_at_mut(low_bins);
+        let low_flux = rises(&magnitudes[..low_bins], low_previous);
+        let high_flux = rises(&magnitudes[low_bins..], high_previous);
+        full.push(low_flux + high_flux);
         low.push(low_flux);
     });
     Envelopes {
+        hop_s: HOP as f64 / f64::from(rate.max(1)),
         full: detrend(&full),
         low: detrend(&low),
     }
 }
 
+super::widened! {
+    /// The summed rise of each bin's log magnitude from `previous`, which takes the new
+    /// levels.
+    fn rises(magnitudes: &[f32], previous: &mut [f32]) -> f32 = rises_portable
+}
+
+#[inline(always)]
+fn rises_portable(magnitudes: &[f32], previous: &mut [f32]) -> f32 {
+    const LANES: usize = 8;
+    // Eight running sums, so that the loop vectorizes (a single f32 sum is a serial chain).
+    let mut sums = [0.0f32; LANES];
+    let rise = |m: f32, p: &mut f32| {
+        let level = super::ln_from_one(1.0 + 100.0 * m);
+        let r = (level - *p).max(0.0);
+        *p = level;
+        r
+    };
+    let mut m = magnitudes.chunks_exact(LANES);
+    let mut p = previous.chunks_exact_mut(LANES);
+    for (ms, ps) in (&mut m).zip(&mut p) {
+        for ((s, &x), q) in sums.iter_mut().zip(ms).zip(ps) {
+            *s += rise(x, q);
+        }
+    }
+    let tail: f32 = m
+        .remainder()
+        .iter()
+        .zip(p.into_remainder())
+        .map(|(&x, q)| rise(x, q))
+        .sum();
+    sums.iter().sum::<f32>() + tail
+}
+
 /// Removes the slow trend so that sustained loudness does not read as rhythm.
 fn detrend(envelope: &[f32]) -> Vec<f32> {
     let smooth = 32;
+    // The mean of envelope[i - smooth .. i + smooth] from a running sum, kept in f64 so that
+    // adding and taking away leaves no drift.
+    let mut sum: f64 = envelope[..smooth.min(envelope.len())]
+        .iter()
+        .map(|&e| f64::from(e))
+        .sum();
     let mut out = Vec::with_capacity(envelope.len());
     for i in 0..envelope.len() {
+        if i > 0 {
+            if let Some(&e) = envelope.get(i + smooth - 1) {
+                sum += f64::from(e);
+            }
+            if i > smooth {
+                sum -= f64::from(envelope[i - smooth - 1]);
+            }
+        }
         let lo = i.saturating_sub(smooth);
         let hi = (i + smooth).min(envelope.len());
-        let mean = envelope[lo..hi].iter().sum::<f32>() / (hi - lo) as f32;
+        let mean = (sum / (hi - lo) as f64) as f32;
         out.push((envelope[i] - mean).max(0.0));
     }
     out
@@ -166,18 +221,25 @@ fn offbeat_ratio(envelope: &[f32], period: f64) -> f64 {
 /// onset envelope folded onto one beat, then every beat from the start to the last onset,
 /// each moved to the strongest onset within 30 ms when there is one.
 pub fn beat_times(frames: &[[f32; 2]], sample_rate: u32, bpm: f64) -> Vec<f64> {
-    let envelope = onset_envelopes(frames, sample_rate).full;
-    beats_in(&envelope, HOP as f64 / f64::from(sample_rate), bpm)
+    let envelopes = onset_envelopes(frames, sample_rate);
+    beats_in(&envelopes.full, envelopes.hop_s, bpm)
 }
 
 /// The tempo of `frames` where music is usually counted (70–180 BPM) and its beat times,
 /// from one onset envelope.
 pub fn tempo_and_beats(frames: &[[f32; 2]], sample_rate: u32) -> (Option<TempoEstimate>, Vec<f64>) {
-    let envelopes = onset_envelopes(frames, sample_rate);
-    let hop_s = HOP as f64 / f64::from(sample_rate);
-    let tempo = estimate_in(&envelopes, hop_s, 70.0, 180.0);
+    tempo_and_beats_in(&onset_envelopes(frames, sample_rate))
+}
+
+/// [`tempo_and_beats`] of a mono signal.
+pub fn tempo_and_beats_mono(signal: &[f32], sample_rate: u32) -> (Option<TempoEstimate>, Vec<f64>) {
+    tempo_and_beats_in(&onset_envelopes_mono(signal, sample_rate))
+}
+
+fn tempo_and_beats_in(envelopes: &Envelopes) -> (Option<TempoEstimate>, Vec<f64>) {
+    let tempo = estimate_in(envelopes, 70.0, 180.0);
     let beats = tempo
-        .map(|t| beats_in(&envelopes.full, hop_s, t.bpm))
+        .map(|t| beats_in(&envelopes.full, envelopes.hop_s, t.bpm))
         .unwrap_or_default();
     (tempo, beats)
 }
@@ -230,22 +292,11 @@ pub fn estimate(
     min_bpm: f64,
     max_bpm: f64,
 ) -> Option<TempoEstimate> {
-    let envelopes = onset_envelopes(frames, sample_rate);
-    estimate_in(
-        &envelopes,
-        HOP as f64 / f64::from(sample_rate),
-        min_bpm,
-        max_bpm,
-    )
+    estimate_in(&onset_envelopes(frames, sample_rate), min_bpm, max_bpm)
 }
 
-fn estimate_in(
-    envelopes: &Envelopes,
-    hop_s: f64,
-    min_bpm: f64,
-    max_bpm: f64,
-) -> Option<TempoEstimate> {
-    let (envelope, low) = (&envelopes.full, &envelopes.low);
+fn estimate_in(envelopes: &Envelopes, min_bpm: f64, max_bpm: f64) -> Option<TempoEstimate> {
+    let (envelope, low, hop_s) = (&envelopes.full, &envelopes.low, envelopes.hop_s);
     // Beats are told from subdivisions by the low band when there is one.
     let accents = if low.iter().any(|&x| x > 0.0) {
         low
@@ -354,6 +405,17 @@ mod tests {
             let audio = clicks(bpm, 20.0, 48_000);
             let est = estimate(&audio, 48_000, 50.0, 200.0).unwrap();
             assert!((est.bpm - bpm).abs() < 0.2, "{bpm}: {est:?}");
+        }
+    }
+
+    #[test]
+    fn the_running_detrend_is_the_windowed_mean_taken_away() {
+        let e: Vec<f32> = (0..300).map(|i| ((i * 37) % 23) as f32 * 0.1).collect();
+        let got = detrend(&e);
+        for (i, g) in got.iter().enumerate() {
+            let (lo, hi) = (i.saturating_sub(32), (i + 32).min(e.len()));
+            let mean = e[lo..hi].iter().sum::<f32>() / (hi - lo) as f32;
+            assert!((g - (e[i] - mean).max(0.0)).abs() < 1e-5, "{i}");
         }
     }
 
