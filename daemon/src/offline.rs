@@ -143,14 +143,21 @@ pub fn analyze(path: &Path, options: &AnalyzeOptions) -> anyhow::Result<Value> {
 
 /// Decodes `path` and finds its tempo, beats and key, nothing else.
 pub fn tempo_key(path: &Path) -> anyhow::Result<Value> {
-    use djinn_engine::analysis::{describe, tempo};
-    // Decoded straight to the rate onsets are read at: the full-rate file is never held.
-    let mono = djinn_engine::decode::read_mono_down_to(path, tempo::ONSET_RATE)?;
-    let found = describe::tempo_and_key(&mono.samples, mono.sample_rate);
+    use djinn_engine::analysis::describe::Listener;
+    // Read as it is decoded: the full file is never held, and the reading keeps pace.
+    let mut listener: Option<Listener> = None;
+    let (rate, frames) = djinn_engine::decode::for_each_mono(path, |rate, mono| {
+        listener
+            .get_or_insert_with(|| Listener::new(rate))
+            .push(mono);
+    })?;
+    let found = listener
+        .ok_or_else(|| anyhow::anyhow!("{} contains no audio", path.display()))?
+        .finish();
     Ok(json!({
         "file": path,
-        "sample_rate": mono.source_rate,
-        "seconds": mono.source_frames as f64 / f64::from(mono.source_rate),
+        "sample_rate": rate,
+        "seconds": frames as f64 / f64::from(rate),
         "tempo": found.tempo,
         "beats": found.beats,
         "key": found.key,

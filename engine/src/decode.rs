@@ -6,8 +6,6 @@
 
 use std::path::Path;
 
-use crate::analysis::Downsampler;
-
 use audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 use symphonia::core::codecs::audio::AudioDecoderOptions;
@@ -65,51 +63,27 @@ pub fn read(path: &Path) -> Result<Decoded, DecodeError> {
     })
 }
 
-/// A file decoded to its mono sum at a reduced rate, for analysis.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodedMono {
-    pub samples: Vec<f32>,
-    /// The rate of `samples`.
-    pub sample_rate: u32,
-    /// The file's own rate.
-    pub source_rate: u32,
-    /// The file's length in frames at its own rate.
-    pub source_frames: usize,
-}
-
 /// Decodes a whole file to its mono sum (the mean of its first two channels, or its one
-/// channel), brought down as it is decoded to the lowest rate reached by halving that is
-/// still at least `min_rate` (see [`Downsampler`]). For analysis that listens in mono: the
-/// full-rate signal is never held whole.
-pub fn read_mono_down_to(path: &Path, min_rate: u32) -> Result<DecodedMono, DecodeError> {
-    let mut down: Option<Downsampler> = None;
+/// channel), handing `each` the file's rate and every packet's samples as they are decoded:
+/// for analysis that listens in mono, which need never hold the file. Returns the rate and
+/// the length in frames.
+pub fn for_each_mono(
+    path: &Path,
+    mut each: impl FnMut(u32, &[f32]),
+) -> Result<(u32, usize), DecodeError> {
     let mut mono = Vec::new();
-    let mut source_frames = 0;
-    let source_rate = decode_with(path, |interleaved, channels, rate, expected| {
-        let down = down.get_or_insert_with(|| {
-            let mut down = Downsampler::new(rate, min_rate);
-            down.reserve(expected);
-            down
-        });
+    let mut frames = 0;
+    let rate = decode_with(path, |interleaved, channels, rate, _| {
         mono.clear();
         mono.extend(interleaved.chunks_exact(channels).map(|frame| match frame {
             [one] => *one,
             [l, r, ..] => 0.5 * (l + r),
             [] => 0.0,
         }));
-        source_frames += mono.len();
-        down.push(&mono);
+        frames += mono.len();
+        each(rate, &mono);
     })?;
-    let down = down.ok_or_else(|| DecodeError::Empty {
-        path: path.display().to_string(),
-    })?;
-    let sample_rate = down.rate();
-    Ok(DecodedMono {
-        samples: down.finish(),
-        sample_rate,
-        source_rate,
-        source_frames,
-    })
+    Ok((rate, frames))
 }
 
 /// Decodes `path` packet by packet: `push` gets each packet's interleaved samples with their

@@ -45,18 +45,6 @@ pub fn chroma_range(
     chroma_at(&signal, rate, low_hz, high_hz, weighting)
 }
 
-/// [`chroma_range`] of a mono signal.
-pub fn chroma_range_mono(
-    signal: &[f32],
-    sample_rate: u32,
-    low_hz: f32,
-    high_hz: f32,
-    weighting: Weighting,
-) -> [f64; 12] {
-    let (signal, rate) = super::down_to(signal, sample_rate, lowest_rate(high_hz));
-    chroma_at(&signal, rate, low_hz, high_hz, weighting)
-}
-
 /// The lowest rate whose halving filter keeps `high_hz` flat (it is flat to 0.4 of the rate).
 fn lowest_rate(high_hz: f32) -> u32 {
     (2.5 * high_hz).ceil() as u32
@@ -69,38 +57,122 @@ fn chroma_at(
     high_hz: f32,
     weighting: Weighting,
 ) -> [f64; 12] {
-    let mut bins = [0.0f64; 12];
-    // About 170 ms (or 680 ms for bass) at any rate, a power of two.
-    let base = (rate as usize / 6).next_power_of_two().max(1024);
-    let frame_len = if low_hz < LOW_HZ { base * 4 } else { base };
-    let hop = frame_len / 4;
-    if signal.len() < frame_len {
-        return bins;
+    let mut reader = ChromaReader::at(rate, low_hz, high_hz, weighting);
+    reader.push(signal);
+    reader.finish()
+}
+
+/// [`chroma_range`] of a mono signal that arrives in pieces.
+pub struct ChromaReader {
+    /// Brings the signal to the rate notes are read at, when it is above it.
+    down: Option<super::Downsampler>,
+    /// None when the range holds no bins at this rate.
+    spectrogram: Option<super::Spectrogram>,
+    notes: Notes,
+}
+
+/// The tonal peaks of each spectrum, summed into pitch classes.
+struct Notes {
+    /// The last MEDIAN magnitude spectra, as a ring.
+    ring: Vec<Vec<f32>>,
+    tonal: Vec<f32>,
+    count: usize,
+    lo: usize,
+    hi: usize,
+    bin_hz: f32,
+    weighting: Weighting,
+    bins: [f64; 12],
+}
+
+impl ChromaReader {
+    /// Reads a signal at `sample_rate`, its peaks between `low_hz` and `high_hz` weighted as
+    /// asked.
+    pub fn new(sample_rate: u32, low_hz: f32, high_hz: f32, weighting: Weighting) -> Self {
+        let down = super::Downsampler::new(sample_rate, lowest_rate(high_hz));
+        let mut reader = Self::at(down.rate(), low_hz, high_hz, weighting);
+        reader.down = (down.rate() != sample_rate).then_some(down);
+        reader
     }
-    let bin_hz = rate as f32 / frame_len as f32;
-    let lo = ((low_hz / bin_hz) as usize).max(1);
-    // The spectrum has frame_len / 2 + 1 bins; a peak needs one above it.
-    let hi = ((high_hz / bin_hz) as usize).min(frame_len / 2 - 1);
-    if lo >= hi {
-        return bins;
+
+    /// Reads a signal already at the rate notes are read at.
+    fn at(rate: u32, low_hz: f32, high_hz: f32, weighting: Weighting) -> Self {
+        // About 170 ms (or 680 ms for bass) at any rate, a power of two.
+        let base = (rate as usize / 6).next_power_of_two().max(1024);
+        let frame_len = if low_hz < LOW_HZ { base * 4 } else { base };
+        let hop = frame_len / 4;
+        let bin_hz = rate.max(1) as f32 / frame_len as f32;
+        let lo = ((low_hz / bin_hz) as usize).max(1);
+        // The spectrum has frame_len / 2 + 1 bins; a peak needs one above it.
+        let hi = ((high_hz / bin_hz) as usize).min(frame_len / 2 - 1);
+        Self {
+            down: None,
+            spectrogram: (lo < hi).then(|| super::Spectrogram::new(frame_len, hop, hi + 2)),
+            notes: Notes {
+                ring: vec![vec![0.0f32; hi + 2]; MEDIAN],
+                tonal: vec![0.0f32; hi + 2],
+                count: 0,
+                lo,
+                hi,
+                bin_hz,
+                weighting,
+                bins: [0.0; 12],
+            },
+        }
     }
-    // The last MEDIAN magnitude spectra, as a ring.
-    let mut ring = vec![vec![0.0f32; hi + 2]; MEDIAN];
-    let mut tonal = vec![0.0f32; hi + 2];
-    let mut count = 0usize;
-    super::for_each_magnitudes(signal, frame_len, hop, hi + 2, |magnitudes| {
-        ring[count % MEDIAN].copy_from_slice(magnitudes);
-        count += 1;
-        if count < MEDIAN {
+
+    /// Takes the next samples.
+    pub fn push(&mut self, samples: &[f32]) {
+        let Some(spectrogram) = &mut self.spectrogram else {
+            return;
+        };
+        let notes = &mut self.notes;
+        match &mut self.down {
+            None => spectrogram.push(samples, &mut |m: &[f32]| notes.frame(m)),
+            Some(down) => {
+                down.push(samples);
+                let lower = down.take();
+                spectrogram.push(&lower, &mut |m: &[f32]| notes.frame(m));
+            }
+        }
+    }
+
+    /// The chroma of everything taken, summing to 1 (all zeros for silence).
+    pub fn finish(self) -> [f64; 12] {
+        let Self {
+            down,
+            spectrogram,
+            mut notes,
+        } = self;
+        if let Some(mut spectrogram) = spectrogram {
+            if let Some(down) = down {
+                spectrogram.push(&down.finish(), &mut |m: &[f32]| notes.frame(m));
+            }
+            spectrogram.finish(&mut |m: &[f32]| notes.frame(m));
+        }
+        let mut bins = notes.bins;
+        let total: f64 = bins.iter().sum();
+        if total > 0.0 {
+            bins.iter_mut().for_each(|b| *b /= total);
+        }
+        bins
+    }
+}
+
+impl Notes {
+    fn frame(&mut self, magnitudes: &[f32]) {
+        self.ring[self.count % MEDIAN].copy_from_slice(magnitudes);
+        self.count += 1;
+        if self.count < MEDIAN {
             return;
         }
-        median_of_nine(&ring, &mut tonal);
-        for k in lo.max(1)..=hi {
+        median_of_nine(&self.ring, &mut self.tonal);
+        let tonal = &self.tonal;
+        for k in self.lo.max(1)..=self.hi {
             let m = tonal[k];
             if m <= tonal[k - 1] || m < tonal[k + 1] || m <= 0.0 {
                 continue;
             }
-            if weighting == Weighting::Energy {
+            if self.weighting == Weighting::Energy {
                 // A 3rd, 5th, 6th or 7th harmonic of a louder note below is that note's
                 // colour, not a note of its own: it would read as the fifth or the major
                 // third above.
@@ -122,23 +194,18 @@ fn chroma_at(
             };
             // From 60 Hz up, so above 1 Hz and the note number positive: the fast
             // logarithm holds, and adding ½ and truncating rounds.
-            let hz = ((k as f32 + offset) * bin_hz).max(1.0);
+            let hz = ((k as f32 + offset) * self.bin_hz).max(1.0);
             let note = 69.0 + 12.0 * (super::log2_from_one(hz) - 440f32.log2());
             let nearest = (note + 0.5).max(0.0) as i32;
             if (note - nearest as f32).abs() < 0.35 {
                 let pc = nearest.rem_euclid(12) as usize;
-                bins[pc] += match weighting {
+                self.bins[pc] += match self.weighting {
                     Weighting::Energy => f64::from(m) * f64::from(m),
                     Weighting::Magnitude => f64::from(m),
                 };
             }
         }
-    });
-    let total: f64 = bins.iter().sum();
-    if total > 0.0 {
-        bins.iter_mut().for_each(|b| *b /= total);
     }
-    bins
 }
 
 super::widened! {

@@ -1,6 +1,8 @@
 //! Everything a loop library wants to know about a file: tempo and beats, key, loudness,
 //! brightness and other spectral features, and a guess at the part it plays.
 
+use std::sync::{Arc, mpsc};
+
 use serde::Serialize;
 
 use super::bands::{BandShares, band_shares};
@@ -61,18 +63,95 @@ pub struct TempoKey {
     pub key: Option<KeyEstimate>,
 }
 
-/// The tempo, beats and key of a mono signal: halved once for both, then the key is read on
-/// a second thread while this one reads the tempo.
+/// The tempo, beats and key of a mono signal at `sample_rate`.
 pub fn tempo_and_key(mono: &[f32], sample_rate: u32) -> TempoKey {
-    let (signal, rate) = super::down_to(mono, sample_rate, tempo::ONSET_RATE);
-    std::thread::scope(|s| {
-        let key = s.spawn(|| key::estimate_mono(&signal, rate));
-        let (tempo, beats) = tempo::tempo_and_beats_mono(&signal, rate);
+    let mut listener = Listener::new(sample_rate);
+    listener.push(mono);
+    listener.finish()
+}
+
+/// Reads the tempo, beats and key of a mono signal as it arrives (from a decoder, say):
+/// the onsets on one thread and the notes on another, each as soon as a block is in, so
+/// that the reading keeps pace with the decoding instead of following it.
+pub struct Listener {
+    /// Samples gathered into a block before the readers are woken.
+    block: Vec<f32>,
+    senders: [mpsc::Sender<Arc<[f32]>>; 2],
+    tempo: std::thread::JoinHandle<(Option<TempoEstimate>, Vec<f64>)>,
+    key: std::thread::JoinHandle<Option<KeyEstimate>>,
+}
+
+/// Samples per block handed to the readers: about a third of a second at 48 kHz.
+const BLOCK: usize = 1 << 14;
+
+impl Listener {
+    /// Starts the two readers for a signal at `sample_rate`.
+    pub fn new(sample_rate: u32) -> Self {
+        let (to_tempo, tempo_blocks) = mpsc::channel::<Arc<[f32]>>();
+        let (to_key, key_blocks) = mpsc::channel::<Arc<[f32]>>();
+        let tempo = std::thread::spawn(move || {
+            let mut reader = tempo::OnsetReader::new(sample_rate);
+            for block in tempo_blocks {
+                reader.push(&block);
+            }
+            tempo::tempo_and_beats_of(&reader.finish())
+        });
+        let key = std::thread::spawn(move || {
+            let mut reader = key::profile_reader(sample_rate);
+            for block in key_blocks {
+                reader.push(&block);
+            }
+            key::estimate_from(&reader.finish())
+        });
+        Self {
+            block: Vec::with_capacity(BLOCK),
+            senders: [to_tempo, to_key],
+            tempo,
+            key,
+        }
+    }
+
+    /// Takes the next samples.
+    pub fn push(&mut self, mut samples: &[f32]) {
+        while !samples.is_empty() {
+            let n = (BLOCK - self.block.len()).min(samples.len());
+            self.block.extend_from_slice(&samples[..n]);
+            samples = &samples[n..];
+            if self.block.len() == BLOCK {
+                self.send();
+            }
+        }
+    }
+
+    fn send(&mut self) {
+        let block: Arc<[f32]> = Arc::from(self.block.as_slice());
+        self.block.clear();
+        for sender in &self.senders {
+            // A reader that has gone has panicked; finish reports it.
+            let _ = sender.send(Arc::clone(&block));
+        }
+    }
+
+    /// The tempo, beats and key of everything taken.
+    pub fn finish(mut self) -> TempoKey {
+        if !self.block.is_empty() {
+            self.send();
+        }
+        let Self {
+            senders,
+            tempo,
+            key,
+            ..
+        } = self;
+        drop(senders);
+        let (tempo, beats) = tempo
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         let key = key
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         TempoKey { tempo, beats, key }
-    })
+    }
 }
 
 /// STFT of the spectral features: about 43 ms frames, 21 ms hops at 48 kHz.

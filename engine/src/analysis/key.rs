@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::chroma::{Weighting, chroma_range, chroma_range_mono, in_key};
+use super::chroma::{ChromaReader, Weighting, chroma_range, in_key};
 use crate::music::{Key, PitchClass, Scale};
 
 /// Krumhansl and Kessler's probe-tone ratings, tonic first.
@@ -68,10 +68,9 @@ pub fn profile(frames: &[[f32; 2]], sample_rate: u32) -> [f64; 12] {
     chroma_range(frames, sample_rate, RANGE.0, RANGE.1, Weighting::Magnitude)
 }
 
-/// The key of a mono signal, or `None` when there is no tonal content to read.
-pub fn estimate_mono(signal: &[f32], sample_rate: u32) -> Option<KeyEstimate> {
-    let chroma = chroma_range_mono(signal, sample_rate, RANGE.0, RANGE.1, Weighting::Magnitude);
-    estimate_from(&chroma)
+/// Reads [`profile`] from a mono signal at `sample_rate` that arrives in pieces.
+pub fn profile_reader(sample_rate: u32) -> ChromaReader {
+    ChromaReader::new(sample_rate, RANGE.0, RANGE.1, Weighting::Magnitude)
 }
 
 /// The key of `frames`, or `None` when there is no tonal content to read.

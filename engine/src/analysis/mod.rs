@@ -13,8 +13,6 @@ pub mod tempo;
 
 pub use loudness::{LoudnessError, LoudnessReport};
 
-use std::borrow::Cow;
-
 use rustfft::FftPlanner;
 use rustfft::num_complex::Complex;
 
@@ -63,18 +61,6 @@ pub(crate) fn mono_down_to(
     }
     let rate = down.rate();
     (down.finish(), rate)
-}
-
-/// `signal` at `sample_rate`, halved (by [`halve`]) for as long as half of its rate is still
-/// at least `min_rate`, and the rate it ends at.
-pub(crate) fn down_to(signal: &[f32], sample_rate: u32, min_rate: u32) -> (Cow<'_, [f32]>, u32) {
-    let mut down = Downsampler::new(sample_rate, min_rate);
-    if down.stages.is_empty() {
-        return (Cow::Borrowed(signal), sample_rate);
-    }
-    down.push(signal);
-    let rate = down.rate();
-    (Cow::Owned(down.finish()), rate)
 }
 
 /// The mono sum of `frames`.
@@ -137,7 +123,16 @@ impl Downsampler {
         }
     }
 
-    /// The whole signal at the lower rate, its end mirrored as [`halve`]'s is.
+    /// The output made so far and not yet taken.
+    pub fn take(&mut self) -> Vec<f32> {
+        match self.stages.last_mut() {
+            Some(last) => std::mem::take(&mut last.out),
+            None => std::mem::take(&mut self.between),
+        }
+    }
+
+    /// The rest of the signal at the lower rate (all of it, if none was taken), its end
+    /// mirrored as [`halve`]'s is.
     pub fn finish(mut self) -> Vec<f32> {
         if self.stages.is_empty() {
             return self.between;
@@ -217,7 +212,9 @@ impl Halving {
             .collect();
         self.pending.extend(tail);
         self.emit();
-        self.out.truncate(n.div_ceil(2));
+        // The mirrored tail can complete one output past the last.
+        let extra = self.made.saturating_sub(n.div_ceil(2));
+        self.out.truncate(self.out.len().saturating_sub(extra));
         self.out
     }
 }
@@ -340,11 +337,6 @@ fn halve_into_portable(w: &[f32], count: usize, out: &mut Vec<f32>) {
 /// The short-time magnitude spectra of `signal`: Hann-windowed frames of `len` samples,
 /// `hop` apart, from the start while a whole frame fits. `each` gets the magnitudes of the
 /// first `bins` bins (at most `len / 2 + 1`) of every frame, in order.
-///
-/// Two frames share one complex FFT, one as its real part and the next as its imaginary
-/// part, and are told apart by the symmetry of real spectra: for `Z = FFT(a + ib)`,
-/// `|A[k]| = |Z[k] + conj(Z[N-k])| / 2` and `|B[k]| = |Z[k] - conj(Z[N-k])| / 2`. That is
-/// half the transforms, and none of a real FFT's scalar post-processing.
 pub(crate) fn for_each_magnitudes(
     signal: &[f32],
     len: usize,
@@ -352,33 +344,100 @@ pub(crate) fn for_each_magnitudes(
     bins: usize,
     mut each: impl FnMut(&[f32]),
 ) {
-    if len < 2 || hop == 0 || signal.len() < len {
-        return;
-    }
-    let bins = bins.min(len / 2 + 1);
-    let fft = FftPlanner::<f32>::new().plan_fft_forward(len);
-    let window: Vec<f32> = (0..len)
-        .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / len as f32).cos())
-        .collect();
-    let mut buffer = vec![Complex::new(0.0f32, 0.0); len];
-    let mut scratch = vec![Complex::new(0.0f32, 0.0); fft.get_inplace_scratch_len()];
-    let (mut a, mut b) = (vec![0.0f32; bins], vec![0.0f32; bins]);
-    let count = (signal.len() - len) / hop + 1;
-    for first in (0..count).step_by(2) {
-        let paired = first + 1 < count;
-        let re = &signal[first * hop..first * hop + len];
-        let im = if paired {
-            &signal[(first + 1) * hop..(first + 1) * hop + len]
-        } else {
-            &signal[..0]
-        };
-        fill(&mut buffer, re, im, &window);
-        fft.process_with_scratch(&mut buffer, &mut scratch);
-        separate(&buffer, &mut a, &mut b);
-        each(&a);
-        if paired {
-            each(&b);
+    let mut spectrogram = Spectrogram::new(len, hop, bins);
+    spectrogram.push(signal, &mut each);
+    spectrogram.finish(&mut each);
+}
+
+/// [`for_each_magnitudes`] of a signal that arrives in pieces: the same frames, in the same
+/// order, whatever the pieces.
+///
+/// Two frames share one complex FFT, one as its real part and the next as its imaginary
+/// part, and are told apart by the symmetry of real spectra: for `Z = FFT(a + ib)`,
+/// `|A[k]| = |Z[k] + conj(Z[N-k])| / 2` and `|B[k]| = |Z[k] - conj(Z[N-k])| / 2`. That is
+/// half the transforms, and none of a real FFT's scalar post-processing.
+pub(crate) struct Spectrogram {
+    len: usize,
+    hop: usize,
+    fft: std::sync::Arc<dyn rustfft::Fft<f32>>,
+    window: Vec<f32>,
+    buffer: Vec<Complex<f32>>,
+    scratch: Vec<Complex<f32>>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    /// The signal from the start of the next frame on.
+    pending: Vec<f32>,
+}
+
+impl Spectrogram {
+    pub(crate) fn new(len: usize, hop: usize, bins: usize) -> Self {
+        let (len, hop) = (len.max(2), hop.max(1));
+        let bins = bins.clamp(1, len / 2 + 1);
+        let fft = FftPlanner::<f32>::new().plan_fft_forward(len);
+        let window = (0..len)
+            .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / len as f32).cos())
+            .collect();
+        let scratch = vec![Complex::new(0.0f32, 0.0); fft.get_inplace_scratch_len()];
+        Self {
+            len,
+            hop,
+            fft,
+            window,
+            buffer: vec![Complex::new(0.0f32, 0.0); len],
+            scratch,
+            a: vec![0.0; bins],
+            b: vec![0.0; bins],
+            pending: Vec::new(),
         }
+    }
+
+    /// Takes the next samples; `each` gets every frame they complete.
+    pub(crate) fn push(&mut self, samples: &[f32], each: &mut impl FnMut(&[f32])) {
+        if self.pending.is_empty() {
+            // Straight from the caller's samples; only what is left over is kept.
+            let used = self.pairs(samples, each);
+            self.pending.extend_from_slice(&samples[used..]);
+        } else {
+            self.pending.extend_from_slice(samples);
+            let pending = std::mem::take(&mut self.pending);
+            let used = self.pairs(&pending, each);
+            self.pending = pending;
+            self.pending.drain(..used);
+        }
+    }
+
+    /// The last frame, when one is left without a partner.
+    pub(crate) fn finish(mut self, each: &mut impl FnMut(&[f32])) {
+        if self.pending.len() >= self.len {
+            let pending = std::mem::take(&mut self.pending);
+            self.transform(&pending[..self.len], &[]);
+            each(&self.a);
+        }
+    }
+
+    /// Transforms every pair of frames that `signal` (starting on a frame) holds whole;
+    /// returns where the next frame starts.
+    fn pairs(&mut self, signal: &[f32], each: &mut impl FnMut(&[f32])) -> usize {
+        let (len, hop) = (self.len, self.hop);
+        let mut start = 0;
+        while start + hop + len <= signal.len() {
+            self.transform(
+                &signal[start..start + len],
+                &signal[start + hop..start + hop + len],
+            );
+            each(&self.a);
+            each(&self.b);
+            start += 2 * hop;
+        }
+        start.min(signal.len())
+    }
+
+    /// The magnitudes of frame `re` into `a` and of frame `im` (if any) into `b`.
+    fn transform(&mut self, re: &[f32], im: &[f32]) {
+        fill(&mut self.buffer, re, im, &self.window);
+        self.fft
+            .process_with_scratch(&mut self.buffer, &mut self.scratch);
+        separate(&self.buffer, &mut self.a, &mut self.b);
     }
 }
 
@@ -572,6 +631,25 @@ mod tests {
     }
 
     #[test]
+    fn a_spectrogram_in_pieces_is_the_spectrogram_whole() {
+        let x: Vec<f32> = (0..5_000)
+            .map(|i| ((i * 7_919) % 211) as f32 / 100.0 - 1.0)
+            .collect();
+        let mut whole = Vec::new();
+        for_each_magnitudes(&x, 256, 96, 129, |m| whole.push(m.to_vec()));
+        assert_eq!(whole.len(), (5_000 - 256) / 96 + 1);
+        for piece in [1usize, 95, 96, 300, 4_999] {
+            let mut got = Vec::new();
+            let mut spectrogram = Spectrogram::new(256, 96, 129);
+            for p in x.chunks(piece) {
+                spectrogram.push(p, &mut |m: &[f32]| got.push(m.to_vec()));
+            }
+            spectrogram.finish(&mut |m: &[f32]| got.push(m.to_vec()));
+            assert_eq!(got, whole, "pieces of {piece}");
+        }
+    }
+
+    #[test]
     fn a_signal_halved_as_it_arrives_is_the_signal_halved_whole() {
         let x: Vec<f32> = (0..20_011)
             .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
@@ -584,6 +662,19 @@ mod tests {
                 down.push(c);
             }
             let got = down.finish();
+            let got = if chunk == 1000 {
+                // Taken as it comes, then the rest.
+                let mut down = Downsampler::new(48_000, 12_000);
+                let mut taken = Vec::new();
+                for c in x.chunks(chunk) {
+                    down.push(c);
+                    taken.extend(down.take());
+                }
+                taken.extend(down.finish());
+                taken
+            } else {
+                got
+            };
             assert_eq!(got.len(), whole.len(), "chunks of {chunk}");
             for (m, (g, w)) in got.iter().zip(&whole).enumerate() {
                 assert!(

@@ -41,30 +41,107 @@ pub fn onset_envelopes(frames: &[[f32; 2]], sample_rate: u32) -> Envelopes {
     envelopes_at(&signal, rate)
 }
 
-/// [`onset_envelopes`] of a mono signal.
-pub fn onset_envelopes_mono(signal: &[f32], sample_rate: u32) -> Envelopes {
-    let (signal, rate) = super::down_to(signal, sample_rate, ONSET_RATE);
-    envelopes_at(&signal, rate)
-}
-
 /// The envelopes of `signal`, already at the rate onsets are read at.
 fn envelopes_at(signal: &[f32], rate: u32) -> Envelopes {
-    let bins = FRAME / 2 + 1;
-    let low_bins = ((LOW_BAND_HZ * FRAME as f32 / rate.max(1) as f32) as usize).clamp(2, bins);
-    let mut previous = vec![0.0f32; bins];
-    let mut full = Vec::with_capacity(signal.len() / HOP);
-    let mut low = Vec::with_capacity(signal.len() / HOP);
-    super::for_each_magnitudes(signal, FRAME, HOP, bins, |magnitudes| {
-        let (low_previous, high_previous) = previous.split_at_mut(low_bins);
-        let low_flux = rises(&magnitudes[..low_bins], low_previous);
-        let high_flux = rises(&magnitudes[low_bins..], high_previous);
-        full.push(low_flux + high_flux);
-        low.push(low_flux);
-    });
-    Envelopes {
-        hop_s: HOP as f64 / f64::from(rate.max(1)),
-        full: detrend(&full),
-        low: detrend(&low),
+    let mut reader = OnsetReader::at(rate);
+    reader.reserve(signal.len());
+    reader.push(signal);
+    reader.finish()
+}
+
+/// [`onset_envelopes`] of a mono signal that arrives in pieces.
+pub struct OnsetReader {
+    /// Brings the signal to the rate onsets are read at, when it is above it.
+    down: Option<super::Downsampler>,
+    rate: u32,
+    spectrogram: super::Spectrogram,
+    flux: Flux,
+}
+
+/// The rise of the log spectrum, frame by frame.
+struct Flux {
+    low_bins: usize,
+    /// Each bin's last log magnitude.
+    previous: Vec<f32>,
+    full: Vec<f32>,
+    low: Vec<f32>,
+}
+
+impl Flux {
+    fn frame(&mut self, magnitudes: &[f32]) {
+        let (low_previous, high_previous) = self.previous.split_at_mut(self.low_bins);
+        let low_flux = rises(&magnitudes[..self.low_bins], low_previous);
+        let high_flux = rises(&magnitudes[self.low_bins..], high_previous);
+        self.full.push(low_flux + high_flux);
+        self.low.push(low_flux);
+    }
+}
+
+impl OnsetReader {
+    /// Reads a signal at `sample_rate`.
+    pub fn new(sample_rate: u32) -> Self {
+        let down = super::Downsampler::new(sample_rate, ONSET_RATE);
+        let mut reader = Self::at(down.rate());
+        reader.down = (down.rate() != sample_rate).then_some(down);
+        reader
+    }
+
+    /// Reads a signal already at the rate onsets are read at.
+    fn at(rate: u32) -> Self {
+        let bins = FRAME / 2 + 1;
+        let low_bins = ((LOW_BAND_HZ * FRAME as f32 / rate.max(1) as f32) as usize).clamp(2, bins);
+        Self {
+            down: None,
+            rate,
+            spectrogram: super::Spectrogram::new(FRAME, HOP, bins),
+            flux: Flux {
+                low_bins,
+                previous: vec![0.0; bins],
+                full: Vec::new(),
+                low: Vec::new(),
+            },
+        }
+    }
+
+    /// Makes room for the onsets of `samples` more samples at the reading rate.
+    pub fn reserve(&mut self, samples: usize) {
+        self.flux.full.reserve(samples / HOP + 1);
+        self.flux.low.reserve(samples / HOP + 1);
+    }
+
+    /// Takes the next samples.
+    pub fn push(&mut self, samples: &[f32]) {
+        let flux = &mut self.flux;
+        match &mut self.down {
+            None => self
+                .spectrogram
+                .push(samples, &mut |m: &[f32]| flux.frame(m)),
+            Some(down) => {
+                down.push(samples);
+                let lower = down.take();
+                self.spectrogram
+                    .push(&lower, &mut |m: &[f32]| flux.frame(m));
+            }
+        }
+    }
+
+    /// The envelopes of everything taken.
+    pub fn finish(self) -> Envelopes {
+        let Self {
+            down,
+            rate,
+            mut spectrogram,
+            mut flux,
+        } = self;
+        if let Some(down) = down {
+            spectrogram.push(&down.finish(), &mut |m: &[f32]| flux.frame(m));
+        }
+        spectrogram.finish(&mut |m: &[f32]| flux.frame(m));
+        Envelopes {
+            hop_s: HOP as f64 / f64::from(rate.max(1)),
+            full: detrend(&flux.full),
+            low: detrend(&flux.low),
+        }
     }
 }
 
@@ -158,8 +235,10 @@ fn autocorrelation(x: &[f32], max_lag: usize) -> Vec<f64> {
 }
 
 fn interpolate(r: &[f64], lag: f64) -> f64 {
-    let i = lag.floor() as usize;
-    let frac = lag - lag.floor();
+    // Lags are never negative: truncating floors them (f64::floor is a library call on
+    // baseline x86-64, and this runs some ninety thousand times a file).
+    let i = lag as usize;
+    let frac = lag - i as f64;
     match (r.get(i), r.get(i + 1)) {
         (Some(a), Some(b)) => a + (b - a) * frac,
         _ => 0.0,
@@ -186,7 +265,9 @@ fn fold(envelope: &[f32], period: f64) -> [f64; PHASE_BINS] {
     let mut sum = [0.0f64; PHASE_BINS];
     let mut count = [0u32; PHASE_BINS];
     for (i, &e) in envelope.iter().enumerate() {
-        let phase = (i as f64 / period).fract();
+        let turns = i as f64 / period;
+        // Non-negative: truncating takes the whole turns off.
+        let phase = turns - (turns as u64) as f64;
         let bin = ((phase * PHASE_BINS as f64) as usize).min(PHASE_BINS - 1);
         sum[bin] += f64::from(e);
         count[bin] += 1;
@@ -228,15 +309,11 @@ pub fn beat_times(frames: &[[f32; 2]], sample_rate: u32, bpm: f64) -> Vec<f64> {
 /// The tempo of `frames` where music is usually counted (70–180 BPM) and its beat times,
 /// from one onset envelope.
 pub fn tempo_and_beats(frames: &[[f32; 2]], sample_rate: u32) -> (Option<TempoEstimate>, Vec<f64>) {
-    tempo_and_beats_in(&onset_envelopes(frames, sample_rate))
+    tempo_and_beats_of(&onset_envelopes(frames, sample_rate))
 }
 
-/// [`tempo_and_beats`] of a mono signal.
-pub fn tempo_and_beats_mono(signal: &[f32], sample_rate: u32) -> (Option<TempoEstimate>, Vec<f64>) {
-    tempo_and_beats_in(&onset_envelopes_mono(signal, sample_rate))
-}
-
-fn tempo_and_beats_in(envelopes: &Envelopes) -> (Option<TempoEstimate>, Vec<f64>) {
+/// The tempo (70–180 BPM) and beat times that `envelopes` show.
+pub fn tempo_and_beats_of(envelopes: &Envelopes) -> (Option<TempoEstimate>, Vec<f64>) {
     let tempo = estimate_in(envelopes, 70.0, 180.0);
     let beats = tempo
         .map(|t| beats_in(&envelopes.full, envelopes.hop_s, t.bpm))
