@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use djinn_engine::analysis::{chroma, loudness, quality, tempo};
+use djinn_engine::analysis::{chroma, describe, key, loudness, quality, tempo};
 use djinn_engine::profile::ProfileSet;
 use djinn_engine::synth::{Recipe, Role, render_loop, render_song};
 
@@ -50,6 +50,13 @@ fn analysis(c: &mut Criterion) {
     });
     group.bench_function("chroma::chroma", |b| {
         b.iter(|| black_box(chroma::chroma(&song, RATE)))
+    });
+    group.bench_function("key::estimate", |b| {
+        b.iter(|| black_box(key::estimate(&song, RATE)))
+    });
+    let mono = djinn_engine::analysis::mono(&song);
+    group.bench_function("describe::tempo_and_key, mono, two threads", |b| {
+        b.iter(|| black_box(describe::tempo_and_key(&mono, RATE)))
     });
     let target = quality::Target {
         lufs: -9.0,
