@@ -70,25 +70,25 @@ pub fn tempo_and_key(mono: &[f32], sample_rate: u32) -> TempoKey {
     listener.finish()
 }
 
-/// Reads the tempo, beats and key of a mono signal as it arrives (from a decoder, say):
-/// the onsets on one thread and the notes on another, each as soon as a block is in, so
-/// that the reading keeps pace with the decoding instead of following it.
+/// Reads the tempo, beats and key of a mono signal as it arrives (from a decoder, say): the
+/// onsets on a thread of their own, the notes on the caller's, a block at a time, so that
+/// the reading keeps pace with the decoding instead of following it. The onsets are the
+/// larger half of the work; the decoding and the notes together about match them.
 pub struct Listener {
-    /// Samples gathered into a block before the readers are woken.
+    /// Samples gathered into a block before the onset reader is woken.
     block: Vec<f32>,
-    senders: [mpsc::Sender<Arc<[f32]>>; 2],
+    to_tempo: mpsc::Sender<Arc<[f32]>>,
     tempo: std::thread::JoinHandle<(Option<TempoEstimate>, Vec<f64>)>,
-    key: std::thread::JoinHandle<Option<KeyEstimate>>,
+    key: super::chroma::ChromaReader,
 }
 
-/// Samples per block handed to the readers: about a third of a second at 48 kHz.
+/// Samples per block handed to the onset reader: about a third of a second at 48 kHz.
 const BLOCK: usize = 1 << 14;
 
 impl Listener {
-    /// Starts the two readers for a signal at `sample_rate`.
+    /// Starts reading a signal at `sample_rate`.
     pub fn new(sample_rate: u32) -> Self {
         let (to_tempo, tempo_blocks) = mpsc::channel::<Arc<[f32]>>();
-        let (to_key, key_blocks) = mpsc::channel::<Arc<[f32]>>();
         let tempo = std::thread::spawn(move || {
             let mut reader = tempo::OnsetReader::new(sample_rate);
             for block in tempo_blocks {
@@ -96,18 +96,11 @@ impl Listener {
             }
             tempo::tempo_and_beats_of(&reader.finish())
         });
-        let key = std::thread::spawn(move || {
-            let mut reader = key::profile_reader(sample_rate);
-            for block in key_blocks {
-                reader.push(&block);
-            }
-            key::estimate_from(&reader.finish())
-        });
         Self {
             block: Vec::with_capacity(BLOCK),
-            senders: [to_tempo, to_key],
+            to_tempo,
             tempo,
-            key,
+            key: key::profile_reader(sample_rate),
         }
     }
 
@@ -126,10 +119,9 @@ impl Listener {
     fn send(&mut self) {
         let block: Arc<[f32]> = Arc::from(self.block.as_slice());
         self.block.clear();
-        for sender in &self.senders {
-            // A reader that has gone has panicked; finish reports it.
-            let _ = sender.send(Arc::clone(&block));
-        }
+        // An onset reader that has gone has panicked; finish reports it.
+        let _ = self.to_tempo.send(Arc::clone(&block));
+        self.key.push(&block);
     }
 
     /// The tempo, beats and key of everything taken.
@@ -138,16 +130,14 @@ impl Listener {
             self.send();
         }
         let Self {
-            senders,
+            to_tempo,
             tempo,
             key,
             ..
         } = self;
-        drop(senders);
+        drop(to_tempo);
+        let key = key::estimate_from(&key.finish());
         let (tempo, beats) = tempo
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        let key = key
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         TempoKey { tempo, beats, key }
