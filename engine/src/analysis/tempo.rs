@@ -207,7 +207,8 @@ fn detrend(envelope: &[f32]) -> Vec<f32> {
 
 /// Autocorrelation of `x` for lags 0..max_lag, by FFT.
 fn autocorrelation(x: &[f32], max_lag: usize) -> Vec<f64> {
-    let n = (x.len() * 2).next_power_of_two();
+    // Zero padding to len + max_lag keeps every lag asked for clear of the wrap-around.
+    let n = (x.len() + max_lag.min(x.len())).next_power_of_two();
     let mut planner = RealFftPlanner::<f64>::new();
     let forward = planner.plan_fft_forward(n);
     let inverse = planner.plan_fft_inverse(n);
@@ -493,6 +494,24 @@ mod tests {
             let (lo, hi) = (i.saturating_sub(32), (i + 32).min(e.len()));
             let mean = e[lo..hi].iter().sum::<f32>() / (hi - lo) as f32;
             assert!((g - (e[i] - mean).max(0.0)).abs() < 1e-5, "{i}");
+        }
+    }
+
+    #[test]
+    fn the_autocorrelation_is_the_plain_sum_at_every_lag_asked_for() {
+        let x: Vec<f32> = (0..1000).map(|i| ((i * 31) % 17) as f32 / 17.0).collect();
+        let r = autocorrelation(&x, 300);
+        assert_eq!(r.len(), 300);
+        // Up to the FFT's scale, which the tempo search never depends on.
+        let plain = |lag: usize| {
+            (0..x.len() - lag)
+                .map(|i| f64::from(x[i]) * f64::from(x[i + lag]))
+                .sum::<f64>()
+                / (x.len() - lag) as f64
+        };
+        for (lag, v) in r.iter().enumerate() {
+            let (got, want) = (v / r[0], plain(lag) / plain(0));
+            assert!((got - want).abs() < 1e-9, "lag {lag}: {got} vs {want}");
         }
     }
 
