@@ -40,9 +40,9 @@ pub fn chroma_range(
     high_hz: f32,
     weighting: Weighting,
 ) -> [f64; 12] {
-    // The notes are read at the lowest rate that keeps `high_hz` in the flat band.
-    let (signal, rate) = super::mono_down_to(frames, sample_rate, lowest_rate(high_hz));
-    chroma_at(&signal, rate, low_hz, high_hz, weighting)
+    let mut reader = ChromaReader::new(sample_rate, low_hz, high_hz, weighting);
+    super::for_each_mono_block(frames, |block| reader.push(block));
+    reader.finish()
 }
 
 /// The lowest rate whose halving filter keeps `high_hz` flat (it is flat to 0.4 of the rate).
@@ -50,22 +50,10 @@ fn lowest_rate(high_hz: f32) -> u32 {
     (2.5 * high_hz).ceil() as u32
 }
 
-fn chroma_at(
-    signal: &[f32],
-    rate: u32,
-    low_hz: f32,
-    high_hz: f32,
-    weighting: Weighting,
-) -> [f64; 12] {
-    let mut reader = ChromaReader::at(rate, low_hz, high_hz, weighting);
-    reader.push(signal);
-    reader.finish()
-}
-
 /// [`chroma_range`] of a mono signal that arrives in pieces.
 pub struct ChromaReader {
-    /// Brings the signal to the rate notes are read at, when it is above it.
-    down: Option<super::Downsampler>,
+    /// Brings the signal to the rate notes are read at.
+    down: super::Downsampler,
     /// None when the range holds no bins at this rate.
     spectrogram: Option<super::Spectrogram>,
     notes: Notes,
@@ -86,16 +74,10 @@ struct Notes {
 
 impl ChromaReader {
     /// Reads a signal at `sample_rate`, its peaks between `low_hz` and `high_hz` weighted as
-    /// asked.
+    /// asked, at the lowest rate that keeps `high_hz` in the flat band.
     pub fn new(sample_rate: u32, low_hz: f32, high_hz: f32, weighting: Weighting) -> Self {
         let down = super::Downsampler::new(sample_rate, lowest_rate(high_hz));
-        let mut reader = Self::at(down.rate(), low_hz, high_hz, weighting);
-        reader.down = (down.rate() != sample_rate).then_some(down);
-        reader
-    }
-
-    /// Reads a signal already at the rate notes are read at.
-    fn at(rate: u32, low_hz: f32, high_hz: f32, weighting: Weighting) -> Self {
+        let rate = down.rate();
         // About 170 ms (or 680 ms for bass) at any rate, a power of two.
         let base = (rate as usize / 6).next_power_of_two().max(1024);
         let frame_len = if low_hz < LOW_HZ { base * 4 } else { base };
@@ -105,7 +87,7 @@ impl ChromaReader {
         // The spectrum has frame_len / 2 + 1 bins; a peak needs one above it.
         let hi = ((high_hz / bin_hz) as usize).min(frame_len / 2 - 1);
         Self {
-            down: None,
+            down,
             spectrogram: (lo < hi).then(|| super::Spectrogram::new(frame_len, hop, hi + 2)),
             notes: Notes {
                 ring: vec![vec![0.0f32; hi + 2]; MEDIAN],
@@ -122,18 +104,17 @@ impl ChromaReader {
 
     /// Takes the next samples.
     pub fn push(&mut self, samples: &[f32]) {
-        let Some(spectrogram) = &mut self.spectrogram else {
+        let Self {
+            down,
+            spectrogram: Some(spectrogram),
+            notes,
+        } = self
+        else {
             return;
         };
-        let notes = &mut self.notes;
-        match &mut self.down {
-            None => spectrogram.push(samples, &mut |m: &[f32]| notes.frame(m)),
-            Some(down) => {
-                down.push(samples);
-                let lower = down.take();
-                spectrogram.push(&lower, &mut |m: &[f32]| notes.frame(m));
-            }
-        }
+        down.push_through(samples, |lower| {
+            spectrogram.push(lower, &mut |m: &[f32]| notes.frame(m));
+        });
     }
 
     /// The chroma of everything taken, summing to 1 (all zeros for silence).
@@ -144,9 +125,7 @@ impl ChromaReader {
             mut notes,
         } = self;
         if let Some(mut spectrogram) = spectrogram {
-            if let Some(down) = down {
-                spectrogram.push(&down.finish(), &mut |m: &[f32]| notes.frame(m));
-            }
+            down.finish_through(|rest| spectrogram.push(rest, &mut |m: &[f32]| notes.frame(m)));
             spectrogram.finish(&mut |m: &[f32]| notes.frame(m));
         }
         let mut bins = notes.bins;

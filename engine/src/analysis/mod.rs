@@ -40,27 +40,15 @@ macro_rules! widened {
 }
 pub(crate) use widened;
 
-/// The mono sum of `frames`, and its rate: `sample_rate` halved (by [`halve`]) for as long
-/// as half of it is still at least `min_rate`. Onsets and notes are read at no more
-/// resolution than they need.
-pub(crate) fn mono_down_to(
-    frames: &[[f32; 2]],
-    sample_rate: u32,
-    min_rate: u32,
-) -> (Vec<f32>, u32) {
-    let mut down = Downsampler::new(sample_rate, min_rate);
-    if down.stages.is_empty() {
-        return (mono(frames), sample_rate);
-    }
-    // The mono sum a block at a time: no full-rate copy is made.
+/// The mono sum of `frames`, handed to `each` a block at a time: what a reader that takes
+/// its signal in pieces is fed from stereo frames, with no full-length copy.
+pub(crate) fn for_each_mono_block(frames: &[[f32; 2]], mut each: impl FnMut(&[f32])) {
     let mut block = Vec::with_capacity(4096);
     for chunk in frames.chunks(4096) {
         block.clear();
         block.extend(chunk.iter().map(|f| 0.5 * (f[0] + f[1])));
-        down.push(&block);
+        each(&block);
     }
-    let rate = down.rate();
-    (down.finish(), rate)
 }
 
 /// The mono sum of `frames`.
@@ -93,15 +81,6 @@ impl Downsampler {
         }
     }
 
-    /// Makes room for the output of `input` more samples.
-    pub fn reserve(&mut self, input: usize) {
-        let n = self.stages.len();
-        match self.stages.last_mut() {
-            Some(last) => last.out.reserve((input >> n) + 1),
-            None => self.between.reserve(input),
-        }
-    }
-
     /// The rate it brings the signal down to.
     pub fn rate(&self) -> u32 {
         self.rate
@@ -120,6 +99,25 @@ impl Downsampler {
             self.between.append(&mut upstream.out);
             stage.push(&self.between);
             upstream = stage;
+        }
+    }
+
+    /// Takes the next samples and hands `each` what they bring at the lower rate: the
+    /// samples themselves when there is nothing to bring down.
+    pub fn push_through(&mut self, samples: &[f32], each: impl FnOnce(&[f32])) {
+        if self.stages.is_empty() {
+            each(samples);
+        } else {
+            self.push(samples);
+            each(&self.take());
+        }
+    }
+
+    /// Hands `each` the rest of the signal at the lower rate (see [`Self::finish`]), if any.
+    pub fn finish_through(self, each: impl FnOnce(&[f32])) {
+        let rest = self.finish();
+        if !rest.is_empty() {
+            each(&rest);
         }
     }
 
@@ -149,9 +147,9 @@ impl Downsampler {
 /// One streaming [`halve`]: the samples not yet used, and the output so far.
 #[derive(Default)]
 struct Halving {
-    /// Input from x[base] on; before the first output, x[-PAD..0] mirrored in front.
+    /// Once started, the input from x[2·made - PAD] on (before the first output,
+    /// x[-PAD..0] mirrored in front); before that, the input as it came.
     pending: Vec<f32>,
-    base: isize,
     /// Input samples taken.
     seen: usize,
     /// Output samples made.
@@ -175,7 +173,6 @@ impl Halving {
             // x[-k] = x[k]: PAD samples mirrored in front.
             let head: Vec<f32> = (1..=PAD).rev().map(|k| self.pending[k]).collect();
             self.pending.splice(0..0, head);
-            self.base = -(PAD as isize);
             self.started = true;
         }
         self.emit();
@@ -184,19 +181,15 @@ impl Halving {
     /// Makes every output whose inputs have all arrived, and drops the inputs no later
     /// output needs.
     fn emit(&mut self) {
-        // Output m needs x[2m - PAD + 1 ..= 2m + PAD - 1]; pending holds x[base..end).
-        let end = self.base + self.pending.len() as isize;
-        let ready = ((end - PAD as isize).div_euclid(2) + 1).max(0) as usize;
-        if ready <= self.made {
+        // Output m needs x[2m - PAD + 1 ..= 2m + PAD - 1], and pending starts at
+        // x[2·made - PAD]: the next `count` outputs need 2·count + 2·PAD - 2 samples.
+        let count = (self.pending.len() + 2).saturating_sub(2 * PAD) / 2;
+        if count == 0 {
             return;
         }
-        let count = ready - self.made;
-        let from = (2 * self.made as isize - PAD as isize - self.base) as usize;
-        halve_into(&self.pending[from..], count, &mut self.out);
-        self.made = ready;
-        let keep = (2 * self.made as isize - PAD as isize - self.base) as usize;
-        self.pending.drain(..keep);
-        self.base += keep as isize;
+        halve_into(&self.pending, count, &mut self.out);
+        self.made += count;
+        self.pending.drain(..2 * count);
     }
 
     fn finish(mut self) -> Vec<f32> {
@@ -206,10 +199,8 @@ impl Halving {
             return halve_short(&self.pending);
         }
         // x[last + k] = x[last - k]: PAD samples mirrored after the end.
-        let last = n as isize - 1;
-        let tail: Vec<f32> = (1..=PAD as isize)
-            .map(|k| self.pending[(last - k - self.base) as usize])
-            .collect();
+        let (last, from) = (n - 1, 2 * self.made - PAD);
+        let tail: Vec<f32> = (1..=PAD).map(|k| self.pending[last - k - from]).collect();
         self.pending.extend(tail);
         self.emit();
         // The mirrored tail can complete one output past the last.
@@ -272,20 +263,9 @@ const HALF_BAND: [f32; 13] = [
 /// with no aliasing below 0.2 of the input rate (0.4 of the output's). The ends are
 /// mirrored, so that the first and last samples keep their level.
 pub fn halve(signal: &[f32]) -> Vec<f32> {
-    let n = signal.len();
-    if n < 2 * PAD {
-        return halve_short(signal);
-    }
-    let half = n.div_ceil(2);
-    // The outputs whose filter reaches past either end are worked one by one with the ends
-    // mirrored; the rest straight from the signal, with no copy of it.
-    let first = PAD / 2;
-    let last = ((n - PAD) / 2 + 1).min(half);
-    let mut out = Vec::with_capacity(half);
-    out.extend((0..first).map(|m| mirrored_output(signal, m)));
-    halve_into(&signal[2 * first - PAD..], last - first, &mut out);
-    out.extend((last..half).map(|m| mirrored_output(signal, m)));
-    out
+    let mut halving = Halving::default();
+    halving.push(signal);
+    halving.finish()
 }
 
 widened! {

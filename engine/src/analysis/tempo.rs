@@ -37,23 +37,15 @@ pub struct Envelopes {
 /// Onset strength per hop, of the whole spectrum and of its low band, each with its slow
 /// trend removed.
 pub fn onset_envelopes(frames: &[[f32; 2]], sample_rate: u32) -> Envelopes {
-    let (signal, rate) = super::mono_down_to(frames, sample_rate, ONSET_RATE);
-    envelopes_at(&signal, rate)
-}
-
-/// The envelopes of `signal`, already at the rate onsets are read at.
-fn envelopes_at(signal: &[f32], rate: u32) -> Envelopes {
-    let mut reader = OnsetReader::at(rate);
-    reader.reserve(signal.len());
-    reader.push(signal);
+    let mut reader = OnsetReader::new(sample_rate);
+    super::for_each_mono_block(frames, |block| reader.push(block));
     reader.finish()
 }
 
 /// [`onset_envelopes`] of a mono signal that arrives in pieces.
 pub struct OnsetReader {
-    /// Brings the signal to the rate onsets are read at, when it is above it.
-    down: Option<super::Downsampler>,
-    rate: u32,
+    /// Brings the signal to the rate onsets are read at.
+    down: super::Downsampler,
     spectrogram: super::Spectrogram,
     flux: Flux,
 }
@@ -81,18 +73,11 @@ impl OnsetReader {
     /// Reads a signal at `sample_rate`.
     pub fn new(sample_rate: u32) -> Self {
         let down = super::Downsampler::new(sample_rate, ONSET_RATE);
-        let mut reader = Self::at(down.rate());
-        reader.down = (down.rate() != sample_rate).then_some(down);
-        reader
-    }
-
-    /// Reads a signal already at the rate onsets are read at.
-    fn at(rate: u32) -> Self {
         let bins = FRAME / 2 + 1;
-        let low_bins = ((LOW_BAND_HZ * FRAME as f32 / rate.max(1) as f32) as usize).clamp(2, bins);
+        let low_bins =
+            ((LOW_BAND_HZ * FRAME as f32 / down.rate().max(1) as f32) as usize).clamp(2, bins);
         Self {
-            down: None,
-            rate,
+            down,
             spectrogram: super::Spectrogram::new(FRAME, HOP, bins),
             flux: Flux {
                 low_bins,
@@ -103,42 +88,30 @@ impl OnsetReader {
         }
     }
 
-    /// Makes room for the onsets of `samples` more samples at the reading rate.
-    pub fn reserve(&mut self, samples: usize) {
-        self.flux.full.reserve(samples / HOP + 1);
-        self.flux.low.reserve(samples / HOP + 1);
-    }
-
     /// Takes the next samples.
     pub fn push(&mut self, samples: &[f32]) {
-        let flux = &mut self.flux;
-        match &mut self.down {
-            None => self
-                .spectrogram
-                .push(samples, &mut |m: &[f32]| flux.frame(m)),
-            Some(down) => {
-                down.push(samples);
-                let lower = down.take();
-                self.spectrogram
-                    .push(&lower, &mut |m: &[f32]| flux.frame(m));
-            }
-        }
+        let Self {
+            down,
+            spectrogram,
+            flux,
+        } = self;
+        down.push_through(samples, |lower| {
+            spectrogram.push(lower, &mut |m: &[f32]| flux.frame(m));
+        });
     }
 
     /// The envelopes of everything taken.
     pub fn finish(self) -> Envelopes {
         let Self {
             down,
-            rate,
             mut spectrogram,
             mut flux,
         } = self;
-        if let Some(down) = down {
-            spectrogram.push(&down.finish(), &mut |m: &[f32]| flux.frame(m));
-        }
+        let hop_s = HOP as f64 / f64::from(down.rate().max(1));
+        down.finish_through(|rest| spectrogram.push(rest, &mut |m: &[f32]| flux.frame(m)));
         spectrogram.finish(&mut |m: &[f32]| flux.frame(m));
         Envelopes {
-            hop_s: HOP as f64 / f64::from(rate.max(1)),
+            hop_s,
             full: detrend(&flux.full),
             low: detrend(&flux.low),
         }
