@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from bench_stretch import arrangement, render_take
+from bench_stretch import take
 
 
 def main():
@@ -28,9 +28,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=180.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        mid, wav = os.path.join(tmp, "take.mid"), os.path.join(tmp, "take.wav")
-        arrangement(mid, args.seconds)
-        render_take(mid, wav)
+        wav = take(tmp, args.seconds)
         out = os.path.join(tmp, "out.wav")
         print(f"{args.seconds:.0f} s fluidsynth take, one core, median of {args.repeat}")
         for prompt in ("loud clean modern mix", "tight low end, brighter top end"):

@@ -57,6 +57,15 @@ def render_take(mid, wav):
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def take(tmp, seconds):
+    """The drums-and-piano arrangement of `seconds`, rendered by fluidsynth into `tmp`;
+    returns the WAV's path."""
+    mid, wav = os.path.join(tmp, "take.mid"), os.path.join(tmp, "take.wav")
+    arrangement(mid, seconds)
+    render_take(mid, wav)
+    return wav
+
+
 def timed(command):
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -70,9 +79,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        mid, wav = os.path.join(tmp, "take.mid"), os.path.join(tmp, "take.wav")
-        arrangement(mid, args.seconds)
-        render_take(mid, wav)
+        wav = take(tmp, args.seconds)
         out = os.path.join(tmp, "out.wav")
         print(f"{args.seconds:.0f} s fluidsynth take, 120 -> 128 BPM, median of {args.repeat}")
         for engine, flag in (("finer", "-3"), ("faster", "-2")):
