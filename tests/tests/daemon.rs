@@ -269,12 +269,27 @@ async fn a_panicking_actor_is_restarted_reported_and_the_daemon_serves_on() {
         config: "[debug]\nfault_injection = true\n".into(),
         ..Options::default()
     });
-    let mut events = daemon.events(&["health"]).await;
+    let mut events = daemon.events(&["health", "profile"]).await;
     let mut client = daemon.client();
-    client
-        .call("profile.set", json!({ "name": "rock" }))
+    // The profile change, published after the health subscription went out on the same
+    // connection, shows the subscription reached the publisher (a loaded host can delay it
+    // past any fixed wait); it is set again until that is heard.
+    let heard = async {
+        loop {
+            client
+                .call("profile.set", json!({ "name": "rock" }))
+                .await
+                .unwrap();
+            if let Ok(event) = tokio::time::timeout(Duration::from_millis(500), events.next()).await
+            {
+                assert_eq!(event.unwrap().0, "profile");
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), heard)
         .await
-        .unwrap();
+        .expect("the profile change heard within 10 s");
     let reply = client
         .call("debug.panic", json!({ "actor": "profiles" }))
         .await

@@ -50,16 +50,13 @@ async fn wait_audio(client: &mut Client, state: &str, within: Duration) -> Value
 /// The kind of the next `health` event that is not a periodic load report.
 async fn next_health_change(events: &mut djinn_daemon::client::Events) -> String {
     loop {
-        let (_, event) = tokio::time::timeout(Duration::from_secs(10), events.next())
+        let (topic, event) = tokio::time::timeout(Duration::from_secs(10), events.next())
             .await
             .expect("a health event within 10 s")
             .unwrap();
-        let kind = event["data"]["kind"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if kind != "audio" {
-            return kind;
+        let kind = event["data"]["kind"].as_str().unwrap_or_default();
+        if topic == "health" && kind != "audio" {
+            return kind.to_owned();
         }
     }
 }
@@ -267,7 +264,15 @@ async fn killing_and_restarting_jackd_is_survived_and_output_resumes() {
         frames(sine(1000.0, 0.2, 48_000)),
     )
     .await;
-    let mut health = daemon.events(&["health"]).await;
+    // A SUB socket hears nothing published before its subscription reaches the publisher,
+    // and a loaded host can delay that past any fixed wait: the first meter report, sent on
+    // the same connection after the health subscription, shows both are in place.
+    let mut health = daemon.events(&["health", "meter"]).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while health.next().await.unwrap().0 != "meter" {}
+    })
+    .await
+    .expect("a meter report within 10 s");
 
     jackd.kill();
     assert_eq!(next_health_change(&mut health).await, "jack_lost");
