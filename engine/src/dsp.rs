@@ -500,18 +500,74 @@ impl PeakEstimator {
         let [p0, p1, p2] = self.history;
         let p3 = x;
         let mut peak = p2.abs().max(p3.abs());
-        for t in [0.25f32, 0.5, 0.75] {
-            let v = 0.5
-                * (2.0 * p1
-                    + (-p0 + p2) * t
-                    + (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3) * t * t
-                    + (-p0 + 3.0 * p1 - 3.0 * p2 + p3) * t * t * t);
+        for v in catmull_rom_quarters(p0, p1, p2, p3) {
             // The segment between p1 and p2 lies one sample back; its peak belongs to this
             // window all the same.
             peak = peak.max(v.abs());
         }
         self.history = [p1, p2, p3];
         peak
+    }
+}
+
+/// The Catmull-Rom curve through four samples at a quarter, half and three quarters of the
+/// way between the middle two.
+#[inline(always)]
+fn catmull_rom_quarters(p0: f32, p1: f32, p2: f32, p3: f32) -> [f32; 3] {
+    [0.25f32, 0.5, 0.75].map(|t| {
+        0.5 * (2.0 * p1
+            + (-p0 + p2) * t
+            + (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3) * t * t
+            + (-p0 + 3.0 * p1 - 3.0 * p2 + p3) * t * t * t)
+    })
+}
+
+/// [`PeakEstimator`] over both channels of whole blocks, for offline mastering: the same
+/// estimates (the larger channel's per frame), a block at a time in a loop that vectorises.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StereoPeaks {
+    /// The last three frames seen.
+    history: [[f32; 2]; 3],
+}
+
+impl StereoPeaks {
+    /// Estimates from after `frames` (a loop's first samples follow its last ones).
+    pub fn after(frames: &[[f32; 2]]) -> StereoPeaks {
+        let mut peaks = StereoPeaks::default();
+        let tail = &frames[frames.len().saturating_sub(3)..];
+        peaks.history[3 - tail.len()..].copy_from_slice(tail);
+        peaks
+    }
+
+    /// The estimate for each of `frames` into `out` (as long as `frames`).
+    pub fn fill(&mut self, frames: &[[f32; 2]], out: &mut [f32]) {
+        crate::analysis::widened! {
+            fn widest(history: &[[f32; 2]; 3], frames: &[[f32; 2]], out: &mut [f32]) = stereo_peaks
+        }
+        widest(&self.history, frames, out);
+        let keep = frames.len().min(3);
+        self.history.copy_within(keep.., 0);
+        self.history[3 - keep..].copy_from_slice(&frames[frames.len() - keep..]);
+    }
+}
+
+#[inline(always)]
+fn stereo_peaks(history: &[[f32; 2]; 3], frames: &[[f32; 2]], out: &mut [f32]) {
+    let larger = |a: f32, b: f32| if b > a { b } else { a };
+    let peak = |p0: f32, p1: f32, p2: f32, p3: f32| {
+        catmull_rom_quarters(p0, p1, p2, p3)
+            .into_iter()
+            .fold(larger(p2.abs(), p3.abs()), |m, v| larger(m, v.abs()))
+    };
+    let frame = |i: usize| if i < 3 { history[i] } else { frames[i - 3] };
+    let head = frames.len().min(3);
+    for (i, o) in out[..head].iter_mut().enumerate() {
+        let [a, b, c, d] = [frame(i), frame(i + 1), frame(i + 2), frame(i + 3)];
+        *o = larger(peak(a[0], b[0], c[0], d[0]), peak(a[1], b[1], c[1], d[1]));
+    }
+    for (w, o) in frames.windows(4).zip(out.iter_mut().skip(3)) {
+        let [a, b, c, d] = [w[0], w[1], w[2], w[3]];
+        *o = larger(peak(a[0], b[0], c[0], d[0]), peak(a[1], b[1], c[1], d[1]));
     }
 }
 
@@ -834,6 +890,43 @@ mod tests {
         assert!(energy[0] > 0.0);
         assert!(energy[1] > 0.0, "a tail");
         assert!(energy[3] < energy[1] * 0.5, "that decays: {energy:?}");
+    }
+
+    #[test]
+    fn block_peak_estimates_are_the_sample_by_sample_ones() {
+        let mut state = 7u32;
+        let frames: Vec<[f32; 2]> = (0..3_000)
+            .map(|_| {
+                let mut next = || {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                };
+                [next(), next()]
+            })
+            .collect();
+        let mut one = [PeakEstimator::default(); 2];
+        // As a loop: primed with the last three frames.
+        for f in &frames[frames.len() - 3..] {
+            one[0].next(f[0]);
+            one[1].next(f[1]);
+        }
+        let expected: Vec<f32> = frames
+            .iter()
+            .map(|f| one[0].next(f[0]).max(one[1].next(f[1])))
+            .collect();
+        let mut blocks = StereoPeaks::after(&frames);
+        let mut got = vec![0.0; frames.len()];
+        let mut start = 0;
+        // Blocks of one, two and three frames cross the history; longer ones run through.
+        for len in [1, 2, 3, 1, 700, 5, 2_000].into_iter().cycle() {
+            let end = frames.len().min(start + len);
+            blocks.fill(&frames[start..end], &mut got[start..end]);
+            start = end;
+            if start == frames.len() {
+                break;
+            }
+        }
+        assert_eq!(got, expected);
     }
 
     #[test]

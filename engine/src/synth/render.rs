@@ -17,7 +17,7 @@ use super::instruments::{Tone, Voices};
 use super::pattern::{self, Phrase, SectionKind};
 use super::{Grid, Instrument, Recipe, Role};
 use crate::analysis::loudness::{self, LoudnessError, LoudnessReport};
-use crate::dsp::{LimiterGain, PeakEstimator, Reverb, ceiling_gain, db_to_gain};
+use crate::dsp::{LimiterGain, Reverb, StereoPeaks, ceiling_gain, db_to_gain};
 
 /// Seconds of tail rendered after a phrase for releases and reverb.
 const TAIL_S: f32 = 3.0;
@@ -510,9 +510,8 @@ pub fn normalize(
     sample_rate: u32,
     circular: bool,
 ) -> Result<LoudnessReport, LoudnessError> {
-    let n = frames.len();
     let sub_len = (sample_rate / 10).max(1) as usize;
-    if n == 0 {
+    if frames.is_empty() {
         return loudness::measure(frames, sample_rate);
     }
     let coarse = Coarse::new(frames, sub_len, sample_rate, circular);
@@ -520,6 +519,7 @@ pub fn normalize(
     if !before.is_finite() {
         return loudness::measure(frames, sample_rate);
     }
+    // A pass that misses (rare) starts again from the audio as it came.
     let dry = frames.to_vec();
     // NOTE: the limiter's 4x estimate misses up to half a dB of the meter's finer
     // interpolation on bright material; offline, a quarter dB more headroom saves a pass.
@@ -528,12 +528,12 @@ pub fn normalize(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let gain_lin = db_to_gain(gain as f32);
+        if attempt > 1 {
+            frames.copy_from_slice(&dry);
+        }
         limit(
-            &dry,
-            &coarse.frame_peaks,
             frames,
-            gain_lin,
+            db_to_gain(gain as f32),
             ceiling as f32,
             sample_rate,
             circular,
@@ -563,8 +563,6 @@ pub fn normalize(
 /// The piece at a sixteenth of the rate: the highest true-peak estimate and the summed
 /// K-weighted energy of each chunk, for predicting the loudness the limiter will leave.
 struct Coarse {
-    /// The true-peak estimate of every frame, for the full-rate pass.
-    frame_peaks: Vec<f32>,
     peaks: Vec<f32>,
     energy: Vec<f64>,
     chunks_per_sub: usize,
@@ -575,25 +573,26 @@ struct Coarse {
 
 impl Coarse {
     fn new(frames: &[[f32; 2]], sub_len: usize, sample_rate: u32, circular: bool) -> Coarse {
-        let mut estimators = [PeakEstimator::default(); 2];
-        if circular {
-            // A loop's first samples follow its last ones.
-            for f in &frames[frames.len().saturating_sub(3)..] {
-                estimators[0].next(f[0]);
-                estimators[1].next(f[1]);
-            }
+        let mut estimate = if circular {
+            StereoPeaks::after(frames)
+        } else {
+            StereoPeaks::default()
+        };
+        // Whole chunks to a block, so the chunks fall where they would on the whole piece.
+        const _: () = assert!(PEAK_BLOCK.is_multiple_of(SEARCH_CHUNK));
+        let mut frame_peaks = [0.0f32; PEAK_BLOCK];
+        let mut peaks = Vec::with_capacity(frames.len().div_ceil(SEARCH_CHUNK));
+        for block in frames.chunks(PEAK_BLOCK) {
+            let frame_peaks = &mut frame_peaks[..block.len()];
+            estimate.fill(block, frame_peaks);
+            peaks.extend(
+                frame_peaks
+                    .chunks(SEARCH_CHUNK)
+                    .map(|c| c.iter().fold(0.0f32, |p, &q| p.max(q))),
+            );
         }
-        let frame_peaks: Vec<f32> = frames
-            .iter()
-            .map(|f| estimators[0].next(f[0]).max(estimators[1].next(f[1])))
-            .collect();
-        let peaks = frame_peaks
-            .chunks(SEARCH_CHUNK)
-            .map(|c| c.iter().copied().fold(0.0, f32::max))
-            .collect();
         let lookahead = ((crate::dsp::LIMITER_LOOKAHEAD_S * sample_rate as f32) as usize).max(1);
         Coarse {
-            frame_peaks,
             peaks,
             energy: loudness::k_energy_sums(frames, sample_rate, SEARCH_CHUNK),
             chunks_per_sub: (sub_len / SEARCH_CHUNK).max(1),
@@ -683,46 +682,117 @@ impl Coarse {
     }
 }
 
-/// `dry` times the gain, limited, into `out`, with the true peaks of `dry` estimated
-/// beforehand. Circular audio is run twice, keeping the second pass, so the limiter's state
-/// at the start is its state at the end.
-fn limit(
-    dry: &[[f32; 2]],
-    peaks: &[f32],
-    out: &mut [[f32; 2]],
-    gain: f32,
-    ceiling_db: f32,
-    sample_rate: u32,
-    circular: bool,
-) {
+/// `frames` times the gain, limited, in place. The limiter reads a lookahead ahead of where
+/// it writes, so each frame is read before it is changed. Circular audio is run twice,
+/// keeping the second pass, so the limiter's state at the start is its state at the end;
+/// the frames the second pass would change before reading them again (its first outputs
+/// land at the end) are changed last.
+fn limit(frames: &mut [[f32; 2]], gain: f32, ceiling_db: f32, sample_rate: u32, circular: bool) {
     let ceiling = ceiling_gain(ceiling_db);
     let mut law = LimiterGain::for_rate(sample_rate as f32);
     let latency = ((crate::dsp::LIMITER_LOOKAHEAD_S * sample_rate as f32) as usize).max(1);
-    let len = dry.len();
+    let len = frames.len();
     if len == 0 {
         return;
     }
-    let need = |i: usize| {
-        let p = peaks.get(i).copied().unwrap_or(0.0) * gain;
+    let need = |peak: f32| {
+        let p = peak * gain;
         if p > ceiling { ceiling / p } else { 1.0 }
     };
+    let mut estimate = if circular {
+        StereoPeaks::after(frames)
+    } else {
+        StereoPeaks::default()
+    };
+    let mut peaks = [0.0f32; PEAK_BLOCK];
     if circular {
-        for i in 0..len {
-            law.next(need(i));
+        for start in (0..len).step_by(PEAK_BLOCK) {
+            let block = &frames[start..len.min(start + PEAK_BLOCK)];
+            estimate.fill(block, &mut peaks[..block.len()]);
+            for &peak in &peaks[..block.len()] {
+                law.next(need(peak));
+            }
         }
-        for i in 0..len {
-            let env = law.next(need(i)) * gain;
-            let at = (i + len - latency % len) % len;
-            let f = dry[at];
-            out[at] = [f[0] * env, f[1] * env];
+        let delay = latency % len;
+        let mut wrapped = Vec::with_capacity(delay);
+        for start in (0..len).step_by(PEAK_BLOCK) {
+            let end = len.min(start + PEAK_BLOCK);
+            estimate.fill(&frames[start..end], &mut peaks[..end - start]);
+            for (i, &peak) in (start..end).zip(&peaks) {
+                let env = law.next(need(peak)) * gain;
+                if i < delay {
+                    wrapped.push(env);
+                } else {
+                    let f = &mut frames[i - delay];
+                    *f = [f[0] * env, f[1] * env];
+                }
+            }
+        }
+        for (f, env) in frames[len - delay..].iter_mut().zip(wrapped) {
+            *f = [f[0] * env, f[1] * env];
         }
     } else {
-        for i in 0..len + latency {
-            let env = law.next(need(i)) * gain;
-            if let Some(at) = i.checked_sub(latency) {
-                let f = dry[at];
-                out[at] = [f[0] * env, f[1] * env];
+        for start in (0..len + latency).step_by(PEAK_BLOCK) {
+            let end = (len + latency).min(start + PEAK_BLOCK);
+            // Past the end the limiter needs nothing: it only lets its lookahead out.
+            let read = start.min(len)..end.min(len);
+            estimate.fill(&frames[read.clone()], &mut peaks[..read.len()]);
+            peaks[read.len()..end - start].fill(0.0);
+            for (i, &peak) in (start..end).zip(&peaks) {
+                let env = law.next(need(peak)) * gain;
+                if let Some(f) = i.checked_sub(latency).map(|at| &mut frames[at]) {
+                    *f = [f[0] * env, f[1] * env];
+                }
             }
+        }
+    }
+}
+
+/// Frames whose true peaks the master estimates at a time, ahead of limiting them.
+const PEAK_BLOCK: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quiet bass note with short, loud bursts of a high whistle: the limiter must catch
+    /// the bursts, and its quick estimate reads their peaks low, so its first pass
+    /// overshoots the ceiling and the master has to correct it.
+    fn whistle(seconds: f32, rate: u32) -> Vec<[f32; 2]> {
+        (0..(seconds * rate as f32) as usize)
+            .map(|n| {
+                let t = n as f32 / rate as f32;
+                let burst = if n % (rate as usize / 4) < rate as usize / 200 {
+                    0.9
+                } else {
+                    0.0
+                };
+                let bass = 0.1 * (std::f32::consts::TAU * 90.0 * t).sin();
+                let high = burst * (std::f32::consts::TAU * 12_000.0 * t + 0.8).sin();
+                [bass + high, bass - high]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_master_meets_the_contract_where_its_quick_estimate_reads_peaks_low() {
+        let rate = 48_000;
+        for (target, ceiling) in [(-9.0, -1.0), (-14.0, -1.0), (-16.0, -3.0)] {
+            let mut audio = whistle(8.0, rate);
+            let report = normalize(&mut audio, target, ceiling, rate, false).unwrap();
+            let meter = loudness::measure(&audio, rate).unwrap();
+            assert!(
+                (meter.integrated_lufs - target).abs() <= 1.0,
+                "{target} LUFS: {meter:?}"
+            );
+            assert!(
+                meter.true_peak_dbtp <= ceiling + 0.01,
+                "{ceiling} dBTP: {meter:?}"
+            );
+            assert!(
+                (report.integrated_lufs - meter.integrated_lufs).abs() < 0.05,
+                "{report:?} {meter:?}"
+            );
         }
     }
 }
