@@ -282,7 +282,8 @@ async fn djinn_locks_to_jack_midi_clock_and_launches_on_its_bar_one() {
         });
         // NOTE: on this non-realtime server a client now and then misses a cycle (an
         // xrun), and the probe then misses what happened in it; a run that fails with an
-        // xrun counted is done again, a run that fails without one fails the test.
+        // xrun counted is done again (up to four times: a stalled host can spoil several
+        // runs in a row), a run that fails without one fails the test.
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -292,7 +293,7 @@ async fn djinn_locks_to_jack_midi_clock_and_launches_on_its_bar_one() {
                     eprintln!("{report}");
                     break;
                 }
-                Err(failure) if attempt < 3 && xrun_count(&mut client).await > xruns => {
+                Err(failure) if attempt < 5 && xrun_count(&mut client).await > xruns => {
                     eprintln!("redone after an xrun: {failure}");
                 }
                 // NOTE: a -J stream's phase is a random walk, and how soon it carries its
@@ -657,10 +658,19 @@ async fn djinn_leads_jack_transport_and_another_djinn_follows_it() {
     );
 
     // jack_midi_clock ticks at the leader's tempo: 972.3 frames apart.
-    // (Counted by the gaps, so a cycle the probe missed does not stretch the span.)
-    let (ticks, _, counted) = bar_ticks(&probe);
+    // (The mean of the gaps within a quarter tick of the median: a cycle the probe or the
+    // clock missed on a stalled host neither stretches nor shortens it.)
+    let (ticks, _, _) = bar_ticks(&probe);
     assert!(ticks.len() > 48, "{} ticks", ticks.len());
-    let span = (ticks[ticks.len() - 1] - ticks[0]) as f64 / counted as f64;
+    let mut gaps: Vec<f64> = ticks.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    let typical: Vec<f64> = gaps
+        .into_iter()
+        .filter(|g| (g - median).abs() <= median / 4.0)
+        .collect();
+    assert!(typical.len() > 48, "{} typical gaps", typical.len());
+    let span = typical.iter().sum::<f64>() / typical.len() as f64;
     assert!((span - 972.3).abs() < 1.0, "ticks {span} frames apart");
 
     // JACK transport stops: the follower stops with it.
