@@ -86,7 +86,7 @@ pub fn integrated(frames: &[[f32; 2]], sample_rate: u32) -> Result<f64, Loudness
 /// The filter coefficients are derived for any rate the way libebur128 (and so the
 /// `ebur128` crate) derives them.
 ///
-/// A long piece is filtered as [`SEGMENTS`] stretches side by side, so that the filters'
+/// A long piece is filtered as four stretches side by side, so that the filters'
 /// recursions, each waiting on its last output, overlap. Each stretch after the first starts
 /// a fifth of a second early, from silence, and sums from its own start: by then the
 /// filters have forgotten the silence (the high pass's double pole at 38 Hz has decayed to
