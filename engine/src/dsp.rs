@@ -559,15 +559,17 @@ fn stereo_peaks(history: &[[f32; 2]; 3], frames: &[[f32; 2]], out: &mut [f32]) {
             .into_iter()
             .fold(larger(p2.abs(), p3.abs()), |m, v| larger(m, v.abs()))
     };
+    // The estimate for the last of four frames, the larger of its channels'.
+    let both = |[a, b, c, d]: [[f32; 2]; 4]| {
+        larger(peak(a[0], b[0], c[0], d[0]), peak(a[1], b[1], c[1], d[1]))
+    };
     let frame = |i: usize| if i < 3 { history[i] } else { frames[i - 3] };
     let head = frames.len().min(3);
     for (i, o) in out[..head].iter_mut().enumerate() {
-        let [a, b, c, d] = [frame(i), frame(i + 1), frame(i + 2), frame(i + 3)];
-        *o = larger(peak(a[0], b[0], c[0], d[0]), peak(a[1], b[1], c[1], d[1]));
+        *o = both([frame(i), frame(i + 1), frame(i + 2), frame(i + 3)]);
     }
     for (w, o) in frames.windows(4).zip(out.iter_mut().skip(3)) {
-        let [a, b, c, d] = [w[0], w[1], w[2], w[3]];
-        *o = larger(peak(a[0], b[0], c[0], d[0]), peak(a[1], b[1], c[1], d[1]));
+        *o = both([w[0], w[1], w[2], w[3]]);
     }
 }
 

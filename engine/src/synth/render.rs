@@ -528,10 +528,8 @@ pub fn normalize(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        if attempt > 1 {
-            frames.copy_from_slice(&dry);
-        }
         limit(
+            &dry,
             frames,
             db_to_gain(gain as f32),
             ceiling as f32,
@@ -682,68 +680,87 @@ impl Coarse {
     }
 }
 
-/// `frames` times the gain, limited, in place. The limiter reads a lookahead ahead of where
-/// it writes, so each frame is read before it is changed. Circular audio is run twice,
-/// keeping the second pass, so the limiter's state at the start is its state at the end;
-/// the frames the second pass would change before reading them again (its first outputs
-/// land at the end) are changed last.
-fn limit(frames: &mut [[f32; 2]], gain: f32, ceiling_db: f32, sample_rate: u32, circular: bool) {
-    let ceiling = ceiling_gain(ceiling_db);
-    let mut law = LimiterGain::for_rate(sample_rate as f32);
-    let latency = ((crate::dsp::LIMITER_LOOKAHEAD_S * sample_rate as f32) as usize).max(1);
-    let len = frames.len();
+/// `dry` times the gain, limited, into `out`, with the true peaks of `dry` estimated a block
+/// ahead. Circular audio is run twice, keeping the second pass, so the limiter's state at the
+/// start is its state at the end.
+fn limit(
+    dry: &[[f32; 2]],
+    out: &mut [[f32; 2]],
+    gain: f32,
+    ceiling_db: f32,
+    sample_rate: u32,
+    circular: bool,
+) {
+    let len = dry.len();
     if len == 0 {
         return;
     }
-    let need = |peak: f32| {
-        let p = peak * gain;
-        if p > ceiling { ceiling / p } else { 1.0 }
+    let latency = ((crate::dsp::LIMITER_LOOKAHEAD_S * sample_rate as f32) as usize).max(1);
+    let mut envelope = Envelope {
+        dry,
+        estimate: if circular {
+            StereoPeaks::after(dry)
+        } else {
+            StereoPeaks::default()
+        },
+        law: LimiterGain::for_rate(sample_rate as f32),
+        peaks: [0.0; PEAK_BLOCK],
+        gain,
+        ceiling: ceiling_gain(ceiling_db),
     };
-    let mut estimate = if circular {
-        StereoPeaks::after(frames)
-    } else {
-        StereoPeaks::default()
+    let mut apply = |at: usize, env: f32| {
+        let f = dry[at];
+        out[at] = [f[0] * env, f[1] * env];
     };
-    let mut peaks = [0.0f32; PEAK_BLOCK];
     if circular {
         for start in (0..len).step_by(PEAK_BLOCK) {
-            let block = &frames[start..len.min(start + PEAK_BLOCK)];
-            estimate.fill(block, &mut peaks[..block.len()]);
-            for &peak in &peaks[..block.len()] {
-                law.next(need(peak));
-            }
+            envelope.block(start, len.min(start + PEAK_BLOCK), |_, _| {});
         }
-        let delay = latency % len;
-        let mut wrapped = Vec::with_capacity(delay);
         for start in (0..len).step_by(PEAK_BLOCK) {
-            let end = len.min(start + PEAK_BLOCK);
-            estimate.fill(&frames[start..end], &mut peaks[..end - start]);
-            for (i, &peak) in (start..end).zip(&peaks) {
-                let env = law.next(need(peak)) * gain;
-                if i < delay {
-                    wrapped.push(env);
-                } else {
-                    let f = &mut frames[i - delay];
-                    *f = [f[0] * env, f[1] * env];
-                }
-            }
-        }
-        for (f, env) in frames[len - delay..].iter_mut().zip(wrapped) {
-            *f = [f[0] * env, f[1] * env];
+            envelope.block(start, len.min(start + PEAK_BLOCK), |i, env| {
+                apply((i + len - latency % len) % len, env)
+            });
         }
     } else {
         for start in (0..len + latency).step_by(PEAK_BLOCK) {
-            let end = (len + latency).min(start + PEAK_BLOCK);
-            // Past the end the limiter needs nothing: it only lets its lookahead out.
-            let read = start.min(len)..end.min(len);
-            estimate.fill(&frames[read.clone()], &mut peaks[..read.len()]);
-            peaks[read.len()..end - start].fill(0.0);
-            for (i, &peak) in (start..end).zip(&peaks) {
-                let env = law.next(need(peak)) * gain;
-                if let Some(f) = i.checked_sub(latency).map(|at| &mut frames[at]) {
-                    *f = [f[0] * env, f[1] * env];
+            envelope.block(start, (len + latency).min(start + PEAK_BLOCK), |i, env| {
+                if let Some(at) = i.checked_sub(latency) {
+                    apply(at, env);
                 }
-            }
+            });
+        }
+    }
+}
+
+/// The limiter's gain over `dry`, a block of peak estimates at a time.
+struct Envelope<'a> {
+    dry: &'a [[f32; 2]],
+    estimate: StereoPeaks,
+    law: LimiterGain,
+    peaks: [f32; PEAK_BLOCK],
+    gain: f32,
+    ceiling: f32,
+}
+
+impl Envelope<'_> {
+    /// Hands `each` frame index in `start..end` (at most [`PEAK_BLOCK`] of them) and the gain
+    /// to apply to the frame a lookahead before it. Past the end of `dry` the limiter needs
+    /// nothing: it only lets its lookahead out.
+    fn block(&mut self, start: usize, end: usize, mut each: impl FnMut(usize, f32)) {
+        let len = self.dry.len();
+        let read = start.min(len)..end.min(len);
+        let peaks = &mut self.peaks[..end - start];
+        self.estimate
+            .fill(&self.dry[read.clone()], &mut peaks[..read.len()]);
+        peaks[read.len()..].fill(0.0);
+        for (i, &peak) in (start..end).zip(peaks.iter()) {
+            let p = peak * self.gain;
+            let need = if p > self.ceiling {
+                self.ceiling / p
+            } else {
+                1.0
+            };
+            each(i, self.law.next(need) * self.gain);
         }
     }
 }
