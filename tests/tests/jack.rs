@@ -363,10 +363,9 @@ async fn thirty_seconds_at_256_frames_with_realtime_jackd_have_no_xruns() {
 }
 
 /// SCHED_FIFO threads (at the lowest realtime priority, under JACK's), one pinned to each
-/// CPU, that sleep 250 µs at a time and keep how
-/// long the host kept realtime threads on that CPU from running (short naps, so a stall that
-/// begins during one is seen nearly whole): the worst lateness, and how many xruns the
-/// stalls could explain.
+/// CPU, that sleep 250 µs at a time and keep how long the host kept realtime threads on that
+/// CPU from running (short naps, so a stall that begins during one is seen nearly whole):
+/// the worst lateness, and how many xruns the stalls could explain.
 struct StallProbe {
     worst_us: std::sync::Arc<std::sync::atomic::AtomicU64>,
     explained: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -761,7 +760,7 @@ async fn pipe_mode_delays_by_its_reported_latency_and_bypasses_a_bad_command() {
     let _metro = Peer::metro(&jackd);
     let mut events = daemon.events(&["pipe"]).await;
     // As in the 30 s xrun test: xruns count against djinn beyond what the host's stalls
-    // of realtime threads explain.
+    // of realtime threads explain, and beyond five in any case.
     let period_us = 256 * 1_000_000 / 48_000;
     let probe = StallProbe::start(period_us);
     let dir = tempfile::tempdir().unwrap();
@@ -829,8 +828,9 @@ o.write(struct.pack("<4sIII",m,s,n//2,r)+bytes(n*4)); o.flush(); i.read()'"#;
     let status = client.call("daemon.status", Value::Null).await.unwrap();
     let during = status["audio"]["xruns"].as_u64().unwrap() - xruns;
     let (worst_stall_us, explained) = probe.take();
+    // However stalled the host, a handful at most: the pipe must never cost a cycle.
     assert!(
-        during <= explained,
+        during <= explained.min(5),
         "{during} xruns, {explained} explained by host stalls (the worst {worst_stall_us} µs)"
     );
 }
