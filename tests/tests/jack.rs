@@ -706,10 +706,11 @@ async fn the_live_chain_acts_on_the_jack_inputs_and_glides() {
     assert_eq!(status["on"], false);
 }
 
-/// Sample indices where `x` first rises over `level` after 2,000 quiet samples.
+/// Sample indices where `x` first rises over `level` after 2,000 quiet samples. A sound
+/// already under way when the recording began is not an onset: its start was not recorded.
 fn onsets(x: &[f32], level: f32) -> Vec<usize> {
     let mut found = Vec::new();
-    let mut quiet = 2_000;
+    let mut quiet = 0;
     for (i, s) in x.iter().enumerate() {
         if s.abs() > level {
             if quiet >= 2_000 {
