@@ -127,6 +127,8 @@ pub struct Chain {
     cut: Svf,
     /// Low shelf, tilt low, tilt high, high shelf.
     shelves: [Biquad; 4],
+    /// Which shelves are at 0 dB, and skipped.
+    flat: [bool; 4],
     compressor: Compressor,
     limiter: Option<Limiter>,
     countdown: u32,
@@ -156,6 +158,7 @@ impl Chain {
             width: smoother(settings.width),
             cut: Svf::new(sample_rate),
             shelves: [Biquad::shelf(false, LOW_SHELF_HZ, 0.0, sample_rate); 4],
+            flat: [true; 4],
             compressor: Compressor::new(sample_rate),
             limiter: limiter.then(|| Limiter::new(settings.ceiling_dbtp as f32, sample_rate)),
             countdown: 0,
@@ -188,10 +191,23 @@ impl Chain {
     fn update_coefficients(&mut self) {
         let rate = self.sample_rate;
         let tilt = self.tilt.value();
-        self.shelves[0].set_shelf(false, LOW_SHELF_HZ, self.low.value(), rate);
-        self.shelves[1].set_shelf(false, TILT_LOW_HZ, -tilt * 0.5, rate);
-        self.shelves[2].set_shelf(true, TILT_HIGH_HZ, tilt * 0.5, rate);
-        self.shelves[3].set_shelf(true, HIGH_SHELF_HZ, self.high.value(), rate);
+        let shelves = [
+            (false, LOW_SHELF_HZ, self.low.value()),
+            (false, TILT_LOW_HZ, -tilt * 0.5),
+            (true, TILT_HIGH_HZ, tilt * 0.5),
+            (true, HIGH_SHELF_HZ, self.high.value()),
+        ];
+        for ((shelf, flat), (high, hz, db)) in
+            self.shelves.iter_mut().zip(&mut self.flat).zip(shelves)
+        {
+            // A shelf at 0 dB passes the sound as it is: skipped, and cleared so that it
+            // starts from silence when it bends again.
+            if db == 0.0 && !*flat {
+                shelf.reset();
+            }
+            *flat = db == 0.0;
+            shelf.set_shelf(high, hz, db, rate);
+        }
         self.cut.set(
             FilterMode::HighPass,
             self.low_cut.value(),
@@ -234,8 +250,10 @@ impl Chain {
         }
         self.countdown -= 1;
         let mut x = self.cut.process(frame);
-        for shelf in &mut self.shelves {
-            x = shelf.process(x);
+        for (shelf, &flat) in self.shelves.iter_mut().zip(&self.flat) {
+            if !flat {
+                x = shelf.process(x);
+            }
         }
         // At 1:1 with nothing left to release the compressor is the identity: skip its logs.
         if self.compressor.ratio > 1.0 || self.compressor.reduction_db() > 1e-6 {

@@ -30,6 +30,55 @@ fn wrap_next(index: usize, len: usize) -> usize {
     if next >= len { 0 } else { next }
 }
 
+/// The base-2 logarithm of a positive normal `x` to within 2e-6, several times faster than
+/// `f32::log2` and free to vectorize: the exponent from the bits, and log2 of the mantissa
+/// (in [1, 2)) from a degree-7 polynomial (a Chebyshev fit around 1.5, at most 9e-7 off)
+/// with no division or branch.
+#[inline(always)]
+pub fn fast_log2(x: f32) -> f32 {
+    const LOG2: [f32; 8] = [
+        0.584_962_67,
+        0.961_796_16,
+        -0.320_624_77,
+        0.142_518_83,
+        -0.070_686_22,
+        0.037_532_76,
+        -0.024_825_606,
+        0.014_598_49,
+    ];
+    const fn polynomial(t: f32) -> f32 {
+        let mut acc = 0.0;
+        let mut i = LOG2.len();
+        while i > 0 {
+            i -= 1;
+            acc = acc * t + LOG2[i];
+        }
+        acc
+    }
+    // Taken away so that log2(1) is exactly 0, as silence needs.
+    const AT_ONE: f32 = polynomial(-0.5);
+    let bits = x.to_bits();
+    let exponent = ((bits >> 23) & 0xff) as i32 - 127;
+    let t = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000) - 1.5;
+    exponent as f32 + (polynomial(t) - AT_ONE)
+}
+
+/// 2 to the power `x`, to a relative 2e-7 (about the precision of an f32), several times
+/// faster than `f32::exp2`: the integer part into the exponent bits, the fraction (within
+/// ±½) through the Taylor series of e^(f ln 2) to the sixth power. `x` is clamped to the
+/// normal range, [-126, 127].
+#[inline(always)]
+pub fn fast_exp2(x: f32) -> f32 {
+    let x = x.clamp(-126.0, 127.0);
+    let whole = x.round();
+    let t = (x - whole) * std::f32::consts::LN_2;
+    let fraction = 1.0
+        + t * (1.0
+            + t * (1.0 / 2.0
+                + t * (1.0 / 6.0 + t * (1.0 / 24.0 + t * (1.0 / 120.0 + t * (1.0 / 720.0))))));
+    fraction * f32::from_bits(((whole as i32 + 127) as u32) << 23)
+}
+
 /// Decibels to linear gain.
 #[inline]
 pub fn db_to_gain(db: f32) -> f32 {
@@ -206,6 +255,11 @@ pub struct Biquad {
 }
 
 impl Biquad {
+    /// Forgets the sound so far: the next sample starts from silence.
+    pub fn reset(&mut self) {
+        self.z = [[0.0; 2]; 2];
+    }
+
     fn identity() -> Self {
         Self {
             b: [1.0, 0.0, 0.0],
@@ -465,7 +519,10 @@ impl Compressor {
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     #[inline]
     pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
-        let level = gain_to_db(frame[0].abs().max(frame[1].abs()));
+        // NOTE: decibels by fast_log2 and back by fast_exp2 (both within 1e-5 dB):
+        // libm's log10 and powf cost more than the rest of an offline chain together.
+        const DB_PER_OCTAVE: f32 = 6.020_6;
+        let level = DB_PER_OCTAVE * fast_log2(frame[0].abs().max(frame[1].abs()).max(1.0e-10));
         let over = (level - self.threshold_db).max(0.0);
         let wanted = over - over / self.ratio.max(1.0);
         let coeff = if wanted > self.envelope_db {
@@ -474,7 +531,7 @@ impl Compressor {
             self.release
         };
         self.envelope_db = wanted + (self.envelope_db - wanted) * coeff;
-        let gain = db_to_gain(self.makeup_db - self.envelope_db);
+        let gain = fast_exp2((self.makeup_db - self.envelope_db) / DB_PER_OCTAVE);
         [frame[0] * gain, frame[1] * gain]
     }
 }
@@ -484,7 +541,7 @@ pub const LIMITER_LOOKAHEAD_S: f32 = 0.0015;
 /// Room left below the ceiling for inter-sample peaks the 4× estimate cannot see.
 const TRUE_PEAK_MARGIN_DB: f32 = 0.3;
 /// Release time of the limiter, seconds.
-const LIMITER_RELEASE_S: f32 = 0.08;
+pub const LIMITER_RELEASE_S: f32 = 0.08;
 
 /// A 4× Catmull-Rom estimate of one channel's true (inter-sample) peak.
 #[derive(Debug, Clone, Copy, Default)]
@@ -604,9 +661,14 @@ impl LimiterGain {
 
     /// The limiter's law at `sample_rate`.
     pub fn for_rate(sample_rate: f32) -> Self {
+        Self::with_release(sample_rate, LIMITER_RELEASE_S)
+    }
+
+    /// The limiter's law at `sample_rate`, releasing over `release_s` seconds.
+    pub fn with_release(sample_rate: f32, release_s: f32) -> Self {
         Self::new(
             ((LIMITER_LOOKAHEAD_S * sample_rate) as usize).max(1),
-            (-1.0 / (LIMITER_RELEASE_S * sample_rate)).exp(),
+            (-1.0 / (release_s * sample_rate)).exp(),
         )
     }
 
@@ -775,6 +837,30 @@ mod tests {
     use super::*;
 
     const SR: f32 = 48_000.0;
+
+    #[test]
+    fn fast_log2_and_exp2_match_the_library() {
+        let mut x = 1.0e-10f32;
+        while x < 1.0e7 {
+            let (fast, exact) = (fast_log2(x), x.log2());
+            assert!(
+                (fast - exact).abs() <= 2.0e-6 * exact.abs().max(1.0),
+                "log2 {x}: {fast} vs {exact}"
+            );
+            x *= 1.0137;
+        }
+        let mut e = -60.0f32;
+        while e < 60.0 {
+            let (fast, exact) = (fast_exp2(e), e.exp2());
+            assert!(
+                (fast - exact).abs() <= 5.0e-7 * exact,
+                "exp2 {e}: {fast} vs {exact}"
+            );
+            e += 0.0137;
+        }
+        assert_eq!(fast_exp2(0.0), 1.0);
+        assert_eq!(fast_exp2(-1000.0), f32::MIN_POSITIVE);
+    }
 
     #[test]
     fn the_min_queue_is_the_window_minimum() {

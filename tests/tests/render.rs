@@ -6,7 +6,7 @@ use std::process::Command;
 
 use djinn_engine::analysis::loudness;
 use djinn_engine::chain::Balance;
-use djinn_tests::{Djinnd, Options, band_midi, bin, fluidsynth};
+use djinn_tests::{Djinnd, Options, band_midi, bin, fluidsynth, kit_bar, write_midi};
 use serde_json::{Value, json};
 
 fn band(dir: &Path) -> std::path::PathBuf {
@@ -34,17 +34,33 @@ fn djinn_render(input: &Path, output: &Path, prompt: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A kit alone, eight bars: sparse hits with quiet between them, far peakier than the band.
+fn drums(dir: &Path) -> std::path::PathBuf {
+    let (mid, wav) = (dir.join("drums.mid"), dir.join("drums.wav"));
+    let mut notes = Vec::new();
+    for bar in 0..8 {
+        kit_bar(&mut notes, f64::from(bar) * 4.0);
+    }
+    write_midi(&mid, 120.0, &notes);
+    fluidsynth(&mid, &wav);
+    wav
+}
+
 #[test]
 fn loud_clean_modern_mix_meets_its_loudness_target_under_the_ceiling() {
     let dir = tempfile::tempdir().unwrap();
-    let input = band(dir.path());
-    for out in ["loud.wav", "loud.flac"] {
+    let (band, drums) = (band(dir.path()), drums(dir.path()));
+    for (input, out) in [
+        (&band, "loud.wav"),
+        (&band, "loud.flac"),
+        (&drums, "drums-loud.wav"),
+    ] {
         let output = dir.path().join(out);
-        let report = djinn_render(&input, &output, "loud clean modern mix");
+        let report = djinn_render(input, &output, "loud clean modern mix");
         let target = report["chain"]["target_lufs"].as_f64().unwrap();
         let ceiling = report["chain"]["ceiling_dbtp"].as_f64().unwrap();
         assert_eq!(report["chain"]["drive"], json!(0.0), "clean means no drive");
-        let original = djinn_engine::decode::read(&input).unwrap();
+        let original = djinn_engine::decode::read(input).unwrap();
         let rendered = djinn_engine::decode::read(&output).unwrap();
         assert_eq!(rendered.sample_rate, original.sample_rate);
         assert_eq!(rendered.frames.len(), original.frames.len());
@@ -60,7 +76,12 @@ fn loud_clean_modern_mix_meets_its_loudness_target_under_the_ceiling() {
             measured.true_peak_dbtp
         );
         let before = loudness::measure(&original.frames, original.sample_rate).unwrap();
-        assert!(measured.integrated_lufs > before.integrated_lufs + 3.0);
+        assert!(
+            measured.integrated_lufs > before.integrated_lufs + 3.0,
+            "{out}: {} LUFS from {}",
+            measured.integrated_lufs,
+            before.integrated_lufs
+        );
     }
 }
 

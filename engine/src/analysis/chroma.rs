@@ -174,7 +174,7 @@ impl Notes {
             // From 60 Hz up, so above 1 Hz and the note number positive: the fast
             // logarithm holds, and adding ½ and truncating rounds.
             let hz = ((k as f32 + offset) * self.bin_hz).max(1.0);
-            let note = 69.0 + 12.0 * (super::log2_from_one(hz) - 440f32.log2());
+            let note = 69.0 + 12.0 * (crate::dsp::fast_log2(hz) - 440f32.log2());
             let nearest = (note + 0.5).max(0.0) as i32;
             if (note - nearest as f32).abs() < 0.35 {
                 let pc = nearest.rem_euclid(12) as usize;

@@ -465,43 +465,10 @@ fn separate_portable(z: &[Complex<f32>], a: &mut [f32], b: &mut [f32]) {
     }
 }
 
-/// The base-2 logarithm of `x` ≥ 1 to within 1e-6, several times faster than `f32::log2`
-/// and free to vectorize: the exponent from the bits, and log2 of the mantissa (in [1, 2))
-/// from a degree-7 polynomial (a Chebyshev fit around 1.5, at most 9e-7 off) with no
-/// division or branch.
-#[inline(always)]
-pub(crate) fn log2_from_one(x: f32) -> f32 {
-    const LOG2: [f32; 8] = [
-        0.584_962_67,
-        0.961_796_16,
-        -0.320_624_77,
-        0.142_518_83,
-        -0.070_686_22,
-        0.037_532_76,
-        -0.024_825_606,
-        0.014_598_49,
-    ];
-    const fn polynomial(t: f32) -> f32 {
-        let mut acc = 0.0;
-        let mut i = LOG2.len();
-        while i > 0 {
-            i -= 1;
-            acc = acc * t + LOG2[i];
-        }
-        acc
-    }
-    // Taken away so that log2(1) is exactly 0, as silence needs.
-    const AT_ONE: f32 = polynomial(-0.5);
-    let bits = x.to_bits();
-    let exponent = ((bits >> 23) & 0xff) as i32 - 127;
-    let t = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000) - 1.5;
-    exponent as f32 + (polynomial(t) - AT_ONE)
-}
-
-/// The natural logarithm of `x` ≥ 1 to within 1e-6: [`log2_from_one`] scaled.
+/// The natural logarithm of `x` ≥ 1 to within 1e-6: [`crate::dsp::fast_log2`] scaled.
 #[inline(always)]
 pub(crate) fn ln_from_one(x: f32) -> f32 {
-    log2_from_one(x) * std::f32::consts::LN_2
+    crate::dsp::fast_log2(x) * std::f32::consts::LN_2
 }
 
 #[cfg(test)]

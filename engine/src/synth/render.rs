@@ -524,7 +524,9 @@ pub fn normalize(
     // NOTE: the limiter's 4x estimate misses up to half a dB of the meter's finer
     // interpolation on bright material; offline, a quarter dB more headroom saves a pass.
     let mut ceiling = ceiling_dbtp - 0.25;
-    let mut gain = coarse.solve(target, target - before, ceiling, circular);
+    let (mut coarse, mut gain) = with_release(coarse, target, before, ceiling, circular);
+    // The loudness the prediction aims at: the target, less what it has been seen to miss by.
+    let mut aim = target;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -533,6 +535,7 @@ pub fn normalize(
             frames,
             db_to_gain(gain as f32),
             ceiling as f32,
+            coarse.release_s,
             sample_rate,
             circular,
         );
@@ -551,11 +554,46 @@ pub fn normalize(
             });
             return Ok(loudness::measure_fast(frames, sample_rate));
         }
+        let predicted = coarse.predict(gain, ceiling, circular);
         if over > 0.0 {
-            ceiling -= over + 0.05;
+            ceiling -= over + 0.1;
         }
-        gain = coarse.solve(target, gain - off, ceiling, circular);
+        aim -= report.integrated_lufs - predicted;
+        (coarse, gain) = with_release(coarse, aim, before, ceiling, circular);
     }
+}
+
+/// Limiter releases the master tries, longest first, on a piece that the usual release
+/// (the first) cannot bring to its target without limiting it by more than
+/// [`MAX_LIMITING_DB`]: sparse drums, say, whose hits hold the gain down through the quiet
+/// between them. A shorter release lets the gain back up between the hits.
+const RELEASES_S: [f32; 5] = [crate::dsp::LIMITER_RELEASE_S, 0.04, 0.02, 0.01, 0.005];
+/// Most loudness the limiter may take away (LU) before a shorter release is tried.
+const MAX_LIMITING_DB: f64 = 6.0;
+
+/// The gain that brings the piece to `target` through the limiter, with the longest of
+/// [`RELEASES_S`] that gets there limiting by at most [`MAX_LIMITING_DB`], else the
+/// shortest (a shorter release never leaves the piece quieter at the same gain, so it
+/// limits least).
+fn with_release(
+    mut coarse: Coarse,
+    target: f64,
+    before: f64,
+    ceiling: f64,
+    circular: bool,
+) -> (Coarse, f64) {
+    let unlimited = target - before;
+    for (i, release_s) in RELEASES_S.into_iter().enumerate() {
+        coarse.release_s = release_s;
+        let last = i + 1 == RELEASES_S.len();
+        // Loudness rises with gain: the target is in reach with that much limiting when the
+        // most gain allowed gets there.
+        if last || coarse.predict(unlimited + MAX_LIMITING_DB, ceiling, circular) >= target - 0.1 {
+            break;
+        }
+    }
+    let gain = coarse.solve(target, unlimited, ceiling, circular);
+    (coarse, gain)
 }
 
 /// The piece at a sixteenth of the rate: the highest true-peak estimate and the summed
@@ -565,7 +603,9 @@ struct Coarse {
     energy: Vec<f64>,
     chunks_per_sub: usize,
     window: usize,
-    release: f32,
+    /// The limiter's release, seconds.
+    release_s: f32,
+    sample_rate: u32,
     sub_len: usize,
 }
 
@@ -595,7 +635,8 @@ impl Coarse {
             energy: loudness::k_energy_sums(frames, sample_rate, SEARCH_CHUNK),
             chunks_per_sub: (sub_len / SEARCH_CHUNK).max(1),
             window: lookahead.div_ceil(SEARCH_CHUNK),
-            release: (-(SEARCH_CHUNK as f32) / (0.08 * sample_rate as f32)).exp(),
+            release_s: crate::dsp::LIMITER_RELEASE_S,
+            sample_rate,
             sub_len,
         }
     }
@@ -612,7 +653,8 @@ impl Coarse {
     fn predict(&self, gain_db: f64, ceiling_db: f64, circular: bool) -> f64 {
         let g = db_to_gain(gain_db as f32);
         let ceiling = ceiling_gain(ceiling_db as f32);
-        let mut law = LimiterGain::new(self.window, self.release);
+        let release = (-(SEARCH_CHUNK as f32) / (self.release_s * self.sample_rate as f32)).exp();
+        let mut law = LimiterGain::new(self.window, release);
         let n = self.peaks.len();
         let need = |c: usize| {
             let p = self.peaks.get(c).copied().unwrap_or(0.0) * g;
@@ -688,6 +730,7 @@ fn limit(
     out: &mut [[f32; 2]],
     gain: f32,
     ceiling_db: f32,
+    release_s: f32,
     sample_rate: u32,
     circular: bool,
 ) {
@@ -703,7 +746,7 @@ fn limit(
         } else {
             StereoPeaks::default()
         },
-        law: LimiterGain::for_rate(sample_rate as f32),
+        law: LimiterGain::with_release(sample_rate as f32, release_s),
         peaks: [0.0; PEAK_BLOCK],
         gain,
         ceiling: ceiling_gain(ceiling_db),
@@ -811,5 +854,48 @@ mod tests {
                 "{report:?} {meter:?}"
             );
         }
+    }
+
+    /// Sparse drums, quiet: a kick every half second and a hat between, each decaying to
+    /// near silence before the next. Loud targets are out of the reach of the usual limiter
+    /// release, which holds the gain down from one hit to the next.
+    fn sparse_drums(seconds: f32, rate: u32) -> Vec<[f32; 2]> {
+        let mut noise = 0x2545_f491_4f6c_dd1du64;
+        let mut soft = 0.0f32;
+        (0..(seconds * rate as f32) as usize)
+            .map(|n| {
+                let beat = rate as usize / 2;
+                let (k, h) = (n % beat, (n + beat / 2) % beat);
+                let t = k as f32 / rate as f32;
+                let kick = 0.25 * (-t * 12.0).exp() * (std::f32::consts::TAU * 55.0 * t).sin();
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                let white = (noise >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                soft = 0.5 * soft + 0.5 * white;
+                let hat = 0.2 * soft * (-(h as f32) / (0.03 * rate as f32)).exp();
+                [kick + hat, kick - 0.5 * hat]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sparse_drums_reach_a_loud_target_through_a_shorter_release() {
+        let rate = 48_000;
+        let (target, ceiling) = (-9.0, -1.0);
+        let mut audio = sparse_drums(10.0, rate);
+        // The usual release cannot get there limiting by MAX_LIMITING_DB or less.
+        let sub_len = rate as usize / 10;
+        let coarse = Coarse::new(&audio, sub_len, rate, false);
+        let before = loudness::gated_loudness(&coarse.sub_blocks(), sub_len);
+        let usual = coarse.predict(target - before + MAX_LIMITING_DB, ceiling, false);
+        assert!(usual < target - 0.5, "{usual} LUFS with the usual release");
+        let (chosen, _) = with_release(coarse, target, before, ceiling - 0.25, false);
+        assert!(chosen.release_s < crate::dsp::LIMITER_RELEASE_S);
+
+        normalize(&mut audio, target, ceiling, rate, false).unwrap();
+        let meter = loudness::measure(&audio, rate).unwrap();
+        assert!((meter.integrated_lufs - target).abs() <= 0.5, "{meter:?}");
+        assert!(meter.true_peak_dbtp <= ceiling, "{meter:?}");
     }
 }
