@@ -181,8 +181,18 @@ fn render_part(
         f[0] *= g;
         f[1] *= g;
     }
+    // Parts without reverb fall silent well before the tail ends (a kit's last hit, the
+    // bass's release): what is left of them is not mixed in.
+    let sounding = part
+        .iter()
+        .rposition(|f| f[0].abs().max(f[1].abs()) > SILENT)
+        .map_or(0, |last| last + 1);
+    part.truncate(sounding);
     part
 }
+
+/// A level below which a part's tail is silence: -140 dBFS, far under a 24-bit file's floor.
+const SILENT: f32 = 1.0e-7;
 
 /// Plays every part of `recipe` over `phrase` into `dest` (which starts at the phrase's
 /// first frame); each part brings `TAIL_S` of tail after the phrase's last bar.
