@@ -191,11 +191,11 @@ fn render_part(
     part
 }
 
-/// `len` frames of silence, on huge pages where the kernel gives them on request (Linux's
-/// transparent huge pages in `madvise` mode, the usual default): a song's buffers run to
-/// tens of megabytes, and taking them a 4 KiB page fault at a time costs a tenth of a
-/// render.
-fn silence(len: usize) -> Vec<[f32; 2]> {
+/// An empty buffer with room for `len` frames, on huge pages where the kernel gives them
+/// on request (Linux's transparent huge pages in `madvise` mode, the usual default): a
+/// song's buffers run to tens of megabytes, and taking them a 4 KiB page fault at a time
+/// costs a tenth of a render.
+fn frames_with_capacity(len: usize) -> Vec<[f32; 2]> {
     let mut frames: Vec<[f32; 2]> = Vec::with_capacity(len);
     #[cfg(target_os = "linux")]
     {
@@ -216,6 +216,12 @@ fn silence(len: usize) -> Vec<[f32; 2]> {
             }
         }
     }
+    frames
+}
+
+/// `len` frames of silence, on huge pages where the kernel gives them.
+fn silence(len: usize) -> Vec<[f32; 2]> {
+    let mut frames = frames_with_capacity(len);
     frames.resize(len, [0.0; 2]);
     frames
 }
@@ -559,8 +565,8 @@ pub fn normalize(
         return loudness::measure(frames, sample_rate);
     }
     // A pass that misses (rare) starts again from the audio as it came.
-    let mut dry = silence(frames.len());
-    dry.copy_from_slice(frames);
+    let mut dry = frames_with_capacity(frames.len());
+    dry.extend_from_slice(frames);
     // NOTE: the limiter's 4x estimate misses up to half a dB of the meter's finer
     // interpolation on bright material; offline, a quarter dB more headroom saves a pass.
     let mut ceiling = ceiling_dbtp - 0.25;
