@@ -191,21 +191,20 @@ fn render_part(
     part
 }
 
-/// An empty buffer with room for `len` frames, on huge pages where the kernel gives them
-/// on request (Linux's transparent huge pages in `madvise` mode, the usual default): a
-/// song's buffers run to tens of megabytes, and taking them a 4 KiB page fault at a time
-/// costs a tenth of a render.
-fn frames_with_capacity(len: usize) -> Vec<[f32; 2]> {
-    let mut frames: Vec<[f32; 2]> = Vec::with_capacity(len);
+/// Asks for `frames`' memory to be backed by huge pages where the kernel gives them on
+/// request (Linux's transparent huge pages in `madvise` mode, the usual default): a song's
+/// buffers run to tens of megabytes, and taking them a 4 KiB page fault at a time costs a
+/// tenth of a render. Pages already touched stay as they are.
+fn advise_huge_pages(frames: &mut Vec<[f32; 2]>) {
     #[cfg(target_os = "linux")]
     {
         const PAGE: usize = 4096;
         let start = frames.as_mut_ptr() as usize;
-        let end = start + len * std::mem::size_of::<[f32; 2]>();
+        let end = start + frames.capacity() * std::mem::size_of::<[f32; 2]>();
         let (first, last) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
         if last > first {
-            // SAFETY: the range lies inside the allocation just made, which nothing else
-            // holds; the advice only changes how its pages are backed, never their contents.
+            // SAFETY: the range lies inside the vector's allocation, which it alone holds;
+            // the advice only changes how its pages are backed, never their contents.
             // Refused advice leaves ordinary pages, so the result is not needed.
             unsafe {
                 libc::madvise(
@@ -216,13 +215,15 @@ fn frames_with_capacity(len: usize) -> Vec<[f32; 2]> {
             }
         }
     }
-    frames
+    #[cfg(not(target_os = "linux"))]
+    let _ = frames;
 }
 
-/// `len` frames of silence, on huge pages where the kernel gives them.
+/// `len` frames of silence, on huge pages where the kernel gives them. (A large zeroed
+/// allocation is fresh memory that is not touched until written, so the advice holds.)
 fn silence(len: usize) -> Vec<[f32; 2]> {
-    let mut frames = frames_with_capacity(len);
-    frames.resize(len, [0.0; 2]);
+    let mut frames = vec![[0.0f32; 2]; len];
+    advise_huge_pages(&mut frames);
     frames
 }
 
@@ -565,7 +566,8 @@ pub fn normalize(
         return loudness::measure(frames, sample_rate);
     }
     // A pass that misses (rare) starts again from the audio as it came.
-    let mut dry = frames_with_capacity(frames.len());
+    let mut dry = Vec::with_capacity(frames.len());
+    advise_huge_pages(&mut dry);
     dry.extend_from_slice(frames);
     // NOTE: the limiter's 4x estimate misses up to half a dB of the meter's finer
     // interpolation on bright material; offline, a quarter dB more headroom saves a pass.
