@@ -215,3 +215,42 @@ fn the_role_of_a_part_is_guessed() {
     }
     assert!(wrong.is_empty(), "{wrong:?}");
 }
+
+#[test]
+fn several_files_are_analysed_in_their_order_and_a_bad_one_is_reported_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let take = |name: &str, bpm: f64, tonic: u8| {
+        let (mid, wav) = (
+            dir.path().join(format!("{name}.mid")),
+            dir.path().join(format!("{name}.wav")),
+        );
+        band_midi(&mid, bpm, tonic, false, 8, 0);
+        fluidsynth(&mid, &wav);
+        wav
+    };
+    let (slow, fast) = (take("slow", 92.0, 0), take("fast", 138.0, 7));
+    let bad = dir.path().join("bad.wav");
+    std::fs::write(&bad, b"RIFF, but not audio").unwrap();
+    let out = std::process::Command::new(djinn_tests::bin("djinn"))
+        .args(["--json", "analyze", "--tempo-key"])
+        .args([&slow, &bad, &fast])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a bad file fails the command");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.wav"), "{stderr}");
+    assert!(stderr.contains("1 of 3 files"), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "one JSON line for each good file");
+    for (line, (file, bpm)) in lines.iter().zip([(&slow, 92.0), (&fast, 138.0)]) {
+        assert_eq!(line["file"], serde_json::json!(file));
+        let found = line["tempo"]["bpm"].as_f64().unwrap();
+        assert!(
+            (found - bpm).abs() <= 1.0,
+            "{file:?}: {found} BPM for {bpm}"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 //! timeout it prints one line and exits with status 2; a request the daemon refused exits 1.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -156,9 +156,13 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         roles: Vec<String>,
     },
-    /// Judge an audio file: loudness, true peak, clipping, DC, silence, phase and scores.
+    /// Judge audio files: loudness, true peak, clipping, DC, silence, phase and scores.
+    ///
+    /// Several files are analysed on all cores and reported in the order given (with
+    /// --json, one JSON object a line); a file that cannot be read is reported and skipped.
     Analyze {
-        file: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// Profile whose loudness target and ceiling apply.
         #[arg(long)]
         profile: Option<String>,
@@ -288,7 +292,7 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
             }))
         }
         Command::Analyze {
-            file,
+            files,
             profile,
             profiles,
             target_lufs,
@@ -296,50 +300,44 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
             loudness,
             tempo_key,
         } => {
-            if *tempo_key {
-                return Some(offline::tempo_key(file).map(|r| {
-                    if cli.json {
-                        println!("{}", pretty(&r));
-                    } else {
-                        println!("file       {}", text(&r["file"]));
-                        match r["tempo"]["bpm"].as_f64() {
-                            Some(bpm) => println!(
-                                "tempo      {bpm:.1} BPM, {} beats from {:.3} s",
-                                r["beats"].as_array().map_or(0, Vec::len),
-                                r["beats"][0].as_f64().unwrap_or(0.0)
-                            ),
-                            None => println!("tempo      none (no steady beat)"),
-                        }
-                        match r["key"]["key"].as_str() {
-                            Some(key) => println!("key        {key}"),
-                            None => println!("key        none (no tonal content)"),
-                        }
-                    }
-                }));
-            }
-            if *loudness {
-                return Some(offline::loudness(file).map(|report| {
-                    if cli.json {
-                        println!("{}", pretty(&report));
-                    } else {
-                        println!("file       {}", text(&report["file"]));
-                        show_loudness(&report["loudness"]);
-                    }
-                }));
-            }
             let options = offline::AnalyzeOptions {
                 profile: profile.clone(),
                 profiles_dir: profiles.clone(),
                 target_lufs: *target_lufs,
                 true_peak_limit: *true_peak_limit,
             };
-            Some(offline::analyze(file, &options).map(|report| {
-                if cli.json {
-                    println!("{}", pretty(&report));
+            let one = |file: &Path| {
+                if *tempo_key {
+                    offline::tempo_key(file)
+                } else if *loudness {
+                    offline::loudness(file)
                 } else {
-                    show_assessment(&report);
+                    offline::analyze(file, &options)
                 }
-            }))
+            };
+            let first = std::cell::Cell::new(true);
+            let show = |r: &Value| {
+                if cli.json {
+                    // One file: as before, pretty; several: JSON Lines.
+                    match files.len() {
+                        1 => println!("{}", pretty(r)),
+                        _ => println!("{r}"),
+                    }
+                    return;
+                }
+                if !first.replace(false) {
+                    println!();
+                }
+                if *tempo_key {
+                    show_tempo_key(r);
+                } else if *loudness {
+                    println!("file       {}", text(&r["file"]));
+                    show_loudness(&r["loudness"]);
+                } else {
+                    show_assessment(r);
+                }
+            };
+            Some(for_each_file(files, one, show))
         }
         Command::Stretch {
             file,
@@ -812,6 +810,78 @@ async fn follow(cli: &Cli, topics: &[String]) -> Result<(), ClientError> {
             return Ok(()); // the reader went away (`| head`)
         }
     }
+}
+
+/// The tempo, beats and key of one file, as `djinn analyze --tempo-key` prints them.
+fn show_tempo_key(r: &Value) {
+    println!("file       {}", text(&r["file"]));
+    match r["tempo"]["bpm"].as_f64() {
+        Some(bpm) => println!(
+            "tempo      {bpm:.1} BPM, {} beats from {:.3} s",
+            r["beats"].as_array().map_or(0, Vec::len),
+            r["beats"][0].as_f64().unwrap_or(0.0)
+        ),
+        None => println!("tempo      none (no steady beat)"),
+    }
+    match r["key"]["key"].as_str() {
+        Some(key) => println!("key        {key}"),
+        None => println!("key        none (no tonal content)"),
+    }
+}
+
+/// Runs `one` on each file, on as many threads as there are cores, and shows each result
+/// in the files' order as soon as it and those before it are done. A file that fails is
+/// reported and skipped, and the command fails at the end if any did; a single file's
+/// error is the command's.
+fn for_each_file(
+    files: &[PathBuf],
+    one: impl Fn(&Path) -> anyhow::Result<Value> + Sync,
+    show: impl Fn(&Value),
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if let [file] = files {
+        return one(file).map(|r| show(&r));
+    }
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(files.len());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut failed = 0;
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (tx, next, one) = (tx.clone(), &next, &one);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(file) = files.get(i) else { break };
+                    if tx.send((i, one(file))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done = std::collections::BTreeMap::new();
+        let mut shown = 0;
+        for (i, result) in rx {
+            done.insert(i, result);
+            while let Some(result) = done.remove(&shown) {
+                match result {
+                    Ok(r) => show(&r),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("djinn: {}: {e:#}", files[shown].display());
+                    }
+                }
+                shown += 1;
+            }
+        }
+    });
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} files could not be analysed", files.len());
+    }
+    Ok(())
 }
 
 fn pretty(value: &Value) -> String {
