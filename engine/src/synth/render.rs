@@ -573,6 +573,13 @@ pub fn normalize(
     // interpolation on bright material; offline, a quarter dB more headroom saves a pass.
     let mut ceiling = ceiling_dbtp - 0.25;
     let (mut coarse, mut gain) = with_release(coarse, target, before, ceiling, circular);
+    if coarse.release_s < crate::dsp::LIMITER_RELEASE_S {
+        // A short release lets the gain back up between peaks, so every peak is limited to
+        // the ceiling by its own estimate, and the estimate's shortfall on bright peaks shows
+        // at each of them: more headroom saves a pass.
+        ceiling -= SHORT_RELEASE_HEADROOM_DB;
+        gain = coarse.solve(target, gain, ceiling, circular);
+    }
     // The loudness the prediction aims at: the target, less what it has been seen to miss by.
     let mut aim = target;
     let mut attempt = 0;
@@ -618,6 +625,8 @@ pub fn normalize(
 const RELEASES_S: [f32; 5] = [crate::dsp::LIMITER_RELEASE_S, 0.04, 0.02, 0.01, 0.005];
 /// Most loudness the limiter may take away (LU) before a shorter release is tried.
 const MAX_LIMITING_DB: f64 = 6.0;
+/// Headroom (dB) taken beside the usual quarter dB under a shortened release.
+const SHORT_RELEASE_HEADROOM_DB: f64 = 1.25;
 
 /// The gain that brings the piece to `target` through the limiter, with the longest of
 /// [`RELEASES_S`] that gets there limiting by at most [`MAX_LIMITING_DB`], else the
