@@ -113,24 +113,41 @@ pub struct AnalyzeOptions {
     pub true_peak_limit: Option<f64>,
 }
 
+/// The loudness target and ceiling `djinn analyze` judges against, and the profile they
+/// come from.
+#[derive(Debug, Clone)]
+pub struct Judging {
+    target: Target,
+    profile: String,
+}
+
+impl AnalyzeOptions {
+    /// The target and ceiling: the options', else their profile's (the profiles are loaded
+    /// here, once for any number of files).
+    pub fn judging(&self) -> anyhow::Result<Judging> {
+        let set = profiles(self.profiles_dir.as_deref());
+        let base = profile(&set, self.profile.as_deref())?;
+        Ok(Judging {
+            target: Target {
+                lufs: self.target_lufs.unwrap_or(base.loudness.target_lufs),
+                ceiling_dbtp: self.true_peak_limit.unwrap_or(base.loudness.true_peak_dbtp),
+            },
+            profile: base.name.clone(),
+        })
+    }
+}
+
 /// Decodes `path` and returns the quality assessment with the description: tempo and beats,
 /// key, bands, spectral features, brightness and role.
-pub fn analyze(path: &Path, options: &AnalyzeOptions) -> anyhow::Result<Value> {
-    let set = profiles(options.profiles_dir.as_deref());
-    let base = profile(&set, options.profile.as_deref())?;
-    let target = Target {
-        lufs: options.target_lufs.unwrap_or(base.loudness.target_lufs),
-        ceiling_dbtp: options
-            .true_peak_limit
-            .unwrap_or(base.loudness.true_peak_dbtp),
-    };
+pub fn analyze(path: &Path, judging: &Judging) -> anyhow::Result<Value> {
+    let target = judging.target;
     let decoded = djinn_engine::decode::read(path)?;
     let assessment = quality::assess(&decoded.frames, decoded.sample_rate, target)?;
     let description = describe(&decoded.frames, decoded.sample_rate);
     let mut result = json!(assessment);
     result["file"] = json!(path);
     result["sample_rate"] = json!(decoded.sample_rate);
-    result["target"] = json!({ "lufs": target.lufs, "true_peak_limit": target.ceiling_dbtp, "profile": base.name });
+    result["target"] = json!({ "lufs": target.lufs, "true_peak_limit": target.ceiling_dbtp, "profile": judging.profile });
     result["tempo"] = json!(description.tempo);
     result["beats"] = json!(description.beats);
     result["key"] = json!(description.key);

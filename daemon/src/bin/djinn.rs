@@ -300,20 +300,25 @@ fn run_offline(cli: &Cli) -> Option<anyhow::Result<()>> {
             loudness,
             tempo_key,
         } => {
-            let options = offline::AnalyzeOptions {
-                profile: profile.clone(),
-                profiles_dir: profiles.clone(),
-                target_lufs: *target_lufs,
-                true_peak_limit: *true_peak_limit,
-            };
-            let one = |file: &Path| {
-                if *tempo_key {
-                    offline::tempo_key(file)
-                } else if *loudness {
-                    offline::loudness(file)
-                } else {
-                    offline::analyze(file, &options)
+            // The profile is only needed to judge, and is looked up once for all the files.
+            let judging = if *tempo_key || *loudness {
+                None
+            } else {
+                let options = offline::AnalyzeOptions {
+                    profile: profile.clone(),
+                    profiles_dir: profiles.clone(),
+                    target_lufs: *target_lufs,
+                    true_peak_limit: *true_peak_limit,
+                };
+                match options.judging() {
+                    Ok(judging) => Some(judging),
+                    Err(e) => return Some(Err(e)),
                 }
+            };
+            let one = |file: &Path| match &judging {
+                Some(judging) => offline::analyze(file, judging),
+                None if *tempo_key => offline::tempo_key(file),
+                None => offline::loudness(file),
             };
             let first = std::cell::Cell::new(true);
             let show = |r: &Value| {
