@@ -541,6 +541,11 @@ impl Compressor {
 
 /// Lookahead of the limiter, in seconds.
 pub const LIMITER_LOOKAHEAD_S: f32 = 0.0015;
+
+/// The limiter's lookahead (and so its latency) in frames at `sample_rate`.
+pub fn limiter_lookahead(sample_rate: f32) -> usize {
+    ((LIMITER_LOOKAHEAD_S * sample_rate) as usize).max(1)
+}
 /// Room left below the ceiling for inter-sample peaks the 4× estimate cannot see.
 const TRUE_PEAK_MARGIN_DB: f32 = 0.3;
 /// Release time of the limiter, seconds.
@@ -670,7 +675,7 @@ impl LimiterGain {
     /// The limiter's law at `sample_rate`, releasing over `release_s` seconds.
     pub fn with_release(sample_rate: f32, release_s: f32) -> Self {
         Self::new(
-            ((LIMITER_LOOKAHEAD_S * sample_rate) as usize).max(1),
+            limiter_lookahead(sample_rate),
             (-1.0 / (release_s * sample_rate)).exp(),
         )
     }

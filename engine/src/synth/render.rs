@@ -560,7 +560,7 @@ pub fn normalize(
     if frames.is_empty() {
         return loudness::measure(frames, sample_rate);
     }
-    let coarse = Coarse::new(frames, sub_len, sample_rate, circular);
+    let mut coarse = Coarse::new(frames, sub_len, sample_rate, circular);
     let before = loudness::gated_loudness(&coarse.sub_blocks(), sub_len);
     if !before.is_finite() {
         return loudness::measure(frames, sample_rate);
@@ -572,14 +572,8 @@ pub fn normalize(
     // NOTE: the limiter's 4x estimate misses up to half a dB of the meter's finer
     // interpolation on bright material; offline, a quarter dB more headroom saves a pass.
     let mut ceiling = ceiling_dbtp - 0.25;
-    let (mut coarse, mut gain) = with_release(coarse, target, before, ceiling, circular);
-    if coarse.release_s < crate::dsp::LIMITER_RELEASE_S {
-        // A short release lets the gain back up between peaks, so every peak is limited to
-        // the ceiling by its own estimate, and the estimate's shortfall on bright peaks shows
-        // at each of them: more headroom saves a pass.
-        ceiling -= SHORT_RELEASE_HEADROOM_DB;
-        gain = coarse.solve(target, gain, ceiling, circular);
-    }
+    let mut limiting_at = with_release(&mut coarse, target, before, ceiling, circular);
+    let mut gain = coarse.solve(target, target - before, limiting_at, circular);
     // The loudness the prediction aims at: the target, less what it has been seen to miss by.
     let mut aim = target;
     let mut attempt = 0;
@@ -589,7 +583,7 @@ pub fn normalize(
             &dry,
             frames,
             db_to_gain(gain as f32),
-            ceiling as f32,
+            limiting_at as f32,
             coarse.release_s,
             sample_rate,
             circular,
@@ -609,12 +603,13 @@ pub fn normalize(
             });
             return Ok(loudness::measure_fast(frames, sample_rate));
         }
-        let predicted = coarse.predict(gain, ceiling, circular);
+        let predicted = coarse.predict(gain, limiting_at, circular);
         if over > 0.0 {
             ceiling -= over + 0.1;
         }
         aim -= report.integrated_lufs - predicted;
-        (coarse, gain) = with_release(coarse, aim, before, ceiling, circular);
+        limiting_at = with_release(&mut coarse, aim, before, ceiling, circular);
+        gain = coarse.solve(aim, aim - before, limiting_at, circular);
     }
 }
 
@@ -625,32 +620,43 @@ pub fn normalize(
 const RELEASES_S: [f32; 5] = [crate::dsp::LIMITER_RELEASE_S, 0.04, 0.02, 0.01, 0.005];
 /// Most loudness the limiter may take away (LU) before a shorter release is tried.
 const MAX_LIMITING_DB: f64 = 6.0;
-/// Headroom (dB) taken beside the usual quarter dB under a shortened release.
+/// Headroom (dB) taken beside the usual quarter dB under a shortened release. A short
+/// release lets the gain back up between peaks, so every peak is limited to the ceiling by
+/// its own estimate, and the estimate's shortfall on bright peaks shows at each of them:
+/// more headroom saves a pass.
 const SHORT_RELEASE_HEADROOM_DB: f64 = 1.25;
 
-/// The gain that brings the piece to `target` through the limiter, with the longest of
-/// [`RELEASES_S`] that gets there limiting by at most [`MAX_LIMITING_DB`], else the
-/// shortest (a shorter release never leaves the piece quieter at the same gain, so it
-/// limits least).
+/// Sets `coarse`'s release to the longest of [`RELEASES_S`] that brings the piece to
+/// `target` with the limiter taking at most [`MAX_LIMITING_DB`] away, else the shortest (a
+/// shorter release never leaves the piece quieter at the same gain, so it limits least);
+/// returns the ceiling to limit to under it: `ceiling`, less [`SHORT_RELEASE_HEADROOM_DB`]
+/// under a shortened release.
 fn with_release(
-    mut coarse: Coarse,
+    coarse: &mut Coarse,
     target: f64,
     before: f64,
     ceiling: f64,
     circular: bool,
-) -> (Coarse, f64) {
+) -> f64 {
     let unlimited = target - before;
-    for (i, release_s) in RELEASES_S.into_iter().enumerate() {
-        coarse.release_s = release_s;
-        let last = i + 1 == RELEASES_S.len();
-        // Loudness rises with gain: the target is in reach with that much limiting when the
-        // most gain allowed gets there.
-        if last || coarse.predict(unlimited + MAX_LIMITING_DB, ceiling, circular) >= target - 0.1 {
-            break;
+    let at = |i: usize| {
+        if i == 0 {
+            ceiling
+        } else {
+            ceiling - SHORT_RELEASE_HEADROOM_DB
         }
-    }
-    let gain = coarse.solve(target, unlimited, ceiling, circular);
-    (coarse, gain)
+    };
+    let shortest = RELEASES_S.len() - 1;
+    // Loudness rises with gain: the target is in reach with that much limiting when the most
+    // gain allowed gets there.
+    let chosen = (0..shortest)
+        .find(|&i| {
+            coarse.release_s = RELEASES_S[i];
+            coarse.predict(unlimited + MAX_LIMITING_DB, at(i), circular) >= target - 0.1
+        })
+        .unwrap_or(shortest);
+    coarse.release_s = RELEASES_S[chosen];
+    at(chosen)
 }
 
 /// The piece at a sixteenth of the rate: the highest true-peak estimate and the summed
@@ -686,7 +692,7 @@ impl Coarse {
                     .map(|c| c.iter().fold(0.0f32, |p, &q| p.max(q))),
             );
         }
-        let lookahead = ((crate::dsp::LIMITER_LOOKAHEAD_S * sample_rate as f32) as usize).max(1);
+        let lookahead = crate::dsp::limiter_lookahead(sample_rate as f32);
         Coarse {
             peaks,
             energy: loudness::k_energy_sums(frames, sample_rate, SEARCH_CHUNK),
@@ -795,7 +801,7 @@ fn limit(
     if len == 0 {
         return;
     }
-    let latency = ((crate::dsp::LIMITER_LOOKAHEAD_S * sample_rate as f32) as usize).max(1);
+    let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
     let mut envelope = Envelope {
         dry,
         estimate: if circular {
@@ -947,7 +953,8 @@ mod tests {
         let before = loudness::gated_loudness(&coarse.sub_blocks(), sub_len);
         let usual = coarse.predict(target - before + MAX_LIMITING_DB, ceiling, false);
         assert!(usual < target - 0.5, "{usual} LUFS with the usual release");
-        let (chosen, _) = with_release(coarse, target, before, ceiling - 0.25, false);
+        let mut chosen = coarse;
+        with_release(&mut chosen, target, before, ceiling - 0.25, false);
         assert!(chosen.release_s < crate::dsp::LIMITER_RELEASE_S);
 
         normalize(&mut audio, target, ceiling, rate, false).unwrap();
