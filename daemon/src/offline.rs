@@ -212,7 +212,7 @@ pub fn stretch(
     options: &StretchOptions,
     progress: &mut dyn FnMut(f64),
 ) -> anyhow::Result<Value> {
-    use djinn_engine::stretch::{Stretch, stretch};
+    use djinn_engine::stretch::{Engine, Stretch, stretch};
     if !djinn_engine::transport::TEMPO_RANGE.contains(&options.bpm) {
         anyhow::bail!("--bpm {} is out of range: use 20 to 300", options.bpm);
     }
@@ -230,8 +230,11 @@ pub fn stretch(
             (estimate.bpm, true)
         }
     };
+    // Nothing plays beside the command: R2 may take a second core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let settings = Stretch {
         engine: options.engine,
+        parallel: cores > 1,
         ..Stretch::tempo(from_bpm, options.bpm, options.semitones)
     };
     let started = std::time::Instant::now();
@@ -247,6 +250,7 @@ pub fn stretch(
         "time_ratio": settings.time_ratio,
         "semitones": options.semitones,
         "engine": options.engine,
+        "threads": if settings.parallel && settings.engine == Engine::Faster { 2 } else { 1 },
         "sample_rate": decoded.sample_rate,
         "input_seconds": decoded.frames.len() as f64 / rate,
         "seconds": frames.len() as f64 / rate,

@@ -556,8 +556,12 @@ fn show_stretch(r: &Value) {
     );
     let took = r["render_seconds"].as_f64().unwrap_or(0.0);
     println!(
-        "rendered   in {took:.2} s with the {} engine ({:.0}x realtime)",
+        "rendered   in {took:.2} s with the {} engine on {} ({:.0}x realtime)",
         text(&r["engine"]),
+        match r["threads"].as_u64() {
+            Some(2) => "two threads",
+            _ => "one thread",
+        },
         r["input_seconds"].as_f64().unwrap_or(0.0) / took.max(1e-9)
     );
 }
