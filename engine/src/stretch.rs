@@ -117,8 +117,8 @@ pub fn stretch(
             let side = setup(1, options)?;
             // R2's own mid/side, channel by channel: (l ± r) / 2, each studied on the mix
             // of both channels, which is the mid.
-            let mid_of = |[l, r]: [f32; 2]| [(l + r) / 2.0];
-            let side_of = |[l, r]: [f32; 2]| [(l - r) / 2.0];
+            let mid_of: View<1> = |[l, r]| [(l + r) / 2.0];
+            let side_of: View<1> = |[l, r]| [(l - r) / 2.0];
             let (mid, side) = std::thread::scope(|scope| {
                 let side = scope.spawn(move || side.run(input, wanted, mid_of, side_of, |_| {}));
                 let mid = mid.run(input, wanted, mid_of, mid_of, progress);
@@ -147,6 +147,9 @@ pub fn stretch(
 
 /// One of Rubber Band's two offline passes over the input: study or process.
 type Pass = unsafe extern "C" fn(rb::RubberBandState, *const *const f32, c_uint, i32);
+
+/// What a stretcher's channels are made of, from a stereo frame.
+type View<const N: usize> = fn([f32; 2]) -> [f32; N];
 
 /// An owned Rubber Band stretcher.
 struct Rubber {
@@ -191,8 +194,8 @@ impl Rubber {
         &self,
         input: &[[f32; 2]],
         wanted: usize,
-        study: impl Fn([f32; 2]) -> [f32; N],
-        process: impl Fn([f32; 2]) -> [f32; N],
+        study: View<N>,
+        process: View<N>,
         mut progress: impl FnMut(f64),
     ) -> Vec<[f32; N]> {
         assert_eq!(N, self.channels);
@@ -200,9 +203,9 @@ impl Rubber {
         let mut retrieved: [Vec<f32>; N] = std::array::from_fn(|_| vec![0f32; BLOCK]);
         let mut output = Vec::with_capacity(wanted + BLOCK);
         let blocks = input.chunks(BLOCK).count();
-        let passes: [(Pass, &dyn Fn([f32; 2]) -> [f32; N], f64); 2] = [
-            (rb::rubberband_study, &study, 0.0),
-            (rb::rubberband_process, &process, 0.5),
+        let passes: [(Pass, View<N>, f64); 2] = [
+            (rb::rubberband_study, study, 0.0),
+            (rb::rubberband_process, process, 0.5),
         ];
         for (pass, view, half) in passes {
             for (index, chunk) in input.chunks(BLOCK).enumerate() {
