@@ -6,7 +6,7 @@ use std::f32::consts::PI;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use djinn_engine::dsp::FilterMode;
+use djinn_engine::dsp::{FilterMode, Reverb};
 use djinn_engine::mix::{
     Command, FilterSettings, Group, LayerAudio, LayerParams, OutputBuffers, Processor, Quantize,
 };
@@ -68,5 +68,37 @@ fn sixteen_layers(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, sixteen_layers);
+/// The Freeverb-style reverb over one second of noise at 48 kHz: frame by frame (as the
+/// mixer runs it) and a block at a time (as the generator renders each part's reverb).
+fn reverb(c: &mut Criterion) {
+    let mut state = 5u32;
+    let input: Vec<[f32; 2]> = (0..48_000)
+        .map(|_| {
+            let mut next = || {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            };
+            [next(), next()]
+        })
+        .collect();
+    let mut wet = vec![[0.0f32; 2]; input.len()];
+    let mut reverb = Reverb::new(48_000.0);
+    reverb.set(0.7, 0.45);
+    c.bench_function("dsp/reverb 1 s, frame by frame", |b| {
+        b.iter(|| {
+            for (w, f) in wet.iter_mut().zip(&input) {
+                *w = reverb.process(*f);
+            }
+            black_box(&wet);
+        })
+    });
+    c.bench_function("dsp/reverb 1 s, process_block", |b| {
+        b.iter(|| {
+            reverb.process_block(black_box(&input), &mut wet);
+            black_box(&wet);
+        })
+    });
+}
+
+criterion_group!(benches, sixteen_layers, reverb);
 criterion_main!(benches);

@@ -401,6 +401,68 @@ struct Allpass {
     pos: usize,
 }
 
+/// Most frames [`Reverb::process_block`] takes at a time.
+pub const REVERB_BLOCK: usize = 128;
+
+/// One side's eight combs over a block (`mono` in, the sum of their outputs added to
+/// `acc`). Splits where a line wraps, so that within a piece each comb reads and writes one
+/// straight run.
+fn combs_block(combs: &mut [Comb; 8], mono: &[f32], acc: &mut [f32], feedback: f32, damp: f32) {
+    let mut done = 0;
+    while done < mono.len() {
+        let run = combs
+            .iter()
+            .map(|c| c.buf.len() - c.pos)
+            .fold(mono.len() - done, usize::min);
+        let mut store = combs.each_ref().map(|c| c.store);
+        let mut lines = combs.each_mut().map(|c| &mut c.buf[c.pos..c.pos + run]);
+        for (i, (&m, a)) in mono[done..done + run]
+            .iter()
+            .zip(&mut acc[done..done + run])
+            .enumerate()
+        {
+            // The same operations in the same order as `Reverb::process`.
+            let mut sum = *a;
+            for (line, store) in lines.iter_mut().zip(&mut store) {
+                let y = line[i];
+                *store = y * (1.0 - damp) + *store * damp + ANTI_DENORMAL;
+                line[i] = m + *store * feedback;
+                sum += y;
+            }
+            *a = sum;
+        }
+        for (comb, store) in combs.iter_mut().zip(store) {
+            comb.store = store;
+            comb.pos += run;
+            if comb.pos == comb.buf.len() {
+                comb.pos = 0;
+            }
+        }
+        done += run;
+    }
+}
+
+impl Allpass {
+    /// The allpass over a block in place, split where its line wraps.
+    fn block(&mut self, acc: &mut [f32]) {
+        let mut done = 0;
+        while done < acc.len() {
+            let run = (self.buf.len() - self.pos).min(acc.len() - done);
+            let line = &mut self.buf[self.pos..self.pos + run];
+            for (slot, a) in line.iter_mut().zip(&mut acc[done..done + run]) {
+                let buffered = *slot;
+                *slot = *a + buffered * 0.5 + ANTI_DENORMAL;
+                *a = buffered - *a;
+            }
+            self.pos += run;
+            if self.pos == self.buf.len() {
+                self.pos = 0;
+            }
+            done += run;
+        }
+    }
+}
+
 const COMB_TUNING: [usize; 8] = [1116, 1188, 1277, 1356, 1422, 1491, 1557, 1617];
 const ALLPASS_TUNING: [usize; 4] = [556, 441, 341, 225];
 const STEREO_SPREAD: usize = 23;
@@ -441,6 +503,37 @@ impl Reverb {
 
     pub fn damping(&self) -> f32 {
         self.damping
+    }
+
+    /// Feeds `input` and writes the wet frames to `wet` (as long as `input`): the same,
+    /// bit for bit, as [`Reverb::process`] frame by frame, and several times faster. It
+    /// works [`REVERB_BLOCK`] frames at a time: the eight combs of a side run in lockstep
+    /// through a block (their damping recursions side by side, each line read and written
+    /// as one straight run between wraps), then each allpass runs over the block in one
+    /// vectorizable pass. Runs on the JACK thread: no allocation, locks, system calls or
+    /// logging.
+    pub fn process_block(&mut self, input: &[[f32; 2]], wet: &mut [[f32; 2]]) {
+        let feedback = self.size * 0.28 + 0.7;
+        let damp = self.damping * 0.4;
+        let mut mono = [0.0f32; REVERB_BLOCK];
+        for (input, wet) in input.chunks(REVERB_BLOCK).zip(wet.chunks_mut(REVERB_BLOCK)) {
+            let n = input.len().min(wet.len());
+            for (m, f) in mono.iter_mut().zip(input) {
+                *m = (f[0] + f[1]) * 0.015;
+            }
+            for (side, (combs, allpasses)) in
+                self.combs.iter_mut().zip(&mut self.allpasses).enumerate()
+            {
+                let mut acc = [0.0f32; REVERB_BLOCK];
+                combs_block(combs, &mono[..n], &mut acc[..n], feedback, damp);
+                for ap in allpasses.iter_mut() {
+                    ap.block(&mut acc[..n]);
+                }
+                for (w, a) in wet.iter_mut().zip(&acc[..n]) {
+                    w[side] = *a;
+                }
+            }
+        }
     }
 
     /// Feeds one frame and returns the wet frame. Runs on the JACK thread: no allocation,
@@ -986,6 +1079,52 @@ mod tests {
         assert!(energy[0] > 0.0);
         assert!(energy[1] > 0.0, "a tail");
         assert!(energy[3] < energy[1] * 0.5, "that decays: {energy:?}");
+    }
+
+    #[test]
+    fn the_block_reverb_is_the_frame_by_frame_one_bit_for_bit() {
+        let mut state = 11u32;
+        let mut next = || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        // Noise bursts and silence, so the tail rings through several blocks on its own.
+        let input: Vec<[f32; 2]> = (0..20_000)
+            .map(|i| {
+                if (i / 3_000) % 2 == 0 {
+                    [next(), 0.3 * next()]
+                } else {
+                    [0.0; 2]
+                }
+            })
+            .collect();
+        for (rate, size, damping) in [
+            (48_000.0, 0.8, 0.5),
+            (44_100.0, 0.3, 0.9),
+            (8_000.0, 1.0, 0.0),
+        ] {
+            let mut one = Reverb::new(rate);
+            one.set(size, damping);
+            let want: Vec<[f32; 2]> = input.iter().map(|&f| one.process(f)).collect();
+            // Uneven calls: some shorter than a block, some spanning many, some of one frame.
+            let mut blocks = Reverb::new(rate);
+            blocks.set(size, damping);
+            let mut got = vec![[0.0f32; 2]; input.len()];
+            let mut at = 0;
+            for len in [1usize, 64, 127, 128, 129, 1_000, 3, 5_000].iter().cycle() {
+                if at == input.len() {
+                    break;
+                }
+                let end = (at + len).min(input.len());
+                blocks.process_block(&input[at..end], &mut got[at..end]);
+                at = end;
+            }
+            let first_off = want.iter().zip(&got).position(|(a, b)| {
+                a[0].to_bits() != b[0].to_bits() || a[1].to_bits() != b[1].to_bits()
+            });
+            assert_eq!(first_off, None, "{rate} Hz");
+            assert!(got.iter().any(|f| f[0] != f[1]), "the sides differ");
+        }
     }
 
     #[test]

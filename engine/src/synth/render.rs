@@ -17,7 +17,7 @@ use super::instruments::{Tone, Voices};
 use super::pattern::{self, Phrase, SectionKind};
 use super::{Grid, Instrument, Recipe, Role};
 use crate::analysis::loudness::{self, LoudnessError, LoudnessReport};
-use crate::dsp::{LimiterGain, Reverb, StereoPeaks, ceiling_gain, db_to_gain};
+use crate::dsp::{LimiterGain, REVERB_BLOCK, Reverb, StereoPeaks, ceiling_gain, db_to_gain};
 
 /// Seconds of tail rendered after a phrase for releases and reverb.
 const TAIL_S: f32 = 3.0;
@@ -165,9 +165,17 @@ fn render_part(
     if send > 0.0 {
         let mut reverb = Reverb::new(grid.sample_rate as f32);
         reverb.set(reverb_size, 0.45);
-        for f in part.iter_mut() {
-            let wet = reverb.process([f[0] * send, f[1] * send]);
-            *f = [(f[0] + wet[0]) * level, (f[1] + wet[1]) * level];
+        let mut sends = [[0.0f32; 2]; REVERB_BLOCK];
+        let mut wet = [[0.0f32; 2]; REVERB_BLOCK];
+        for block in part.chunks_mut(REVERB_BLOCK) {
+            let n = block.len();
+            for (s, f) in sends.iter_mut().zip(block.iter()) {
+                *s = [f[0] * send, f[1] * send];
+            }
+            reverb.process_block(&sends[..n], &mut wet[..n]);
+            for (f, w) in block.iter_mut().zip(&wet) {
+                *f = [(f[0] + w[0]) * level, (f[1] + w[1]) * level];
+            }
         }
     } else {
         for f in part.iter_mut() {
