@@ -3,12 +3,14 @@
 
 Renders 24 twenty-second takes of a small band (kit, fingered bass, chords on piano,
 electric piano, strings or guitar) with fluidsynth and FluidR3_GM, across 70-175 BPM, every
-tonic in major and minor. For each file it times, alternating, the whole `djinn analyze
---tempo-key --json` command (process start, decode, tempo, beats and key) and librosa's
-`beat_track` plus `chroma_cqt` (loading included, in-process: no interpreter start or
-import counted), then the full `djinn analyze` (loudness, spectral features, role and the
-quality assessment too); then all the files through one `djinn analyze --tempo-key`
-command (several files run on all cores); and prints the total times, their ratios, and
+tonic in major and minor. It times, file by file, the whole `djinn analyze --tempo-key
+--json` command (process start, decode, tempo, beats and key), then the full `djinn
+analyze` (loudness, spectral features, role and the quality assessment too), then all the
+files through one `djinn analyze --tempo-key` command (several files run on all cores),
+then librosa's `beat_track` plus `chroma_cqt` on each file (loading included, in-process:
+no interpreter start or import counted; run last, because numpy's OpenBLAS threads spin on
+after each call and would take a core from whatever ran next); and prints the total times,
+their ratios, and
 how many tempi (within 1 BPM) and keys (librosa's chroma matched against the same
 Krumhansl-Kessler profiles) each got right.
 
@@ -100,32 +102,36 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cases = corpus(tmp)
-        librosa_analysis(cases[0][0])  # warm librosa's caches (filters, JIT) first
         ours = theirs = full = 0.0
         right = {"djinn": [0, 0], "librosa": [0, 0]}
+        # djinn's passes first: numpy's OpenBLAS threads keep spinning for a while after
+        # each librosa call, and a djinn run right after one would lose a core to them.
         for wav, bpm, key in cases:
             start = time.perf_counter()
             out = subprocess.run([args.djinn, "--json", "analyze", "--tempo-key", wav],
                                  check=True, capture_output=True)
             ours += time.perf_counter() - start
             report = json.loads(out.stdout)
-            start = time.perf_counter()
-            subprocess.run([args.djinn, "--json", "analyze", wav], check=True,
-                           capture_output=True)
-            full += time.perf_counter() - start
-            start = time.perf_counter()
-            their_bpm, their_key = librosa_analysis(wav)
-            theirs += time.perf_counter() - start
             our_bpm = (report.get("tempo") or {}).get("bpm") or 0.0
             our_key = (report.get("key") or {}).get("key")
             right["djinn"][0] += abs(our_bpm - bpm) <= 1
             right["djinn"][1] += our_key == key
-            right["librosa"][0] += abs(their_bpm - bpm) <= 1
-            right["librosa"][1] += their_key == key
+        for wav, _, _ in cases:
+            start = time.perf_counter()
+            subprocess.run([args.djinn, "--json", "analyze", wav], check=True,
+                           capture_output=True)
+            full += time.perf_counter() - start
         start = time.perf_counter()
         subprocess.run([args.djinn, "--json", "analyze", "--tempo-key"]
                        + [wav for wav, _, _ in cases], check=True, capture_output=True)
         batch = time.perf_counter() - start
+        librosa_analysis(cases[0][0])  # warm librosa's caches (filters, JIT) first
+        for wav, bpm, key in cases:
+            start = time.perf_counter()
+            their_bpm, their_key = librosa_analysis(wav)
+            theirs += time.perf_counter() - start
+            right["librosa"][0] += abs(their_bpm - bpm) <= 1
+            right["librosa"][1] += their_key == key
         n = len(cases)
         print(f"{n} fluidsynth takes of 20 s, 70-175 BPM, major and minor")
         print(f"djinn analyze --tempo-key:     {ours:7.2f} s  tempo {right['djinn'][0]}/{n}"
