@@ -404,46 +404,209 @@ struct Allpass {
 /// Most frames [`Reverb::process_block`] takes at a time.
 pub const REVERB_BLOCK: usize = 128;
 
-/// One side's eight combs over a block (`mono` in, the sum of their outputs added to
-/// `acc`). Splits where a line wraps, so that within a piece each comb reads and writes one
-/// straight run.
-fn combs_block(combs: &mut [Comb; 8], mono: &[f32], acc: &mut [f32], feedback: f32, damp: f32) {
-    let mut done = 0;
-    while done < mono.len() {
-        let run = combs
-            .iter()
-            .map(|c| c.buf.len() - c.pos)
-            .fold(mono.len() - done, usize::min);
-        let mut store = combs.each_ref().map(|c| c.store);
-        let mut lines = combs.each_mut().map(|c| &mut c.buf[c.pos..c.pos + run]);
-        for (i, (&m, a)) in mono[done..done + run]
-            .iter()
-            .zip(&mut acc[done..done + run])
-            .enumerate()
-        {
-            // The same operations in the same order as `Reverb::process`.
-            let mut sum = *a;
-            for (line, store) in lines.iter_mut().zip(&mut store) {
-                let y = line[i];
-                *store = y * (1.0 - damp) + *store * damp + ANTI_DENORMAL;
-                line[i] = m + *store * feedback;
-                sum += y;
-            }
-            *a = sum;
+/// [`Reverb::process_block`]'s body, inlined into a build for the widest vectors the CPU
+/// has.
+#[inline(always)]
+fn reverb_blocks(reverb: &mut Reverb, input: &[[f32; 2]], wet: &mut [[f32; 2]]) {
+    let feedback = reverb.size * 0.28 + 0.7;
+    let damp = reverb.damping * 0.4;
+    let mut mono = [0.0f32; REVERB_BLOCK];
+    for (input, wet) in input.chunks(REVERB_BLOCK).zip(wet.chunks_mut(REVERB_BLOCK)) {
+        let n = input.len().min(wet.len());
+        for (m, f) in mono.iter_mut().zip(input) {
+            *m = (f[0] + f[1]) * 0.015;
         }
-        for (comb, store) in combs.iter_mut().zip(store) {
-            comb.store = store;
-            comb.pos += run;
-            if comb.pos == comb.buf.len() {
-                comb.pos = 0;
+        let mut acc = [[0.0f32; REVERB_BLOCK]; 2];
+        combs_block(&mut reverb.combs, &mono[..n], &mut acc, feedback, damp);
+        for (side, (allpasses, acc)) in reverb.allpasses.iter_mut().zip(&mut acc).enumerate() {
+            for ap in allpasses.iter_mut() {
+                ap.block(&mut acc[..n]);
+            }
+            for (w, a) in wet.iter_mut().zip(&acc[..n]) {
+                w[side] = *a;
             }
         }
-        done += run;
     }
+}
+
+/// Both sides' sixteen combs over a block (`mono` in, each side's sum of its combs'
+/// outputs into `acc`), in three passes: each comb's delayed outputs are copied to its row
+/// of a scratch tile and added to its side's sum; the sixteen damping recursions run down
+/// the rows side by side, the one sequential part ([`damp_rows`]); and each comb's line
+/// takes its new values. The operations and their order are those of [`Reverb::process`].
+#[inline(always)]
+fn combs_block(
+    combs: &mut [[Comb; 8]; 2],
+    mono: &[f32],
+    acc: &mut [[f32; REVERB_BLOCK]; 2],
+    feedback: f32,
+    damp: f32,
+) {
+    let n = mono.len();
+    let mut rows = [[0.0f32; REVERB_BLOCK]; 16];
+    for (side, acc) in acc.iter_mut().enumerate() {
+        for (comb, row) in combs[side].iter().zip(&mut rows[side * 8..]) {
+            let mut i = 0;
+            for run in ring_runs(comb.buf.len(), comb.pos, n) {
+                let ys = &comb.buf[run];
+                let k = ys.len();
+                for ((&y, r), a) in ys.iter().zip(&mut row[i..i + k]).zip(&mut acc[i..i + k]) {
+                    *r = y;
+                    *a += y;
+                }
+                i += k;
+            }
+        }
+    }
+    let mut stores: [f32; 16] = std::array::from_fn(|k| combs.as_flattened()[k].store);
+    damp_rows(&mut rows, &mut stores, n, damp);
+    for ((comb, row), store) in combs.as_flattened_mut().iter_mut().zip(&rows).zip(stores) {
+        let len = comb.buf.len();
+        let mut i = 0;
+        for run in ring_runs(len, comb.pos, n) {
+            let slots = &mut comb.buf[run];
+            let k = slots.len();
+            for (slot, (&m, &s)) in slots
+                .iter_mut()
+                .zip(mono[i..i + k].iter().zip(&row[i..i + k]))
+            {
+                *slot = m + s * feedback;
+            }
+            i += k;
+        }
+        comb.store = store;
+        comb.pos = (comb.pos + n) % len;
+    }
+}
+
+/// The combs' damping: down each of the sixteen rows (a comb's delayed outputs), the
+/// one-pole low-pass `store = y·(1 − damp) + store·damp`, each output replacing its input;
+/// `stores` carries the filters from block to block.
+fn damp_rows(rows: &mut [[f32; REVERB_BLOCK]; 16], stores: &mut [f32; 16], n: usize, damp: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has just been seen to support AVX.
+        return unsafe { damp_rows_avx(rows, stores, n, damp) };
+    }
+    damp_rows_portable(rows, stores, 0..n, damp);
+}
+
+/// [`damp_rows`] over the frames `range`, sixteen scalar recursions side by side.
+#[inline(always)]
+fn damp_rows_portable(
+    rows: &mut [[f32; REVERB_BLOCK]; 16],
+    stores: &mut [f32; 16],
+    range: std::ops::Range<usize>,
+    damp: f32,
+) {
+    for i in range {
+        for (store, row) in stores.iter_mut().zip(rows.iter_mut()) {
+            *store = row[i] * (1.0 - damp) + *store * damp + ANTI_DENORMAL;
+            row[i] = *store;
+        }
+    }
+}
+
+/// [`damp_rows`] eight frames at a time: each side's eight rows are turned into eight
+/// vectors of a frame's eight combs, the recursions step down them a frame a vector (the two
+/// sides interleaved, so that one's latency hides the other's), and the vectors are turned
+/// back into rows. The same operations in the same order as the scalar recursion, so the
+/// same values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn damp_rows_avx(
+    rows: &mut [[f32; REVERB_BLOCK]; 16],
+    stores: &mut [f32; 16],
+    n: usize,
+    damp: f32,
+) {
+    use std::arch::x86_64::*;
+    let keep = _mm256_set1_ps(1.0 - damp);
+    let hold = _mm256_set1_ps(damp);
+    let floor = _mm256_set1_ps(ANTI_DENORMAL);
+    // SAFETY (loads and stores): each pointer is to eight floats inside a row or `stores`.
+    let mut state = unsafe {
+        [
+            _mm256_loadu_ps(stores.as_ptr()),
+            _mm256_loadu_ps(stores.as_ptr().add(8)),
+        ]
+    };
+    let whole = n / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        let mut frames = [[_mm256_setzero_ps(); 8]; 2];
+        for (side, frames) in frames.iter_mut().enumerate() {
+            let side_rows: [__m256; 8] = std::array::from_fn(|k| unsafe {
+                _mm256_loadu_ps(rows[side * 8 + k][i..i + 8].as_ptr())
+            });
+            *frames = transpose8(side_rows);
+        }
+        let [left, right] = &mut frames;
+        for frame in left.iter_mut().zip(right.iter_mut()) {
+            for (frame, state) in <[_; 2]>::from(frame).into_iter().zip(state.iter_mut()) {
+                let y = _mm256_mul_ps(*frame, keep);
+                *state = _mm256_add_ps(_mm256_add_ps(y, _mm256_mul_ps(*state, hold)), floor);
+                *frame = *state;
+            }
+        }
+        for (side, frames) in frames.iter().enumerate() {
+            for (k, row) in transpose8(*frames).iter().enumerate() {
+                unsafe { _mm256_storeu_ps(rows[side * 8 + k][i..i + 8].as_mut_ptr(), *row) };
+            }
+        }
+    }
+    unsafe {
+        _mm256_storeu_ps(stores.as_mut_ptr(), state[0]);
+        _mm256_storeu_ps(stores.as_mut_ptr().add(8), state[1]);
+    }
+    damp_rows_portable(rows, stores, whole..n, damp);
+}
+
+/// An 8×8 transpose: lane `k` of output `j` is lane `j` of input `k`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+/// The index ranges of `n` slots of a ring of `len` from `pos` on: one, or two where the
+/// ring wraps. `n` is at most `len`.
+#[inline(always)]
+fn ring_runs(len: usize, pos: usize, n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let first = (len - pos).min(n);
+    [pos..pos + first, 0..n - first]
+        .into_iter()
+        .filter(|r| !r.is_empty())
 }
 
 impl Allpass {
     /// The allpass over a block in place, split where its line wraps.
+    #[inline(always)]
     fn block(&mut self, acc: &mut [f32]) {
         let mut done = 0;
         while done < acc.len() {
@@ -513,27 +676,10 @@ impl Reverb {
     /// vectorizable pass. Runs on the JACK thread: no allocation, locks, system calls or
     /// logging.
     pub fn process_block(&mut self, input: &[[f32; 2]], wet: &mut [[f32; 2]]) {
-        let feedback = self.size * 0.28 + 0.7;
-        let damp = self.damping * 0.4;
-        let mut mono = [0.0f32; REVERB_BLOCK];
-        for (input, wet) in input.chunks(REVERB_BLOCK).zip(wet.chunks_mut(REVERB_BLOCK)) {
-            let n = input.len().min(wet.len());
-            for (m, f) in mono.iter_mut().zip(input) {
-                *m = (f[0] + f[1]) * 0.015;
-            }
-            for (side, (combs, allpasses)) in
-                self.combs.iter_mut().zip(&mut self.allpasses).enumerate()
-            {
-                let mut acc = [0.0f32; REVERB_BLOCK];
-                combs_block(combs, &mono[..n], &mut acc[..n], feedback, damp);
-                for ap in allpasses.iter_mut() {
-                    ap.block(&mut acc[..n]);
-                }
-                for (w, a) in wet.iter_mut().zip(&acc[..n]) {
-                    w[side] = *a;
-                }
-            }
+        crate::analysis::widened! {
+            fn widest(reverb: &mut Reverb, input: &[[f32; 2]], wet: &mut [[f32; 2]]) = reverb_blocks
         }
+        widest(self, input, wet);
     }
 
     /// Feeds one frame and returns the wet frame. Runs on the JACK thread: no allocation,
@@ -1124,6 +1270,31 @@ mod tests {
             });
             assert_eq!(first_off, None, "{rate} Hz");
             assert!(got.iter().any(|f| f[0] != f[1]), "the sides differ");
+        }
+    }
+
+    #[test]
+    fn the_combs_damping_is_the_same_in_vectors_as_in_scalars() {
+        let mut state = 3u32;
+        let mut rows = [[0.0f32; REVERB_BLOCK]; 16];
+        for v in rows.as_flattened_mut() {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *v = (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+        }
+        let stores: [f32; 16] = std::array::from_fn(|k| k as f32 * 0.01 - 0.07);
+        for n in [REVERB_BLOCK, 101, 7] {
+            let (mut a, mut b) = (rows, rows);
+            let (mut sa, mut sb) = (stores, stores);
+            damp_rows(&mut a, &mut sa, n, 0.3);
+            damp_rows_portable(&mut b, &mut sb, 0..n, 0.3);
+            assert!(
+                a.as_flattened()
+                    .iter()
+                    .zip(b.as_flattened())
+                    .all(|(x, y)| x.to_bits() == y.to_bits())
+            );
+            assert!(sa.iter().zip(&sb).all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert_ne!(a, rows, "the rows were damped");
         }
     }
 
