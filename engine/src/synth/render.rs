@@ -255,6 +255,7 @@ fn render_phrase(
     let phrase_frames = grid.bar_frames(phrase.bars);
     let len = phrase_frames + (TAIL_S * grid.sample_rate as f32) as usize;
     let chords = pattern::chords(recipe, phrase.bars, seed);
+    let mut playing = Vec::with_capacity(recipe.parts.len());
     for &instrument in &recipe.parts {
         if !phrase.kind.plays(instrument.role()) {
             continue;
@@ -276,9 +277,25 @@ fn render_phrase(
                 ))
             })
             .clone();
-        for (m, p) in dest.iter_mut().zip(audio.iter()) {
-            m[0] += p[0];
-            m[1] += p[1];
+        playing.push(audio);
+    }
+    // Part after part a stretch at a time, so the stretch of the song stays in cache while
+    // each part is added (the same sums, in the same order, as part after part whole).
+    const STRETCH: usize = 2048;
+    for (n, dest) in dest.chunks_mut(STRETCH).enumerate() {
+        let at = n * STRETCH;
+        let mut any = false;
+        for audio in &playing {
+            if let Some(part) = audio.get(at..) {
+                any = true;
+                for (m, p) in dest.iter_mut().zip(part) {
+                    m[0] += p[0];
+                    m[1] += p[1];
+                }
+            }
+        }
+        if !any {
+            break;
         }
     }
 }
