@@ -477,8 +477,7 @@ pub fn render_song(
     // Songs are laid down four bars at a time (fewer when the style's phrase is shorter):
     // the patterns repeat within that, so each distinct four bars is rendered once.
     let phrase_bars = phrase_bars.clamp(1, 4);
-    let tail = (TAIL_S * sample_rate as f32) as usize;
-    let mut frames = silence(total_frames + tail);
+    let mut frames = silence(total_frames);
     let mut parts = PartCache::new();
     let mut sounds = Sounds::new(recipe, seed, sample_rate);
     let reverb_size = 0.3 + 0.6 * recipe.space;
@@ -494,48 +493,61 @@ pub fn render_song(
         })
         .collect();
     let count = phrases.len().max(1);
-    for (done, (section, start_bar, bars)) in phrases.into_iter().enumerate() {
-        // Alternate two variants so repeated phrases answer each other; the second of each
-        // pair, and the last of a section, ends in a fill.
-        let index = (start_bar - section.start_bar) / phrase_bars;
-        let variant = index % 2;
-        let fill =
-            bars >= 4 && (variant == 1 || start_bar + bars == section.start_bar + section.bars);
-        let phrase = Phrase {
-            kind: section.kind,
-            bars,
-            intensity: intensity(section.kind, recipe.intensity),
-            fill,
-        };
-        let offset = grid.frame(f64::from(start_bar * u32::from(recipe.meter.beats_per_bar)));
-        if let Some(dest) = frames.get_mut(offset..) {
-            render_phrase(
-                recipe,
-                phrase,
-                &grid,
-                seed,
-                variant,
-                reverb_size,
-                &mut parts,
-                &mut sounds,
-                dest,
-            );
-        }
-        progress(0.8 * (done + 1) as f64 / count as f64);
-    }
-    frames.truncate(total_frames);
-    // Fade the end out over the last bar (at most 4 s) so the exact length ends cleanly.
+    // Lays every phrase down into `frames` (silent and song-long: the parts' tails past the
+    // end are cut), then fades the end out over the last bar (at most 4 s) so the exact
+    // length ends cleanly. Run again, it finds every part in the cache and only mixes.
     let fade = (bar_frames as usize)
         .min(4 * sample_rate as usize)
         .min(total_frames / 4);
-    let fade_start = total_frames - fade;
-    for (i, f) in frames[fade_start..].iter_mut().enumerate() {
-        let g = 1.0 - i as f32 / fade as f32;
-        let g = g * g;
-        f[0] *= g;
-        f[1] *= g;
-    }
-    let loudness = master(&mut frames, recipe, sample_rate, false)?;
+    let mut lay_down = |frames: &mut [[f32; 2]], progress: &mut dyn FnMut(f64)| {
+        for (done, &(section, start_bar, bars)) in phrases.iter().enumerate() {
+            // Alternate two variants so repeated phrases answer each other; the second of
+            // each pair, and the last of a section, ends in a fill.
+            let index = (start_bar - section.start_bar) / phrase_bars;
+            let variant = index % 2;
+            let fill =
+                bars >= 4 && (variant == 1 || start_bar + bars == section.start_bar + section.bars);
+            let phrase = Phrase {
+                kind: section.kind,
+                bars,
+                intensity: intensity(section.kind, recipe.intensity),
+                fill,
+            };
+            let offset = grid.frame(f64::from(start_bar * u32::from(recipe.meter.beats_per_bar)));
+            if let Some(dest) = frames.get_mut(offset..) {
+                render_phrase(
+                    recipe,
+                    phrase,
+                    &grid,
+                    seed,
+                    variant,
+                    reverb_size,
+                    &mut parts,
+                    &mut sounds,
+                    dest,
+                );
+            }
+            progress(0.8 * (done + 1) as f64 / count as f64);
+        }
+        let fade_start = total_frames - fade;
+        for (i, f) in frames[fade_start..total_frames].iter_mut().enumerate() {
+            let g = 1.0 - i as f32 / fade as f32;
+            let g = g * g;
+            f[0] *= g;
+            f[1] *= g;
+        }
+    };
+    lay_down(&mut frames, progress);
+    let loudness = normalize_restoring(
+        &mut frames,
+        recipe.target_lufs,
+        recipe.ceiling_dbtp,
+        sample_rate,
+        &mut |song| {
+            song.fill([0.0; 2]);
+            lay_down(song, &mut |_| {});
+        },
+    )?;
     progress(1.0);
     Ok(Rendered {
         frames,
@@ -581,6 +593,73 @@ pub fn normalize(
     sample_rate: u32,
     circular: bool,
 ) -> Result<LoudnessReport, LoudnessError> {
+    if circular {
+        // A loop is limited from a copy: its second pass reads frames the first has written.
+        let dry = dry_copy(frames);
+        return master_passes(
+            frames,
+            Some(&dry),
+            target,
+            ceiling_dbtp,
+            sample_rate,
+            true,
+            &mut |_| {},
+        );
+    }
+    // A pass that misses (rare) starts again from the audio as it came: kept for that.
+    let dry = dry_copy(frames);
+    master_passes(
+        frames,
+        None,
+        target,
+        ceiling_dbtp,
+        sample_rate,
+        false,
+        &mut |frames| frames.copy_from_slice(&dry),
+    )
+}
+
+/// [`normalize`] for a piece that is not a loop, with no copy of it kept: `restore` puts the
+/// audio as it came back into the buffer if a pass misses (rare), as a song does by laying
+/// its phrases down again from its parts.
+pub fn normalize_restoring(
+    frames: &mut [[f32; 2]],
+    target: f64,
+    ceiling_dbtp: f64,
+    sample_rate: u32,
+    restore: &mut dyn FnMut(&mut [[f32; 2]]),
+) -> Result<LoudnessReport, LoudnessError> {
+    master_passes(
+        frames,
+        None,
+        target,
+        ceiling_dbtp,
+        sample_rate,
+        false,
+        restore,
+    )
+}
+
+fn dry_copy(frames: &[[f32; 2]]) -> Vec<[f32; 2]> {
+    let mut dry = Vec::with_capacity(frames.len());
+    advise_huge_pages(&mut dry);
+    dry.extend_from_slice(frames);
+    dry
+}
+
+/// The master's passes: gain into the limiter, measured, corrected until the contract
+/// holds. A loop is limited from `dry` (its copy); anything else in place, with `restore`
+/// bringing the audio back before a second pass.
+#[allow(clippy::too_many_arguments)]
+fn master_passes(
+    frames: &mut [[f32; 2]],
+    dry: Option<&[[f32; 2]]>,
+    target: f64,
+    ceiling_dbtp: f64,
+    sample_rate: u32,
+    circular: bool,
+    restore: &mut dyn FnMut(&mut [[f32; 2]]),
+) -> Result<LoudnessReport, LoudnessError> {
     let sub_len = (sample_rate / 10).max(1) as usize;
     if frames.is_empty() {
         return loudness::measure(frames, sample_rate);
@@ -590,10 +669,6 @@ pub fn normalize(
     if !before.is_finite() {
         return loudness::measure(frames, sample_rate);
     }
-    // A pass that misses (rare) starts again from the audio as it came.
-    let mut dry = Vec::with_capacity(frames.len());
-    advise_huge_pages(&mut dry);
-    dry.extend_from_slice(frames);
     // NOTE: the limiter's 4x estimate misses up to half a dB of the meter's finer
     // interpolation on bright material; offline, a quarter dB more headroom saves a pass.
     let mut ceiling = ceiling_dbtp - 0.25;
@@ -604,15 +679,21 @@ pub fn normalize(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        limit(
-            &dry,
-            frames,
+        let law = (
             db_to_gain(gain as f32),
             limiting_at as f32,
             coarse.release_s,
             sample_rate,
-            circular,
         );
+        match dry {
+            Some(dry) => limit(dry, frames, law, circular),
+            None => {
+                if attempt > 1 {
+                    restore(frames);
+                }
+                limit_in_place(frames, law);
+            }
+        }
         let report = loudness::measure_fast(frames, sample_rate);
         let over = report.true_peak_dbtp - ceiling_dbtp;
         let off = report.integrated_lufs - target;
@@ -810,25 +891,21 @@ impl Coarse {
     }
 }
 
+/// The limiter's settings for a pass: input gain, ceiling (dB), release (seconds) and the
+/// sample rate.
+type Law = (f32, f32, f32, u32);
+
 /// `dry` times the gain, limited, into `out`, with the true peaks of `dry` estimated a block
 /// ahead. Circular audio is run twice, keeping the second pass, so the limiter's state at the
 /// start is its state at the end.
-fn limit(
-    dry: &[[f32; 2]],
-    out: &mut [[f32; 2]],
-    gain: f32,
-    ceiling_db: f32,
-    release_s: f32,
-    sample_rate: u32,
-    circular: bool,
-) {
+fn limit(dry: &[[f32; 2]], out: &mut [[f32; 2]], law: Law, circular: bool) {
+    let (gain, ceiling_db, release_s, sample_rate) = law;
     let len = dry.len();
     if len == 0 {
         return;
     }
     let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
     let mut envelope = Envelope {
-        dry,
         estimate: if circular {
             StereoPeaks::after(dry)
         } else {
@@ -845,27 +922,56 @@ fn limit(
     };
     if circular {
         for start in (0..len).step_by(PEAK_BLOCK) {
-            envelope.block(start, len.min(start + PEAK_BLOCK), |_, _| {});
+            envelope.block(dry, start, len.min(start + PEAK_BLOCK), |_, _| {});
         }
         for start in (0..len).step_by(PEAK_BLOCK) {
-            envelope.block(start, len.min(start + PEAK_BLOCK), |i, env| {
+            envelope.block(dry, start, len.min(start + PEAK_BLOCK), |i, env| {
                 apply((i + len - latency % len) % len, env)
             });
         }
     } else {
         for start in (0..len + latency).step_by(PEAK_BLOCK) {
-            envelope.block(start, (len + latency).min(start + PEAK_BLOCK), |i, env| {
-                if let Some(at) = i.checked_sub(latency) {
-                    apply(at, env);
-                }
-            });
+            envelope.block(
+                dry,
+                start,
+                (len + latency).min(start + PEAK_BLOCK),
+                |i, env| {
+                    if let Some(at) = i.checked_sub(latency) {
+                        apply(at, env);
+                    }
+                },
+            );
         }
     }
 }
 
-/// The limiter's gain over `dry`, a block of peak estimates at a time.
-struct Envelope<'a> {
-    dry: &'a [[f32; 2]],
+/// [`limit`] of audio that is not a loop, in place: a block's peaks are estimated before
+/// any of its frames is written, and the frames written then lie a lookahead behind it, in
+/// audio no later block reads. The same values as [`limit`] from a copy.
+fn limit_in_place(frames: &mut [[f32; 2]], law: Law) {
+    let (gain, ceiling_db, release_s, sample_rate) = law;
+    let len = frames.len();
+    let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
+    let mut envelope = Envelope {
+        estimate: StereoPeaks::default(),
+        law: LimiterGain::with_release(sample_rate as f32, release_s),
+        peaks: [0.0; PEAK_BLOCK],
+        gain,
+        ceiling: ceiling_gain(ceiling_db),
+    };
+    for start in (0..len + latency).step_by(PEAK_BLOCK) {
+        let end = (len + latency).min(start + PEAK_BLOCK);
+        envelope.estimate(frames, start, end);
+        envelope.gains(start, end, |i, env| {
+            if let Some(f) = i.checked_sub(latency).and_then(|at| frames.get_mut(at)) {
+                *f = [f[0] * env, f[1] * env];
+            }
+        });
+    }
+}
+
+/// The limiter's gain over a piece, a block of peak estimates at a time.
+struct Envelope {
     estimate: StereoPeaks,
     law: LimiterGain,
     peaks: [f32; PEAK_BLOCK],
@@ -873,18 +979,29 @@ struct Envelope<'a> {
     ceiling: f32,
 }
 
-impl Envelope<'_> {
+impl Envelope {
     /// Hands `each` frame index in `start..end` (at most [`PEAK_BLOCK`] of them) and the gain
-    /// to apply to the frame a lookahead before it. Past the end of `dry` the limiter needs
-    /// nothing: it only lets its lookahead out.
-    fn block(&mut self, start: usize, end: usize, mut each: impl FnMut(usize, f32)) {
-        let len = self.dry.len();
+    /// to apply to the frame a lookahead before it.
+    fn block(&mut self, dry: &[[f32; 2]], start: usize, end: usize, each: impl FnMut(usize, f32)) {
+        self.estimate(dry, start, end);
+        self.gains(start, end, each);
+    }
+
+    /// Estimates the true peaks of `dry[start..end]`. Past the end of `dry` the limiter
+    /// needs nothing: it only lets its lookahead out.
+    fn estimate(&mut self, dry: &[[f32; 2]], start: usize, end: usize) {
+        let len = dry.len();
         let read = start.min(len)..end.min(len);
         let peaks = &mut self.peaks[..end - start];
         self.estimate
-            .fill(&self.dry[read.clone()], &mut peaks[..read.len()]);
+            .fill(&dry[read.clone()], &mut peaks[..read.len()]);
         peaks[read.len()..].fill(0.0);
-        for (i, &peak) in (start..end).zip(peaks.iter()) {
+    }
+
+    /// Runs the law over the estimates of `start..end`, handing `each` the frame index and
+    /// its gain.
+    fn gains(&mut self, start: usize, end: usize, mut each: impl FnMut(usize, f32)) {
+        for (i, &peak) in (start..end).zip(self.peaks.iter()) {
             let p = peak * self.gain;
             let need = if p > self.ceiling {
                 self.ceiling / p
@@ -942,6 +1059,25 @@ mod tests {
                 "{report:?} {meter:?}"
             );
         }
+    }
+
+    #[test]
+    fn limiting_in_place_and_restoring_gives_what_limiting_from_a_copy_gives() {
+        let rate = 48_000;
+        let mut restored = 0;
+        for (target, ceiling) in [(-9.0, -1.0), (-14.0, -1.0), (-16.0, -3.0)] {
+            let mut copied = whistle(8.0, rate);
+            let a = normalize(&mut copied, target, ceiling, rate, false).unwrap();
+            let mut in_place = whistle(8.0, rate);
+            let b = normalize_restoring(&mut in_place, target, ceiling, rate, &mut |frames| {
+                restored += 1;
+                frames.copy_from_slice(&whistle(8.0, rate));
+            })
+            .unwrap();
+            assert_eq!(a, b);
+            assert!(copied == in_place, "the same samples at {target} LUFS");
+        }
+        assert!(restored > 0, "some of the whistles take a second pass");
     }
 
     /// Sparse drums, quiet: a kick every half second and a hat between, each decaying to
