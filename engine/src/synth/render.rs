@@ -686,12 +686,12 @@ fn master_passes(
             sample_rate,
         );
         match dry {
-            Some(dry) => limit(dry, frames, law, circular),
+            Some(dry) => limit_loop(dry, frames, law),
             None => {
                 if attempt > 1 {
                     restore(frames);
                 }
-                limit_in_place(frames, law);
+                limit_in_place(frames, law, &coarse.peaks);
             }
         }
         let report = loudness::measure_fast(frames, sample_rate);
@@ -895,10 +895,10 @@ impl Coarse {
 /// sample rate.
 type Law = (f32, f32, f32, u32);
 
-/// `dry` times the gain, limited, into `out`, with the true peaks of `dry` estimated a block
-/// ahead. Circular audio is run twice, keeping the second pass, so the limiter's state at the
-/// start is its state at the end.
-fn limit(dry: &[[f32; 2]], out: &mut [[f32; 2]], law: Law, circular: bool) {
+/// A loop, `dry`, times the gain, limited, into `out`, with the true peaks of `dry`
+/// estimated a block ahead. It is run twice, keeping the second pass, so the limiter's
+/// state at the start is its state at the end.
+fn limit_loop(dry: &[[f32; 2]], out: &mut [[f32; 2]], law: Law) {
     let (gain, ceiling_db, release_s, sample_rate) = law;
     let len = dry.len();
     if len == 0 {
@@ -906,49 +906,32 @@ fn limit(dry: &[[f32; 2]], out: &mut [[f32; 2]], law: Law, circular: bool) {
     }
     let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
     let mut envelope = Envelope {
-        estimate: if circular {
-            StereoPeaks::after(dry)
-        } else {
-            StereoPeaks::default()
-        },
+        estimate: StereoPeaks::after(dry),
         law: LimiterGain::with_release(sample_rate as f32, release_s),
         peaks: [0.0; PEAK_BLOCK],
         gain,
         ceiling: ceiling_gain(ceiling_db),
     };
-    let mut apply = |at: usize, env: f32| {
-        let f = dry[at];
-        out[at] = [f[0] * env, f[1] * env];
-    };
-    if circular {
-        for start in (0..len).step_by(PEAK_BLOCK) {
-            envelope.block(dry, start, len.min(start + PEAK_BLOCK), |_, _| {});
-        }
-        for start in (0..len).step_by(PEAK_BLOCK) {
-            envelope.block(dry, start, len.min(start + PEAK_BLOCK), |i, env| {
-                apply((i + len - latency % len) % len, env)
-            });
-        }
-    } else {
-        for start in (0..len + latency).step_by(PEAK_BLOCK) {
-            envelope.block(
-                dry,
-                start,
-                (len + latency).min(start + PEAK_BLOCK),
-                |i, env| {
-                    if let Some(at) = i.checked_sub(latency) {
-                        apply(at, env);
-                    }
-                },
-            );
-        }
+    for start in (0..len).step_by(PEAK_BLOCK) {
+        envelope.estimate(dry, start, len.min(start + PEAK_BLOCK));
+        envelope.gains(start, len.min(start + PEAK_BLOCK), |_, _| {});
+    }
+    for start in (0..len).step_by(PEAK_BLOCK) {
+        envelope.estimate(dry, start, len.min(start + PEAK_BLOCK));
+        envelope.gains(start, len.min(start + PEAK_BLOCK), |i, env| {
+            let at = (i + len - latency % len) % len;
+            let f = dry[at];
+            out[at] = [f[0] * env, f[1] * env];
+        });
     }
 }
 
-/// [`limit`] of audio that is not a loop, in place: a block's peaks are estimated before
-/// any of its frames is written, and the frames written then lie a lookahead behind it, in
-/// audio no later block reads. The same values as [`limit`] from a copy.
-fn limit_in_place(frames: &mut [[f32; 2]], law: Law) {
+/// Audio that is not a loop, times the gain and limited, in place: a block's peaks are
+/// estimated before any of its frames is written, and the frames written then lie a
+/// lookahead behind it, in audio no later block reads. `maxima` are the highest estimates
+/// of each [`SEARCH_CHUNK`] frames (the coarse model's): a chunk whose highest stays under
+/// the ceiling needs no gain reduction anywhere, so its frames' estimates are not made.
+fn limit_in_place(frames: &mut [[f32; 2]], law: Law, maxima: &[f32]) {
     let (gain, ceiling_db, release_s, sample_rate) = law;
     let len = frames.len();
     let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
@@ -959,9 +942,12 @@ fn limit_in_place(frames: &mut [[f32; 2]], law: Law) {
         gain,
         ceiling: ceiling_gain(ceiling_db),
     };
+    // The estimates look three frames back: a lookahead shorter than that (below 2 kHz)
+    // would have written them already, so such audio is read from a copy.
+    let copy = (latency < 3).then(|| frames.to_vec());
     for start in (0..len + latency).step_by(PEAK_BLOCK) {
         let end = (len + latency).min(start + PEAK_BLOCK);
-        envelope.estimate(frames, start, end);
+        envelope.estimate_over(copy.as_deref().unwrap_or(frames), start, end, maxima);
         envelope.gains(start, end, |i, env| {
             if let Some(f) = i.checked_sub(latency).and_then(|at| frames.get_mut(at)) {
                 *f = [f[0] * env, f[1] * env];
@@ -980,13 +966,6 @@ struct Envelope {
 }
 
 impl Envelope {
-    /// Hands `each` frame index in `start..end` (at most [`PEAK_BLOCK`] of them) and the gain
-    /// to apply to the frame a lookahead before it.
-    fn block(&mut self, dry: &[[f32; 2]], start: usize, end: usize, each: impl FnMut(usize, f32)) {
-        self.estimate(dry, start, end);
-        self.gains(start, end, each);
-    }
-
     /// Estimates the true peaks of `dry[start..end]`. Past the end of `dry` the limiter
     /// needs nothing: it only lets its lookahead out.
     fn estimate(&mut self, dry: &[[f32; 2]], start: usize, end: usize) {
@@ -996,6 +975,27 @@ impl Envelope {
         self.estimate
             .fill(&dry[read.clone()], &mut peaks[..read.len()]);
         peaks[read.len()..].fill(0.0);
+    }
+
+    /// [`Envelope::estimate`] of a block starting on a chunk, only in the chunks whose
+    /// highest estimate (in `maxima`) the gain takes over the ceiling; elsewhere the
+    /// estimates are left at zero, which asks for the same gain (none). A chunk's estimates
+    /// depend on it and the three frames before it, so each is made on its own.
+    fn estimate_over(&mut self, dry: &[[f32; 2]], start: usize, end: usize, maxima: &[f32]) {
+        let len = dry.len();
+        let peaks = &mut self.peaks[..end - start];
+        peaks.fill(0.0);
+        for first in (start..end.min(len)).step_by(SEARCH_CHUNK) {
+            let last = (first + SEARCH_CHUNK).min(end).min(len);
+            let highest = maxima
+                .get(first / SEARCH_CHUNK)
+                .copied()
+                .unwrap_or(f32::MAX);
+            if highest * self.gain > self.ceiling {
+                StereoPeaks::after(&dry[..first])
+                    .fill(&dry[first..last], &mut peaks[first - start..last - start]);
+            }
+        }
     }
 
     /// Runs the law over the estimates of `start..end`, handing `each` the frame index and
@@ -1078,6 +1078,47 @@ mod tests {
             assert!(copied == in_place, "the same samples at {target} LUFS");
         }
         assert!(restored > 0, "some of the whistles take a second pass");
+    }
+
+    /// The plain limiter the in-place one must match: every frame's estimate made, read from
+    /// a copy, written to another buffer.
+    fn limit_from_copy(dry: &[[f32; 2]], law: Law) -> Vec<[f32; 2]> {
+        let (gain, ceiling_db, release_s, sample_rate) = law;
+        let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
+        let mut out = vec![[0.0f32; 2]; dry.len()];
+        let mut envelope = Envelope {
+            estimate: StereoPeaks::default(),
+            law: LimiterGain::with_release(sample_rate as f32, release_s),
+            peaks: [0.0; PEAK_BLOCK],
+            gain,
+            ceiling: ceiling_gain(ceiling_db),
+        };
+        let len = dry.len();
+        for start in (0..len + latency).step_by(PEAK_BLOCK) {
+            let end = (len + latency).min(start + PEAK_BLOCK);
+            envelope.estimate(dry, start, end);
+            envelope.gains(start, end, |i, env| {
+                if let Some(at) = i.checked_sub(latency) {
+                    out[at] = [dry[at][0] * env, dry[at][1] * env];
+                }
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn limiting_in_place_skipping_quiet_chunks_is_limiting_from_a_copy() {
+        for rate in [48_000, 1_000] {
+            let dry = whistle(3.0, rate);
+            let coarse = Coarse::new(&dry, rate as usize / 10, rate, false);
+            for gain_db in [0.0f32, 6.0, 14.0] {
+                let law = (db_to_gain(gain_db), -1.0, 0.02, rate);
+                let mut in_place = dry.clone();
+                limit_in_place(&mut in_place, law, &coarse.peaks);
+                let want = limit_from_copy(&dry, law);
+                assert!(in_place == want, "{gain_db} dB at {rate} Hz");
+            }
+        }
     }
 
     /// Sparse drums, quiet: a kick every half second and a hat between, each decaying to
