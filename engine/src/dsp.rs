@@ -1083,6 +1083,15 @@ impl MinQueue {
 mod tests {
     use super::*;
 
+    /// Uniform noise in [-0.5, 0.5) from a linear congruential generator seeded with `seed`.
+    fn noise(seed: u32) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        }
+    }
+
     const SR: f32 = 48_000.0;
 
     #[test]
@@ -1229,11 +1238,7 @@ mod tests {
 
     #[test]
     fn the_block_reverb_is_the_frame_by_frame_one_bit_for_bit() {
-        let mut state = 11u32;
-        let mut next = || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut next = noise(11);
         // Noise bursts and silence, so the tail rings through several blocks on its own.
         let input: Vec<[f32; 2]> = (0..20_000)
             .map(|i| {
@@ -1275,12 +1280,9 @@ mod tests {
 
     #[test]
     fn the_combs_damping_is_the_same_in_vectors_as_in_scalars() {
-        let mut state = 3u32;
+        let mut next = noise(3);
         let mut rows = [[0.0f32; REVERB_BLOCK]; 16];
-        for v in rows.as_flattened_mut() {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            *v = (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
-        }
+        rows.as_flattened_mut().fill_with(&mut next);
         let stores: [f32; 16] = std::array::from_fn(|k| k as f32 * 0.01 - 0.07);
         for n in [REVERB_BLOCK, 101, 7] {
             let (mut a, mut b) = (rows, rows);
@@ -1300,16 +1302,8 @@ mod tests {
 
     #[test]
     fn block_peak_estimates_are_the_sample_by_sample_ones() {
-        let mut state = 7u32;
-        let frames: Vec<[f32; 2]> = (0..3_000)
-            .map(|_| {
-                let mut next = || {
-                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                };
-                [next(), next()]
-            })
-            .collect();
+        let mut next = noise(7);
+        let frames: Vec<[f32; 2]> = (0..3_000).map(|_| [next(), next()]).collect();
         let mut one = [PeakEstimator::default(); 2];
         // As a loop: primed with the last three frames.
         for f in &frames[frames.len() - 3..] {

@@ -608,15 +608,9 @@ pub fn normalize(
     }
     // A pass that misses (rare) starts again from the audio as it came: kept for that.
     let dry = dry_copy(frames);
-    master_passes(
-        frames,
-        None,
-        target,
-        ceiling_dbtp,
-        sample_rate,
-        false,
-        &mut |frames| frames.copy_from_slice(&dry),
-    )
+    normalize_restoring(frames, target, ceiling_dbtp, sample_rate, &mut |frames| {
+        frames.copy_from_slice(&dry)
+    })
 }
 
 /// [`normalize`] for a piece that is not a loop, with no copy of it kept: `restore` puts the
