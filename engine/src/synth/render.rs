@@ -893,19 +893,13 @@ type Law = (f32, f32, f32, u32);
 /// estimated a block ahead. It is run twice, keeping the second pass, so the limiter's
 /// state at the start is its state at the end.
 fn limit_loop(dry: &[[f32; 2]], out: &mut [[f32; 2]], law: Law) {
-    let (gain, ceiling_db, release_s, sample_rate) = law;
+    let sample_rate = law.3;
     let len = dry.len();
     if len == 0 {
         return;
     }
     let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
-    let mut envelope = Envelope {
-        estimate: StereoPeaks::after(dry),
-        law: LimiterGain::with_release(sample_rate as f32, release_s),
-        peaks: [0.0; PEAK_BLOCK],
-        gain,
-        ceiling: ceiling_gain(ceiling_db),
-    };
+    let mut envelope = Envelope::new(law, StereoPeaks::after(dry));
     for start in (0..len).step_by(PEAK_BLOCK) {
         envelope.estimate(dry, start, len.min(start + PEAK_BLOCK));
         envelope.gains(start, len.min(start + PEAK_BLOCK), |_, _| {});
@@ -926,16 +920,10 @@ fn limit_loop(dry: &[[f32; 2]], out: &mut [[f32; 2]], law: Law) {
 /// of each [`SEARCH_CHUNK`] frames (the coarse model's): a chunk whose highest stays under
 /// the ceiling needs no gain reduction anywhere, so its frames' estimates are not made.
 fn limit_in_place(frames: &mut [[f32; 2]], law: Law, maxima: &[f32]) {
-    let (gain, ceiling_db, release_s, sample_rate) = law;
+    let sample_rate = law.3;
     let len = frames.len();
     let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
-    let mut envelope = Envelope {
-        estimate: StereoPeaks::default(),
-        law: LimiterGain::with_release(sample_rate as f32, release_s),
-        peaks: [0.0; PEAK_BLOCK],
-        gain,
-        ceiling: ceiling_gain(ceiling_db),
-    };
+    let mut envelope = Envelope::new(law, StereoPeaks::default());
     // The estimates look three frames back: a lookahead shorter than that (below 2 kHz)
     // would have written them already, so such audio is read from a copy.
     let copy = (latency < 3).then(|| frames.to_vec());
@@ -960,6 +948,17 @@ struct Envelope {
 }
 
 impl Envelope {
+    fn new(law: Law, estimate: StereoPeaks) -> Envelope {
+        let (gain, ceiling_db, release_s, sample_rate) = law;
+        Envelope {
+            estimate,
+            law: LimiterGain::with_release(sample_rate as f32, release_s),
+            peaks: [0.0; PEAK_BLOCK],
+            gain,
+            ceiling: ceiling_gain(ceiling_db),
+        }
+    }
+
     /// Estimates the true peaks of `dry[start..end]`. Past the end of `dry` the limiter
     /// needs nothing: it only lets its lookahead out.
     fn estimate(&mut self, dry: &[[f32; 2]], start: usize, end: usize) {
@@ -1077,16 +1076,10 @@ mod tests {
     /// The plain limiter the in-place one must match: every frame's estimate made, read from
     /// a copy, written to another buffer.
     fn limit_from_copy(dry: &[[f32; 2]], law: Law) -> Vec<[f32; 2]> {
-        let (gain, ceiling_db, release_s, sample_rate) = law;
+        let sample_rate = law.3;
         let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
         let mut out = vec![[0.0f32; 2]; dry.len()];
-        let mut envelope = Envelope {
-            estimate: StereoPeaks::default(),
-            law: LimiterGain::with_release(sample_rate as f32, release_s),
-            peaks: [0.0; PEAK_BLOCK],
-            gain,
-            ceiling: ceiling_gain(ceiling_db),
-        };
+        let mut envelope = Envelope::new(law, StereoPeaks::default());
         let len = dry.len();
         for start in (0..len + latency).step_by(PEAK_BLOCK) {
             let end = (len + latency).min(start + PEAK_BLOCK);
