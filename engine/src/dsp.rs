@@ -410,8 +410,11 @@ pub const REVERB_BLOCK: usize = 128;
 fn reverb_blocks(reverb: &mut Reverb, input: &[[f32; 2]], wet: &mut [[f32; 2]]) {
     let feedback = reverb.size * 0.28 + 0.7;
     let damp = reverb.damping * 0.4;
+    // The combs read a whole block's delayed outputs before writing any: a block may be no
+    // longer than the shortest comb line (shorter than REVERB_BLOCK below about 5 kHz).
+    let step = REVERB_BLOCK.min(reverb.combs[0][0].buf.len());
     let mut mono = [0.0f32; REVERB_BLOCK];
-    for (input, wet) in input.chunks(REVERB_BLOCK).zip(wet.chunks_mut(REVERB_BLOCK)) {
+    for (input, wet) in input.chunks(step).zip(wet.chunks_mut(step)) {
         let n = input.len().min(wet.len());
         for (m, f) in mono.iter_mut().zip(input) {
             *m = (f[0] + f[1]) * 0.015;
@@ -594,35 +597,41 @@ fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 
     ]
 }
 
-/// The index ranges of `n` slots of a ring of `len` from `pos` on: one, or two where the
-/// ring wraps. `n` is at most `len`.
+/// The index ranges of `n` slots of a ring of `len` from `pos` on, split where the ring
+/// wraps.
 #[inline(always)]
-fn ring_runs(len: usize, pos: usize, n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    let first = (len - pos).min(n);
-    [pos..pos + first, 0..n - first]
-        .into_iter()
-        .filter(|r| !r.is_empty())
+fn ring_runs(
+    len: usize,
+    mut pos: usize,
+    mut n: usize,
+) -> impl Iterator<Item = std::ops::Range<usize>> {
+    std::iter::from_fn(move || {
+        (n > 0).then(|| {
+            let run = (len - pos).min(n);
+            let range = pos..pos + run;
+            (pos, n) = ((pos + run) % len, n - run);
+            range
+        })
+    })
 }
 
 impl Allpass {
     /// The allpass over a block in place, split where its line wraps.
     #[inline(always)]
     fn block(&mut self, acc: &mut [f32]) {
+        let len = self.buf.len();
         let mut done = 0;
-        while done < acc.len() {
-            let run = (self.buf.len() - self.pos).min(acc.len() - done);
-            let line = &mut self.buf[self.pos..self.pos + run];
-            for (slot, a) in line.iter_mut().zip(&mut acc[done..done + run]) {
+        for run in ring_runs(len, self.pos, acc.len()) {
+            let line = &mut self.buf[run];
+            let k = line.len();
+            for (slot, a) in line.iter_mut().zip(&mut acc[done..done + k]) {
                 let buffered = *slot;
                 *slot = *a + buffered * 0.5 + ANTI_DENORMAL;
                 *a = buffered - *a;
             }
-            self.pos += run;
-            if self.pos == self.buf.len() {
-                self.pos = 0;
-            }
-            done += run;
+            done += k;
         }
+        self.pos = (self.pos + acc.len()) % len;
     }
 }
 
@@ -1253,6 +1262,7 @@ mod tests {
             (48_000.0, 0.8, 0.5),
             (44_100.0, 0.3, 0.9),
             (8_000.0, 1.0, 0.0),
+            (4_000.0, 0.5, 0.5),
         ] {
             let mut one = Reverb::new(rate);
             one.set(size, damping);
