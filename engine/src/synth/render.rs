@@ -593,21 +593,13 @@ pub fn normalize(
     sample_rate: u32,
     circular: bool,
 ) -> Result<LoudnessReport, LoudnessError> {
+    let dry = dry_copy(frames);
     if circular {
-        // A loop is limited from a copy: its second pass reads frames the first has written.
-        let dry = dry_copy(frames);
-        return master_passes(
-            frames,
-            Some(&dry),
-            target,
-            ceiling_dbtp,
-            sample_rate,
-            true,
-            &mut |_| {},
-        );
+        // A loop is limited from its copy: its second pass reads frames the first has
+        // written.
+        return master_passes(frames, Dry::Loop(&dry), target, ceiling_dbtp, sample_rate);
     }
     // A pass that misses (rare) starts again from the audio as it came: kept for that.
-    let dry = dry_copy(frames);
     normalize_restoring(frames, target, ceiling_dbtp, sample_rate, &mut |frames| {
         frames.copy_from_slice(&dry)
     })
@@ -625,12 +617,10 @@ pub fn normalize_restoring(
 ) -> Result<LoudnessReport, LoudnessError> {
     master_passes(
         frames,
-        None,
+        Dry::Restored(restore),
         target,
         ceiling_dbtp,
         sample_rate,
-        false,
-        restore,
     )
 }
 
@@ -641,19 +631,24 @@ fn dry_copy(frames: &[[f32; 2]]) -> Vec<[f32; 2]> {
     dry
 }
 
+/// Where a pass of the master finds the audio as it came.
+enum Dry<'a> {
+    /// A loop's copy, which each pass limits into the buffer.
+    Loop(&'a [[f32; 2]]),
+    /// In the buffer itself, limited in place; put back there before a second pass.
+    Restored(&'a mut dyn FnMut(&mut [[f32; 2]])),
+}
+
 /// The master's passes: gain into the limiter, measured, corrected until the contract
-/// holds. A loop is limited from `dry` (its copy); anything else in place, with `restore`
-/// bringing the audio back before a second pass.
-#[allow(clippy::too_many_arguments)]
+/// holds.
 fn master_passes(
     frames: &mut [[f32; 2]],
-    dry: Option<&[[f32; 2]]>,
+    mut dry: Dry<'_>,
     target: f64,
     ceiling_dbtp: f64,
     sample_rate: u32,
-    circular: bool,
-    restore: &mut dyn FnMut(&mut [[f32; 2]]),
 ) -> Result<LoudnessReport, LoudnessError> {
+    let circular = matches!(dry, Dry::Loop(_));
     let sub_len = (sample_rate / 10).max(1) as usize;
     if frames.is_empty() {
         return loudness::measure(frames, sample_rate);
@@ -673,15 +668,15 @@ fn master_passes(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let law = (
-            db_to_gain(gain as f32),
-            limiting_at as f32,
-            coarse.release_s,
+        let law = Law {
+            gain: db_to_gain(gain as f32),
+            ceiling_db: limiting_at as f32,
+            release_s: coarse.release_s,
             sample_rate,
-        );
-        match dry {
-            Some(dry) => limit_loop(dry, frames, law),
-            None => {
+        };
+        match &mut dry {
+            Dry::Loop(dry) => limit_loop(dry, frames, law),
+            Dry::Restored(restore) => {
                 if attempt > 1 {
                     restore(frames);
                 }
@@ -885,15 +880,21 @@ impl Coarse {
     }
 }
 
-/// The limiter's settings for a pass: input gain, ceiling (dB), release (seconds) and the
-/// sample rate.
-type Law = (f32, f32, f32, u32);
+/// The limiter's settings for a pass.
+#[derive(Debug, Clone, Copy)]
+struct Law {
+    /// Input gain, linear.
+    gain: f32,
+    ceiling_db: f32,
+    release_s: f32,
+    sample_rate: u32,
+}
 
 /// A loop, `dry`, times the gain, limited, into `out`, with the true peaks of `dry`
 /// estimated a block ahead. It is run twice, keeping the second pass, so the limiter's
 /// state at the start is its state at the end.
 fn limit_loop(dry: &[[f32; 2]], out: &mut [[f32; 2]], law: Law) {
-    let sample_rate = law.3;
+    let sample_rate = law.sample_rate;
     let len = dry.len();
     if len == 0 {
         return;
@@ -920,7 +921,7 @@ fn limit_loop(dry: &[[f32; 2]], out: &mut [[f32; 2]], law: Law) {
 /// of each [`SEARCH_CHUNK`] frames (the coarse model's): a chunk whose highest stays under
 /// the ceiling needs no gain reduction anywhere, so its frames' estimates are not made.
 fn limit_in_place(frames: &mut [[f32; 2]], law: Law, maxima: &[f32]) {
-    let sample_rate = law.3;
+    let sample_rate = law.sample_rate;
     let len = frames.len();
     let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
     let mut envelope = Envelope::new(law, StereoPeaks::default());
@@ -949,13 +950,12 @@ struct Envelope {
 
 impl Envelope {
     fn new(law: Law, estimate: StereoPeaks) -> Envelope {
-        let (gain, ceiling_db, release_s, sample_rate) = law;
         Envelope {
             estimate,
-            law: LimiterGain::with_release(sample_rate as f32, release_s),
+            law: LimiterGain::with_release(law.sample_rate as f32, law.release_s),
             peaks: [0.0; PEAK_BLOCK],
-            gain,
-            ceiling: ceiling_gain(ceiling_db),
+            gain: law.gain,
+            ceiling: ceiling_gain(law.ceiling_db),
         }
     }
 
@@ -1076,7 +1076,7 @@ mod tests {
     /// The plain limiter the in-place one must match: every frame's estimate made, read from
     /// a copy, written to another buffer.
     fn limit_from_copy(dry: &[[f32; 2]], law: Law) -> Vec<[f32; 2]> {
-        let sample_rate = law.3;
+        let sample_rate = law.sample_rate;
         let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
         let mut out = vec![[0.0f32; 2]; dry.len()];
         let mut envelope = Envelope::new(law, StereoPeaks::default());
@@ -1099,7 +1099,12 @@ mod tests {
             let dry = whistle(3.0, rate);
             let coarse = Coarse::new(&dry, rate as usize / 10, rate, false);
             for gain_db in [0.0f32, 6.0, 14.0] {
-                let law = (db_to_gain(gain_db), -1.0, 0.02, rate);
+                let law = Law {
+                    gain: db_to_gain(gain_db),
+                    ceiling_db: -1.0,
+                    release_s: 0.02,
+                    sample_rate: rate,
+                };
                 let mut in_place = dry.clone();
                 limit_in_place(&mut in_place, law, &coarse.peaks);
                 let want = limit_from_copy(&dry, law);
