@@ -212,7 +212,7 @@ pub fn stretch(
     options: &StretchOptions,
     progress: &mut dyn FnMut(f64),
 ) -> anyhow::Result<Value> {
-    use djinn_engine::stretch::{Engine, Stretch, stretch};
+    use djinn_engine::stretch::{Stretch, stretch};
     if !djinn_engine::transport::TEMPO_RANGE.contains(&options.bpm) {
         anyhow::bail!("--bpm {} is out of range: use 20 to 300", options.bpm);
     }
@@ -250,7 +250,7 @@ pub fn stretch(
         "time_ratio": settings.time_ratio,
         "semitones": options.semitones,
         "engine": options.engine,
-        "threads": if settings.parallel && settings.engine == Engine::Faster { 2 } else { 1 },
+        "threads": settings.threads(),
         "sample_rate": decoded.sample_rate,
         "input_seconds": decoded.frames.len() as f64 / rate,
         "seconds": frames.len() as f64 / rate,

@@ -56,6 +56,15 @@ impl Stretch {
             parallel: false,
         }
     }
+
+    /// The threads the stretch runs on: two for R2 asked to run in parallel, else one.
+    pub fn threads(&self) -> usize {
+        if self.parallel && self.engine == Engine::Faster {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 /// The semitones that take music in a key on `from` to one on `to` the nearest way: at most
@@ -111,7 +120,7 @@ pub fn stretch(
         Ok(rubber)
     };
     let mut output = match settings.engine {
-        Engine::Faster if settings.parallel => {
+        Engine::Faster if settings.threads() == 2 => {
             let options = base | rb::RubberBandOption_RubberBandOptionEngineFaster;
             let mid = setup(1, options)?;
             let side = setup(1, options)?;
