@@ -1,6 +1,7 @@
 //! Writing stereo audio files, WAV (32-bit float) or FLAC (24-bit), atomically: the file
 //! appears under its name only once it is complete.
 
+use std::io::Write;
 use std::path::Path;
 
 /// What went wrong writing a WAV file.
@@ -17,7 +18,6 @@ pub struct WavError {
 /// written in bulk, since hound takes floats one call at a time and that was a tenth of
 /// rendering a song.
 pub fn write(path: &Path, frames: &[[f32; 2]], sample_rate: u32) -> Result<(), WavError> {
-    use std::io::Write;
     let err = |e: &dyn std::fmt::Display| WavError {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -28,13 +28,7 @@ pub fn write(path: &Path, frames: &[[f32; 2]], sample_rate: u32) -> Result<(), W
             frames.len()
         ))
     })?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let partial = path.with_file_name(format!(".{name}.partial"));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&partial)?;
+    atomically(path, |file| {
         file.write_all(&header)?;
         let mut bytes = Vec::with_capacity(WRITE_SAMPLES * 4);
         for samples in frames.as_flattened().chunks(WRITE_SAMPLES) {
@@ -43,12 +37,28 @@ pub fn write(path: &Path, frames: &[[f32; 2]], sample_rate: u32) -> Result<(), W
             file.write_all(&bytes)?;
         }
         Ok(())
-    };
-    write().map_err(|e| {
+    })
+    .map_err(|e| err(&e))
+}
+
+/// Writes `path` through `write` into a hidden `.NAME.partial` beside it, renamed to `path`
+/// once complete (and removed if writing fails), so that the file appears under its name
+/// only whole.
+fn atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let partial = path.with_file_name(format!(".{name}.partial"));
+    let written = std::fs::File::create(&partial).and_then(|mut file| write(&mut file));
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&partial);
-        err(&e)
-    })?;
-    std::fs::rename(&partial, path).map_err(|e| err(&e))
+        return Err(e);
+    }
+    std::fs::rename(&partial, path)
 }
 
 /// Samples converted and written at a time.
@@ -110,10 +120,6 @@ pub fn write_flac(path: &Path, frames: &[[f32; 2]], sample_rate: u32) -> Result<
     stream
         .write(&mut sink)
         .map_err(|e| err(&format!("{e:?}")))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mut bytes = sink.into_inner();
     // NOTE: flacenc counts the short last block in STREAMINFO's minimum block size, which the
     // format excludes; symphonia then refuses the file. Every other block is full-size.
@@ -121,12 +127,7 @@ pub fn write_flac(path: &Path, frames: &[[f32; 2]], sample_rate: u32) -> Result<
         let (min, max) = bytes[8..12].split_at_mut(2);
         min.copy_from_slice(max);
     }
-    let partial = path.with_file_name(format!(".{name}.partial"));
-    std::fs::write(&partial, &bytes).map_err(|e| {
-        let _ = std::fs::remove_file(&partial);
-        err(&e)
-    })?;
-    std::fs::rename(&partial, path).map_err(|e| err(&e))
+    atomically(path, |file| file.write_all(&bytes)).map_err(|e| err(&e))
 }
 
 /// The output formats, chosen by file extension.
