@@ -293,18 +293,14 @@ fn write(output: &Path, entries: &[Entry]) -> std::io::Result<()> {
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let partial = output.with_file_name(format!(".{name}.partial"));
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&partial)?);
-    for entry in entries {
-        serde_json::to_writer(&mut file, entry)?;
-        file.write_all(b"\n")?;
-    }
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&partial, output)
+    djinn_engine::files::write_atomically(output, |file| {
+        let mut file = std::io::BufWriter::new(file);
+        for entry in entries {
+            serde_json::to_writer(&mut file, entry)?;
+            file.write_all(b"\n")?;
+        }
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()
+    })
 }
 
 /// A library search; every given field must match.

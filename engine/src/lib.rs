@@ -10,6 +10,7 @@ pub mod chain;
 pub mod clock;
 pub mod decode;
 pub mod dsp;
+pub mod files;
 pub mod mix;
 pub mod music;
 pub mod profile;

@@ -28,7 +28,7 @@ pub fn write(path: &Path, frames: &[[f32; 2]], sample_rate: u32) -> Result<(), W
             frames.len()
         ))
     })?;
-    atomically(path, |file| {
+    crate::files::write_atomically(path, |file| {
         file.write_all(&header)?;
         let mut bytes = Vec::with_capacity(WRITE_SAMPLES * 4);
         for samples in frames.as_flattened().chunks(WRITE_SAMPLES) {
@@ -39,26 +39,6 @@ pub fn write(path: &Path, frames: &[[f32; 2]], sample_rate: u32) -> Result<(), W
         Ok(())
     })
     .map_err(|e| err(&e))
-}
-
-/// Writes `path` through `write` into a hidden `.NAME.partial` beside it, renamed to `path`
-/// once complete (and removed if writing fails), so that the file appears under its name
-/// only whole.
-fn atomically(
-    path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let partial = path.with_file_name(format!(".{name}.partial"));
-    let written = std::fs::File::create(&partial).and_then(|mut file| write(&mut file));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
-    std::fs::rename(&partial, path)
 }
 
 /// Samples converted and written at a time.
@@ -127,7 +107,7 @@ pub fn write_flac(path: &Path, frames: &[[f32; 2]], sample_rate: u32) -> Result<
         let (min, max) = bytes[8..12].split_at_mut(2);
         min.copy_from_slice(max);
     }
-    atomically(path, |file| file.write_all(&bytes)).map_err(|e| err(&e))
+    crate::files::write_atomically(path, |file| file.write_all(&bytes)).map_err(|e| err(&e))
 }
 
 /// The output formats, chosen by file extension.
