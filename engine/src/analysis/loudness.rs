@@ -290,18 +290,18 @@ pub fn loudness_range(sub_blocks: &[f64], sub_len: usize) -> f64 {
 /// `ebur128` crate uses, or the sample peak when that is higher. Computed channel by
 /// channel as plain convolutions, every phase from the same loads, which vectorise.
 pub fn true_peak(frames: &[[f32; 2]], sample_rate: u32) -> f64 {
-    f64::from(sample_peak(frames).max(interpolated_peak(frames, sample_rate)))
+    f64::from(peaks(frames, sample_rate).1)
 }
 
-/// The largest absolute value of `frames` upsampled as [`true_peak`] upsamples it, between
-/// the samples (0 at 192 kHz and above, where nothing is interpolated).
-fn interpolated_peak(frames: &[[f32; 2]], sample_rate: u32) -> f32 {
-    if frames.is_empty() || sample_rate >= 192_000 {
-        0.0
+/// The sample peak and the true peak ([`true_peak`]) of `frames`, linear, in one pass.
+fn peaks(frames: &[[f32; 2]], sample_rate: u32) -> (f32, f32) {
+    if sample_rate >= 192_000 {
+        let peak = sample_peak(frames);
+        (peak, peak)
     } else if sample_rate >= 96_000 {
-        peak_between::<1>(frames)
+        peaks_between::<1>(frames)
     } else {
-        peak_between::<3>(frames)
+        peaks_between::<3>(frames)
     }
 }
 
@@ -358,50 +358,99 @@ fn interpolator<const PHASES: usize>() -> Vec<[f32; PHASES]> {
         .collect()
 }
 
-/// The largest absolute value between the samples of `frames` upsampled `PHASES + 1` times.
-fn peak_between<const PHASES: usize>(frames: &[[f32; 2]]) -> f32 {
+/// The sample peak of `frames`, and the largest absolute value of `frames` upsampled
+/// `PHASES + 1` times or that sample peak, whichever is higher: a block of frames at a time,
+/// both channels while it is in cache. Interpolated values that cannot reach the sample
+/// peak so far are not computed: that is most of them on loud music, whose sample peak is
+/// not far under its true peak.
+fn peaks_between<const PHASES: usize>(frames: &[[f32; 2]]) -> (f32, f32) {
     let taps = interpolator::<PHASES>();
-    const BLOCK: usize = 16_384;
-    let mut peak = 0.0f32;
-    let mut x = Vec::with_capacity(BLOCK + taps.len());
-    for ch in 0..2 {
-        // The interpolator starts from silence, as the meter's does; each block carries the
-        // previous block's last samples.
-        x.clear();
+    const BLOCK: usize = 4_096;
+    let (mut sample, mut peak) = (0.0f32, 0.0f32);
+    // The interpolator starts from silence, as the meter's does; each block carries the
+    // previous block's last samples.
+    let mut x = [(); 2].map(|_| {
+        let mut x = Vec::with_capacity(BLOCK + taps.len());
         x.resize(taps.len() - 1, 0.0);
-        for block in frames.chunks(BLOCK) {
+        x
+    });
+    for block in frames.chunks(BLOCK) {
+        sample = sample.max(sample_peak(block));
+        let quiet = quiet_below(&taps, sample);
+        for (ch, x) in x.iter_mut().enumerate() {
             x.extend(block.iter().map(|f| f[ch]));
-            peak = peak.max(peak_of_phases(&x, &taps));
+            peak = peak.max(peak_of_phases(x, &taps, quiet));
             let keep = x.len() - (taps.len() - 1);
             x.drain(..keep);
         }
     }
-    peak
+    (sample, peak.max(sample))
 }
 
-/// max |Σ taps[k][p]·x[n + k]| over n and p.
-fn peak_of_phases<const PHASES: usize>(x: &[f32], taps: &[[f32; PHASES]]) -> f32 {
+/// The level at or under which every input of a run of outputs must lie for none of those
+/// outputs to exceed `floor`: an output is a sum of taps times inputs, so it is at most the
+/// largest input times the phase's sum of absolute taps. The bound is widened by far more
+/// than the rounding of a sum of a few dozen products can add, so a run it passes over
+/// could not have raised the peak.
+fn quiet_below<const PHASES: usize>(taps: &[[f32; PHASES]], floor: f32) -> f32 {
+    let gain = (0..PHASES)
+        .map(|p| taps.iter().map(|h| f64::from(h[p].abs())).sum::<f64>())
+        .fold(0.0, f64::max);
+    let quiet = f64::from(floor) / (gain * (1.0 + 1e-4));
+    // Rounded to f32 downwards, so the bound still holds.
+    let q = quiet as f32;
+    if f64::from(q) > quiet {
+        q.next_down()
+    } else {
+        q
+    }
+}
+
+/// max |Σ taps[k][p]·x[n + k]| over n and p, leaving out runs of [`OUTPUT_RUN`] outputs
+/// whose inputs are all at or under `quiet` (0 where none may be left out).
+fn peak_of_phases<const PHASES: usize>(x: &[f32], taps: &[[f32; PHASES]], quiet: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has just been seen to support AVX2.
-        return unsafe { peak_of_phases_avx2(x, taps) };
+        return unsafe { peak_of_phases_avx2(x, taps, quiet) };
     }
-    peak_of_phases_portable(x, taps)
+    peak_of_phases_portable(x, taps, quiet)
 }
+
+/// Outputs [`peak_of_phases`] computes at a time, and leaves out at a time.
+const OUTPUT_RUN: usize = 16;
 
 /// [`peak_of_phases`] sixteen outputs at a time in AVX2 registers, summing in the same
 /// order as the portable loop (so to the same values). Written with intrinsics because the
 /// auto-vectorised loop comes out scalar in some builds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn peak_of_phases_avx2<const PHASES: usize>(x: &[f32], taps: &[[f32; PHASES]]) -> f32 {
+fn peak_of_phases_avx2<const PHASES: usize>(x: &[f32], taps: &[[f32; PHASES]], quiet: f32) -> f32 {
     use std::arch::x86_64::*;
-    const LANES: usize = 16;
+    const LANES: usize = OUTPUT_RUN;
     let outputs = x.len() + 1 - taps.len();
     let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let quiet_v = _mm256_set1_ps(quiet);
+    // The inputs of a run: eight at a time, the last eight ending on its last input.
+    let reach = LANES + taps.len() - 1;
     let mut best = _mm256_setzero_ps();
     let mut n = 0;
     while n + LANES <= outputs {
+        let inputs = &x[n..n + reach];
+        let mut loud = _mm256_setzero_ps();
+        for at in (0..reach - 8).step_by(8).chain([reach - 8]) {
+            let xs: &[f32; 8] = inputs[at..at + 8].try_into().unwrap();
+            // SAFETY: `xs` holds eight floats.
+            let v = unsafe { _mm256_loadu_ps(xs.as_ptr()) };
+            loud = _mm256_or_ps(
+                loud,
+                _mm256_cmp_ps::<_CMP_NLE_UQ>(_mm256_and_ps(v, magnitude), quiet_v),
+            );
+        }
+        if _mm256_movemask_ps(loud) == 0 {
+            n += LANES;
+            continue;
+        }
         let mut acc = [[_mm256_setzero_ps(); 2]; PHASES];
         for (k, h) in taps.iter().enumerate() {
             let xs: &[f32; LANES] = x[n + k..n + k + LANES].try_into().unwrap();
@@ -427,19 +476,28 @@ fn peak_of_phases_avx2<const PHASES: usize>(x: &[f32], taps: &[[f32; PHASES]]) -
     let mut lanes = [0.0f32; 8];
     // SAFETY: `lanes` holds eight floats.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), best) };
-    let rest = peak_of_phases_portable(&x[n..], taps);
+    let rest = peak_of_phases_portable(&x[n..], taps, quiet);
     lanes.iter().copied().fold(rest, f32::max)
 }
 
 #[inline(always)]
-fn peak_of_phases_portable<const PHASES: usize>(x: &[f32], taps: &[[f32; PHASES]]) -> f32 {
+fn peak_of_phases_portable<const PHASES: usize>(
+    x: &[f32],
+    taps: &[[f32; PHASES]],
+    quiet: f32,
+) -> f32 {
     // Sixteen outputs of every phase at once: enough independent sums that the additions'
     // latency hides behind the loads and multiplications.
-    const LANES: usize = 16;
+    const LANES: usize = OUTPUT_RUN;
     let outputs = x.len() + 1 - taps.len();
+    let reach = LANES + taps.len() - 1;
     let mut best = [0.0f32; LANES];
     let mut n = 0;
     while n + LANES <= outputs {
+        if x[n..n + reach].iter().all(|s| s.abs() <= quiet) {
+            n += LANES;
+            continue;
+        }
         let mut acc = [[0.0f32; LANES]; PHASES];
         for (k, h) in taps.iter().enumerate() {
             let xs: &[f32; LANES] = x[n + k..n + k + LANES].try_into().unwrap();
@@ -479,8 +537,7 @@ pub fn measure_fast(frames: &[[f32; 2]], sample_rate: u32) -> LoudnessReport {
     if !frames.len().is_multiple_of(sub_len) {
         subs.pop();
     }
-    let sample_peak = sample_peak(frames);
-    let true_peak = sample_peak.max(interpolated_peak(frames, sample_rate));
+    let (sample_peak, true_peak) = peaks(frames, sample_rate);
     LoudnessReport {
         integrated_lufs: gated_loudness(&subs, sub_len),
         range_lu: loudness_range(&subs, sub_len),
@@ -616,17 +673,67 @@ mod tests {
         let two = interpolator::<1>();
         for len in [24, 27, 39, 40, 500, 1_000] {
             let x = &x[..len];
-            assert_eq!(
-                peak_of_phases(x, &four),
-                peak_of_phases_portable(x, &four),
-                "{len}"
-            );
-            assert_eq!(
-                peak_of_phases(x, &two),
-                peak_of_phases_portable(x, &two),
-                "{len}"
-            );
+            for quiet in [0.0, 0.3, 0.45] {
+                assert_eq!(
+                    peak_of_phases(x, &four, quiet),
+                    peak_of_phases_portable(x, &four, quiet),
+                    "{len}, {quiet}"
+                );
+                assert_eq!(
+                    peak_of_phases(x, &two, quiet),
+                    peak_of_phases_portable(x, &two, quiet),
+                    "{len}, {quiet}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn outputs_passed_over_as_quiet_never_reach_the_floor() {
+        let taps = interpolator::<3>();
+        // Inputs of one sign pattern, matched to the largest phase's taps: its output at
+        // one point is exactly the bound the quiet level is drawn from.
+        let phase = (0..3)
+            .max_by(|&a, &b| {
+                let sum = |p: usize| taps.iter().map(|h| h[p].abs()).sum::<f32>();
+                sum(a).total_cmp(&sum(b))
+            })
+            .unwrap();
+        let mut x = vec![0.0f32; 64];
+        for (k, h) in taps.iter().enumerate() {
+            x[20 + k] = 0.5 * h[phase].signum();
+        }
+        let whole = peak_of_phases(&x, &taps, 0.0);
+        // A floor just under the true peak must not let any output be passed over...
+        let floor = whole * 0.9999;
+        let quiet = quiet_below(&taps, floor);
+        assert!(quiet < 0.5, "{quiet}");
+        assert_eq!(peak_of_phases(&x, &taps, quiet).max(floor), whole);
+        // ...and one above it gives the floor, every output under it.
+        let floor = whole * 1.001;
+        assert_eq!(
+            peak_of_phases(&x, &taps, quiet_below(&taps, floor)).max(floor),
+            floor
+        );
+        // Through the whole measurement, over several blocks: what it leaves out as quiet
+        // changes nothing.
+        let frames: Vec<[f32; 2]> = x
+            .iter()
+            .cycle()
+            .take(20_000)
+            .enumerate()
+            .map(|(i, &s)| {
+                let fade = 1.0 - i as f32 / 40_000.0;
+                [s * fade, -0.5 * s * fade]
+            })
+            .collect();
+        let every = |ch: usize| {
+            let mut padded = vec![0.0; taps.len() - 1];
+            padded.extend(frames.iter().map(|f| f[ch]));
+            peak_of_phases_portable(&padded, &taps, 0.0)
+        };
+        let plain = every(0).max(every(1)).max(sample_peak(&frames));
+        assert_eq!(true_peak(&frames, 48_000), f64::from(plain));
     }
 
     #[test]
