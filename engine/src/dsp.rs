@@ -414,13 +414,22 @@ fn reverb_blocks(reverb: &mut Reverb, input: &[[f32; 2]], wet: &mut [[f32; 2]]) 
     // longer than the shortest comb line (shorter than REVERB_BLOCK below about 5 kHz).
     let step = REVERB_BLOCK.min(reverb.combs[0][0].buf.len());
     let mut mono = [0.0f32; REVERB_BLOCK];
+    // The combs' scratch tile, written before it is read in every block.
+    let mut rows = [[0.0f32; REVERB_BLOCK]; 16];
     for (input, wet) in input.chunks(step).zip(wet.chunks_mut(step)) {
         let n = input.len().min(wet.len());
         for (m, f) in mono.iter_mut().zip(input) {
             *m = (f[0] + f[1]) * 0.015;
         }
         let mut acc = [[0.0f32; REVERB_BLOCK]; 2];
-        combs_block(&mut reverb.combs, &mono[..n], &mut acc, feedback, damp);
+        combs_block(
+            &mut reverb.combs,
+            &mono[..n],
+            &mut acc,
+            &mut rows,
+            feedback,
+            damp,
+        );
         for (side, (allpasses, acc)) in reverb.allpasses.iter_mut().zip(&mut acc).enumerate() {
             for ap in allpasses.iter_mut() {
                 ap.block(&mut acc[..n]);
@@ -434,7 +443,7 @@ fn reverb_blocks(reverb: &mut Reverb, input: &[[f32; 2]], wet: &mut [[f32; 2]]) 
 
 /// Both sides' sixteen combs over a block (`mono` in, each side's sum of its combs'
 /// outputs into `acc`), in three passes: each comb's delayed outputs are copied to its row
-/// of a scratch tile and added to its side's sum; the sixteen damping recursions run down
+/// of the scratch tile `rows` and added to its side's sum; the sixteen damping recursions run down
 /// the rows side by side, the one sequential part ([`damp_rows`]); and each comb's line
 /// takes its new values. The operations and their order are those of [`Reverb::process`].
 #[inline(always)]
@@ -442,11 +451,11 @@ fn combs_block(
     combs: &mut [[Comb; 8]; 2],
     mono: &[f32],
     acc: &mut [[f32; REVERB_BLOCK]; 2],
+    rows: &mut [[f32; REVERB_BLOCK]; 16],
     feedback: f32,
     damp: f32,
 ) {
     let n = mono.len();
-    let mut rows = [[0.0f32; REVERB_BLOCK]; 16];
     for (side, acc) in acc.iter_mut().enumerate() {
         for (comb, row) in combs[side].iter().zip(&mut rows[side * 8..]) {
             let mut i = 0;
@@ -462,8 +471,13 @@ fn combs_block(
         }
     }
     let mut stores: [f32; 16] = std::array::from_fn(|k| combs.as_flattened()[k].store);
-    damp_rows(&mut rows, &mut stores, n, damp);
-    for ((comb, row), store) in combs.as_flattened_mut().iter_mut().zip(&rows).zip(stores) {
+    damp_rows(rows, &mut stores, n, damp);
+    for ((comb, row), store) in combs
+        .as_flattened_mut()
+        .iter_mut()
+        .zip(rows.iter())
+        .zip(stores)
+    {
         let len = comb.buf.len();
         let mut i = 0;
         for run in ring_runs(len, comb.pos, n) {
@@ -898,6 +912,8 @@ pub struct LimiterGain {
     inv_len: f64,
     release: f32,
     envelope: f32,
+    /// How many needs in a row, up to the last, asked for no reduction (were at least 1).
+    unreduced: usize,
 }
 
 impl LimiterGain {
@@ -912,6 +928,7 @@ impl LimiterGain {
             inv_len: 1.0 / window as f64,
             release,
             envelope: 1.0,
+            unreduced: 0,
         }
     }
 
@@ -949,7 +966,121 @@ impl LimiterGain {
         }
         .min(smooth.max(held));
         self.pos = wrap_next(self.pos, self.averaged.len());
+        self.unreduced = if need >= 1.0 {
+            self.unreduced.saturating_add(1)
+        } else {
+            0
+        };
         self.envelope.min(1.0)
+    }
+
+    /// [`LimiterGain::next`] over each of `needs`, into `gains` (as long): the same values,
+    /// faster. Over the stretches where nothing in two windows has asked for reduction, the
+    /// hold and the average are 1 and stay so: only the release runs there, and it stops
+    /// once it reaches its resting value.
+    pub fn run(&mut self, needs: &[f32], gains: &mut [f32]) {
+        assert_eq!(needs.len(), gains.len(), "a gain for every need");
+        let window = self.averaged.len();
+        let mut i = 0;
+        while i < needs.len() {
+            let need = needs[i];
+            if self.unreduced >= 2 * window && need == 1.0 {
+                let run = needs[i..]
+                    .iter()
+                    .position(|&n| n != 1.0)
+                    .unwrap_or(needs.len() - i);
+                self.rest(&mut gains[i..i + run]);
+                i += run;
+            } else {
+                gains[i] = if need.is_finite() && need >= 0.0 && self.sum.is_finite() {
+                    self.step(need)
+                } else {
+                    self.next(need)
+                };
+                i += 1;
+            }
+        }
+    }
+
+    /// [`LimiterGain::next`] for a finite need of at least 0 while the average is finite:
+    /// then nothing the law compares is ever NaN, and plain comparisons choose as `min`
+    /// and `max` do, without their care for NaN.
+    #[inline(always)]
+    fn step(&mut self, need: f32) -> f32 {
+        let held = self.minima.push(need);
+        let old = self.averaged.get(self.pos).copied().unwrap_or(1.0);
+        if let Some(slot) = self.averaged.get_mut(self.pos) {
+            *slot = held;
+        }
+        self.sum += f64::from(held) - f64::from(old);
+        let smooth = (self.sum * self.inv_len) as f32;
+        let released = if smooth < self.envelope {
+            smooth
+        } else {
+            smooth + (self.envelope - smooth) * self.release
+        };
+        let cap = if held > smooth { held } else { smooth };
+        self.envelope = if cap < released { cap } else { released };
+        self.pos = wrap_next(self.pos, self.averaged.len());
+        self.unreduced = if need >= 1.0 {
+            self.unreduced.saturating_add(1)
+        } else {
+            0
+        };
+        if self.envelope < 1.0 {
+            self.envelope
+        } else {
+            1.0
+        }
+    }
+
+    /// `gains.len()` steps of a need of exactly 1, two windows or more after the last need
+    /// under 1: every held gain in the window is 1, so the hold gives 1, the average loses
+    /// a 1 for a 1 (its sum unchanged) and the release alone moves.
+    fn rest(&mut self, gains: &mut [f32]) {
+        let steps = gains.len();
+        if steps == 0 {
+            return;
+        }
+        let smooth = (self.sum * self.inv_len) as f32;
+        let cap = smooth.max(1.0);
+        let release = self.release;
+        let mut envelope = self.envelope;
+        let mut done = 0;
+        if smooth == 1.0 && envelope <= 1.0 && (0.0..=1.0).contains(&release) {
+            // The usual case, the whole window at 1: the envelope rises towards 1 and
+            // never past it, so neither the attack nor the caps choose anything else.
+            for gain in gains.iter_mut() {
+                let next = 1.0 + (envelope - 1.0) * release;
+                *gain = next;
+                done += 1;
+                if next == envelope {
+                    break;
+                }
+                envelope = next;
+            }
+        } else {
+            for gain in gains.iter_mut() {
+                let next = if smooth < envelope {
+                    smooth
+                } else {
+                    smooth + (envelope - smooth) * release
+                }
+                .min(cap);
+                *gain = next.min(1.0);
+                done += 1;
+                if next == envelope {
+                    break;
+                }
+                envelope = next;
+            }
+        }
+        // At rest: every further step gives the same.
+        gains[done..].fill(envelope.min(1.0));
+        self.envelope = envelope;
+        self.minima.push_many_ones(steps);
+        self.pos = (self.pos + steps) % self.averaged.len();
+        self.unreduced = self.unreduced.saturating_add(steps);
     }
 }
 
@@ -1085,6 +1216,20 @@ impl MinQueue {
         }
         self.count += 1;
         self.values.get(self.head).copied().unwrap_or(1.0).min(1.0)
+    }
+
+    /// `steps` pushes of 1 onto a queue whose window holds nothing under 1: each push
+    /// drops every value (none is smaller), so what is left is the last of them alone.
+    fn push_many_ones(&mut self, steps: usize) {
+        if steps == 0 {
+            return;
+        }
+        self.count += steps as u64;
+        self.len = 1;
+        if let (Some(s), Some(v)) = (self.seq.get_mut(self.head), self.values.get_mut(self.head)) {
+            *s = self.count - 1;
+            *v = 1.0;
+        }
     }
 }
 
@@ -1379,6 +1524,58 @@ mod tests {
             .collect();
         assert!((l.gain() - 1.0).abs() < 1e-6);
         assert!((rms(&quiet[200..]) - 0.25 / 2f32.sqrt()).abs() < 0.01);
+    }
+
+    #[test]
+    fn the_gain_law_over_a_block_is_the_law_step_by_step() {
+        // Sparse dips under long runs of 1 (the rest path), dips closer than two windows
+        // (the full law), needs over 1, and blocks that end inside a run.
+        let mut state = 7u32;
+        let mut random = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32
+        };
+        let mut needs = Vec::new();
+        for _ in 0..400 {
+            let gap = match random() {
+                r if r < 0.3 => (random() * 20.0) as usize,
+                r if r < 0.9 => (random() * 400.0) as usize,
+                _ => 20_000,
+            };
+            needs.extend(std::iter::repeat_n(1.0, gap));
+            let dip = 0.2 + 0.8 * random();
+            needs.extend((0..1 + (random() * 30.0) as usize).map(|_| dip * (0.9 + 0.1 * random())));
+            if random() < 0.1 {
+                needs.push(1.5);
+            }
+        }
+        // Needs no limiter asks for, NaN last of all (it spoils the average for good): the
+        // block law must still give what the step law gives.
+        for odd in [f32::INFINITY, -0.5, 1.0, f32::NEG_INFINITY, 0.5, f32::NAN] {
+            needs.push(odd);
+            needs.extend(std::iter::repeat_n(1.0, 500));
+        }
+        for (window, release) in [(72, (-1.0f32 / 3840.0).exp()), (5, 0.99), (1, 0.5)] {
+            let mut stepped = LimiterGain::new(window, release);
+            let expected: Vec<f32> = needs.iter().map(|&n| stepped.next(n)).collect();
+            let mut blocked = LimiterGain::new(window, release);
+            let mut got = vec![0.0; needs.len()];
+            let mut start = 0;
+            for len in [1, 1_000, 333, 50_000].into_iter().cycle() {
+                let end = needs.len().min(start + len);
+                blocked.run(&needs[start..end], &mut got[start..end]);
+                start = end;
+                if start == needs.len() {
+                    break;
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|g| g.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&expected), "window {window}");
+            // The state it leaves goes on as the stepped law's does.
+            for n in [1.0, 0.5, 1.0, 1.0, 0.7] {
+                assert_eq!(blocked.next(n), stepped.next(n));
+            }
+        }
     }
 
     #[test]

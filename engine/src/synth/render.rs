@@ -165,9 +165,11 @@ fn render_part(
     if send > 0.0 {
         let mut reverb = Reverb::new(grid.sample_rate as f32);
         reverb.set(reverb_size, 0.45);
-        let mut sends = [[0.0f32; 2]; REVERB_BLOCK];
-        let mut wet = [[0.0f32; 2]; REVERB_BLOCK];
-        for block in part.chunks_mut(REVERB_BLOCK) {
+        // Several of the reverb's blocks at a call.
+        const STRETCH: usize = 16 * REVERB_BLOCK;
+        let mut sends = [[0.0f32; 2]; STRETCH];
+        let mut wet = [[0.0f32; 2]; STRETCH];
+        for block in part.chunks_mut(STRETCH) {
             let n = block.len();
             for (s, f) in sends.iter_mut().zip(block.iter()) {
                 *s = [f[0] * send, f[1] * send];
@@ -814,19 +816,30 @@ impl Coarse {
         let release = (-(SEARCH_CHUNK as f32) / (self.release_s * self.sample_rate as f32)).exp();
         let mut law = LimiterGain::new(self.window, release);
         let n = self.peaks.len();
-        let need = |c: usize| {
-            let p = self.peaks.get(c).copied().unwrap_or(0.0) * g;
-            if p > ceiling { ceiling / p } else { 1.0 }
+        // The law over chunks `from..to`, a block at a time, handing `each` each chunk and
+        // its gain.
+        let mut needs = [1.0f32; PEAK_BLOCK];
+        let mut gains = [1.0f32; PEAK_BLOCK];
+        let mut run = |from: usize, to: usize, each: &mut dyn FnMut(usize, f32)| {
+            for start in (from..to).step_by(PEAK_BLOCK) {
+                let end = to.min(start + PEAK_BLOCK);
+                for (need, c) in needs.iter_mut().zip(start..end) {
+                    let p = self.peaks.get(c).copied().unwrap_or(0.0) * g;
+                    *need = if p > ceiling { ceiling / p } else { 1.0 };
+                }
+                let len = end - start;
+                law.run(&needs[..len], &mut gains[..len]);
+                for (c, &env) in (start..end).zip(&gains) {
+                    each(c, env);
+                }
+            }
         };
         if circular {
-            for c in 0..n {
-                law.next(need(c));
-            }
+            run(0, n, &mut |_, _| {});
         }
         let mut envelope = vec![1.0f32; n];
         let steps = if circular { n } else { n + self.window };
-        for c in 0..steps {
-            let env = law.next(need(c));
+        run(0, steps, &mut |c, env| {
             let at = if circular {
                 (c + n - self.window % n) % n
             } else {
@@ -835,7 +848,7 @@ impl Coarse {
             if let Some(slot) = envelope.get_mut(at) {
                 *slot = env;
             }
-        }
+        });
         let g2 = f64::from(g) * f64::from(g);
         let subs: Vec<f64> = self
             .energy
@@ -944,6 +957,9 @@ struct Envelope {
     estimate: StereoPeaks,
     law: LimiterGain,
     peaks: [f32; PEAK_BLOCK],
+    /// The gain each frame of the block needs, and the law's gain for it.
+    needs: [f32; PEAK_BLOCK],
+    envelope: [f32; PEAK_BLOCK],
     gain: f32,
     ceiling: f32,
 }
@@ -954,6 +970,8 @@ impl Envelope {
             estimate,
             law: LimiterGain::with_release(law.sample_rate as f32, law.release_s),
             peaks: [0.0; PEAK_BLOCK],
+            needs: [1.0; PEAK_BLOCK],
+            envelope: [1.0; PEAK_BLOCK],
             gain: law.gain,
             ceiling: ceiling_gain(law.ceiling_db),
         }
@@ -994,14 +1012,18 @@ impl Envelope {
     /// Runs the law over the estimates of `start..end`, handing `each` the frame index and
     /// its gain.
     fn gains(&mut self, start: usize, end: usize, mut each: impl FnMut(usize, f32)) {
-        for (i, &peak) in (start..end).zip(self.peaks.iter()) {
+        let len = end - start;
+        for (need, &peak) in self.needs[..len].iter_mut().zip(&self.peaks) {
             let p = peak * self.gain;
-            let need = if p > self.ceiling {
+            *need = if p > self.ceiling {
                 self.ceiling / p
             } else {
                 1.0
             };
-            each(i, self.law.next(need) * self.gain);
+        }
+        self.law.run(&self.needs[..len], &mut self.envelope[..len]);
+        for (i, &env) in (start..end).zip(&self.envelope) {
+            each(i, env * self.gain);
         }
     }
 }
