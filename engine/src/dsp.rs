@@ -991,47 +991,58 @@ impl LimiterGain {
                     .unwrap_or(needs.len() - i);
                 self.rest(&mut gains[i..i + run]);
                 i += run;
+            } else if need.is_finite() && need >= 0.0 && self.sum.is_finite() {
+                i += self.steps(&needs[i..], &mut gains[i..]);
             } else {
-                gains[i] = if need.is_finite() && need >= 0.0 && self.sum.is_finite() {
-                    self.step(need)
-                } else {
-                    self.next(need)
-                };
+                gains[i] = self.next(need);
                 i += 1;
             }
         }
     }
 
-    /// [`LimiterGain::next`] for a finite need of at least 0 while the average is finite:
-    /// then nothing the law compares is ever NaN, and plain comparisons choose as `min`
-    /// and `max` do, without their care for NaN.
-    #[inline(always)]
-    fn step(&mut self, need: f32) -> f32 {
-        let held = self.minima.push(need);
-        let old = self.averaged.get(self.pos).copied().unwrap_or(1.0);
-        if let Some(slot) = self.averaged.get_mut(self.pos) {
-            *slot = held;
+    /// [`LimiterGain::next`] over `needs` while each is finite and at least 0 (the average,
+    /// finite at the start, then stays so) and the law is not at rest: nothing the law
+    /// compares is ever NaN then, so plain comparisons choose as `min` and `max` do, without
+    /// their care for NaN. The state is kept in locals meanwhile. Returns how many needs it
+    /// took (at least one).
+    fn steps(&mut self, needs: &[f32], gains: &mut [f32]) -> usize {
+        let window = self.averaged.len();
+        let (mut sum, mut envelope) = (self.sum, self.envelope);
+        let (mut pos, mut unreduced) = (self.pos, self.unreduced);
+        let (inv_len, release) = (self.inv_len, self.release);
+        let mut taken = 0;
+        for (&need, gain) in needs.iter().zip(gains.iter_mut()) {
+            let usual = need.is_finite() && need >= 0.0;
+            let resting = unreduced >= 2 * window && need == 1.0;
+            if taken > 0 && (!usual || resting) {
+                break;
+            }
+            let held = self.minima.push(need);
+            let old = self.averaged.get(pos).copied().unwrap_or(1.0);
+            if let Some(slot) = self.averaged.get_mut(pos) {
+                *slot = held;
+            }
+            sum += f64::from(held) - f64::from(old);
+            let smooth = (sum * inv_len) as f32;
+            let released = if smooth < envelope {
+                smooth
+            } else {
+                smooth + (envelope - smooth) * release
+            };
+            let cap = if held > smooth { held } else { smooth };
+            envelope = if cap < released { cap } else { released };
+            pos = wrap_next(pos, window);
+            unreduced = if need >= 1.0 {
+                unreduced.saturating_add(1)
+            } else {
+                0
+            };
+            *gain = if envelope < 1.0 { envelope } else { 1.0 };
+            taken += 1;
         }
-        self.sum += f64::from(held) - f64::from(old);
-        let smooth = (self.sum * self.inv_len) as f32;
-        let released = if smooth < self.envelope {
-            smooth
-        } else {
-            smooth + (self.envelope - smooth) * self.release
-        };
-        let cap = if held > smooth { held } else { smooth };
-        self.envelope = if cap < released { cap } else { released };
-        self.pos = wrap_next(self.pos, self.averaged.len());
-        self.unreduced = if need >= 1.0 {
-            self.unreduced.saturating_add(1)
-        } else {
-            0
-        };
-        if self.envelope < 1.0 {
-            self.envelope
-        } else {
-            1.0
-        }
+        (self.sum, self.envelope) = (sum, envelope);
+        (self.pos, self.unreduced) = (pos, unreduced);
+        taken
     }
 
     /// `gains.len()` steps of a need of exactly 1, two windows or more after the last need
@@ -1188,34 +1199,36 @@ impl MinQueue {
     fn push(&mut self, value: f32) -> f32 {
         let cap = self.values.len();
         let at = |i: usize| if i >= cap { i - cap } else { i };
+        // The queue's ends in locals while it changes, written back once.
+        let (mut head, mut len, count) = (self.head, self.len, self.count);
         // Drop from the back every value no smaller than the new one: it can never be the
         // minimum again.
-        while self.len > 0
+        while len > 0
             && self
                 .values
-                .get(at(self.head + self.len - 1))
+                .get(at(head + len - 1))
                 .is_some_and(|&v| v >= value)
         {
-            self.len -= 1;
+            len -= 1;
         }
-        let slot = at(self.head + self.len);
+        let slot = at(head + len);
         if let (Some(s), Some(v)) = (self.seq.get_mut(slot), self.values.get_mut(slot)) {
-            *s = self.count;
+            *s = count;
             *v = value;
-            self.len += 1;
+            len += 1;
         }
         // Drop from the front what has left the window.
-        while self.len > 1
+        while len > 1
             && self
                 .seq
-                .get(self.head)
-                .is_some_and(|&s| s + self.window <= self.count)
+                .get(head)
+                .is_some_and(|&s| s + self.window <= count)
         {
-            self.head = at(self.head + 1);
-            self.len -= 1;
+            head = at(head + 1);
+            len -= 1;
         }
-        self.count += 1;
-        self.values.get(self.head).copied().unwrap_or(1.0).min(1.0)
+        (self.head, self.len, self.count) = (head, len, count + 1);
+        self.values.get(head).copied().unwrap_or(1.0).min(1.0)
     }
 
     /// `steps` pushes of 1 onto a queue whose window holds nothing under 1: each push
