@@ -140,49 +140,81 @@ fn k_energy_side_by_side(
 ) {
     // Lane j reads frame j·stretch − warm + i at step i; frames outside the piece are
     // silence, and only those of its own stretch are summed.
+    let len = frames.len();
     let mut state = [[[0.0f64; SEGMENTS]; 4]; 2];
-    let mut sums = [0.0f64; SEGMENTS];
-    for i in 0..warm + stretch {
-        let mut x = [[0.0f32; SEGMENTS]; 2];
-        let mut counted = [0.0f64; SEGMENTS];
-        for j in 0..SEGMENTS {
-            let at = (j * stretch + i).checked_sub(warm);
-            if let Some(f) = at.and_then(|at| frames.get(at)) {
-                x[0][j] = f[0];
-                x[1][j] = f[1];
-                counted[j] = if i >= warm { 1.0 } else { 0.0 };
-            }
-        }
+    // One step of every lane, both channels: the K-weighted energy of each lane's frame.
+    #[inline(always)]
+    fn step(
+        filter: &KFilter,
+        state: &mut [[[f64; SEGMENTS]; 4]; 2],
+        x: [[f32; SEGMENTS]; 2],
+    ) -> [f64; SEGMENTS] {
         let mut e = [0.0f64; SEGMENTS];
-        for (x, z) in x.iter().zip(&mut state) {
+        for (x, z) in x.iter().zip(state) {
             for j in 0..SEGMENTS {
                 let w = filter.step(z, j, f64::from(x[j]));
                 e[j] += w * w;
             }
         }
+        e
+    }
+    // The lanes' frames at `at(j)`, silence where there is none.
+    #[inline(always)]
+    fn lanes(
+        frames: &[[f32; 2]],
+        at: impl Fn(usize) -> Option<usize>,
+    ) -> ([[f32; SEGMENTS]; 2], [f64; SEGMENTS]) {
+        let mut x = [[0.0f32; SEGMENTS]; 2];
+        let mut counted = [0.0f64; SEGMENTS];
         for j in 0..SEGMENTS {
-            sums[j] += e[j] * counted[j];
+            if let Some(f) = at(j).and_then(|at| frames.get(at)) {
+                x[0][j] = f[0];
+                x[1][j] = f[1];
+                counted[j] = 1.0;
+            }
         }
-        if i >= warm {
-            let q = i - warm;
-            if (q + 1).is_multiple_of(chunk) {
-                for (j, sum) in sums.iter_mut().enumerate() {
-                    if let Some(slot) = out.get_mut((j * stretch + q) / chunk) {
-                        *slot += *sum;
-                    }
-                    *sum = 0.0;
-                }
+        (x, counted)
+    }
+    // Warming up: each lane runs through the frames before its stretch.
+    for i in 0..warm {
+        let (x, _) = lanes(frames, |j| (j * stretch + i).checked_sub(warm));
+        step(filter, &mut state, x);
+    }
+    // Every lane's frame is in the piece up to `whole` (the last lane's stretch may end
+    // early): there they are read without asking.
+    let whole = len.saturating_sub((SEGMENTS - 1) * stretch).min(stretch);
+    for first in (0..stretch).step_by(chunk) {
+        let last = stretch.min(first + chunk);
+        let mut sums = [0.0f64; SEGMENTS];
+        let direct = last.min(whole.max(first));
+        for q in first..direct {
+            let x = std::array::from_fn(|c| std::array::from_fn(|j| frames[j * stretch + q][c]));
+            let e = step(filter, &mut state, x);
+            for j in 0..SEGMENTS {
+                sums[j] += e[j];
+            }
+        }
+        for q in direct..last {
+            let (x, counted) = lanes(frames, |j| Some(j * stretch + q));
+            let e = step(filter, &mut state, x);
+            for j in 0..SEGMENTS {
+                sums[j] += e[j] * counted[j];
+            }
+        }
+        for (j, sum) in sums.iter().enumerate() {
+            if let Some(slot) = out.get_mut((j * stretch + first) / chunk) {
+                *slot += *sum;
             }
         }
     }
 }
 
 /// The BS.1770 K filter: a high shelf, then a high pass, as two biquads per channel
-/// (transposed direct form II).
+/// (transposed direct form II). The high pass's numerator is 1, -2, 1 at every rate, so its
+/// multiplications by 1 are left out and its -2 written in (the same values).
 struct KFilter {
     shelf_b: [f64; 3],
     shelf_a: [f64; 2],
-    pass_b: [f64; 3],
     pass_a: [f64; 2],
 }
 
@@ -212,7 +244,6 @@ impl KFilter {
         KFilter {
             shelf_b,
             shelf_a,
-            pass_b: [1.0, -2.0, 1.0],
             pass_a: [2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0],
         }
     }
@@ -224,10 +255,10 @@ impl KFilter {
         let y = b[0] * x + z[0][j];
         z[0][j] = b[1] * x - a[0] * y + z[1][j];
         z[1][j] = b[2] * x - a[1] * y;
-        let (b, a) = (&self.pass_b, &self.pass_a);
-        let w = b[0] * y + z[2][j];
-        z[2][j] = b[1] * y - a[0] * w + z[3][j];
-        z[3][j] = b[2] * y - a[1] * w;
+        let a = &self.pass_a;
+        let w = y + z[2][j];
+        z[2][j] = -2.0 * y - a[0] * w + z[3][j];
+        z[3][j] = y - a[1] * w;
         w
     }
 }
