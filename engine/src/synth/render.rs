@@ -180,14 +180,22 @@ fn render_part(
             }
         }
     } else {
+        // Without reverb, nothing follows the last frame a voice wrote: the silence after
+        // it is left untouched (so its memory is never taken), since scaling and fading
+        // leave it silent.
+        let written = part
+            .iter()
+            .rposition(|f| f[0] != 0.0 || f[1] != 0.0)
+            .map_or(0, |last| last + 1);
+        part.truncate(written);
         for f in part.iter_mut() {
             *f = [f[0] * level, f[1] * level];
         }
     }
     // The tail is cut: fade its last half second so the cut is silent.
     let fade = ((grid.sample_rate / 2) as usize).min(len);
-    for (i, f) in part[len - fade..].iter_mut().enumerate() {
-        let g = 1.0 - i as f32 / fade as f32;
+    for (i, f) in part.iter_mut().enumerate().skip(len - fade) {
+        let g = 1.0 - (i - (len - fade)) as f32 / fade as f32;
         f[0] *= g;
         f[1] *= g;
     }
