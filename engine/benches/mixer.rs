@@ -6,7 +6,7 @@ use std::f32::consts::PI;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use djinn_engine::dsp::{FilterMode, Reverb};
+use djinn_engine::dsp::{FilterMode, LimiterGain, Reverb};
 use djinn_engine::mix::{
     Command, FilterSettings, Group, LayerAudio, LayerParams, OutputBuffers, Processor, Quantize,
 };
@@ -100,5 +100,39 @@ fn reverb(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, sixteen_layers, reverb);
+/// The limiter's gain law over ten seconds of needs at 48 kHz shaped like a loud master's:
+/// a dip of a few milliseconds on every beat at 124 BPM and short ones between, in plain
+/// need of no reduction elsewhere. Step by step (as the mixer's limiter runs it) and over a
+/// block (as the master runs it offline).
+fn limiter_law(c: &mut Criterion) {
+    let beat = (48_000.0 * 60.0 / 124.0) as usize;
+    let needs: Vec<f32> = (0..480_000)
+        .map(|i| match i % beat {
+            at if at < 200 => 0.5 + 0.002 * at as f32,
+            at if (beat / 2..beat / 2 + 60).contains(&at) => 0.9,
+            _ => 1.0,
+        })
+        .collect();
+    let mut gains = vec![0.0f32; needs.len()];
+    c.bench_function("dsp/limiter law 10 s, step by step", |b| {
+        b.iter(|| {
+            let mut law = LimiterGain::for_rate(48_000.0);
+            for (g, &n) in gains.iter_mut().zip(&needs) {
+                *g = law.next(n);
+            }
+            black_box(&gains);
+        })
+    });
+    c.bench_function("dsp/limiter law 10 s, run over blocks of 1024", |b| {
+        b.iter(|| {
+            let mut law = LimiterGain::for_rate(48_000.0);
+            for (g, n) in gains.chunks_mut(1024).zip(needs.chunks(1024)) {
+                law.run(n, g);
+            }
+            black_box(&gains);
+        })
+    });
+}
+
+criterion_group!(benches, sixteen_layers, reverb, limiter_law);
 criterion_main!(benches);
