@@ -1010,6 +1010,10 @@ impl LimiterGain {
         let (mut sum, mut envelope) = (self.sum, self.envelope);
         let (mut pos, mut unreduced) = (self.pos, self.unreduced);
         let (inv_len, release) = (self.inv_len, self.release);
+        // With a release of 0 to 1 the envelope never rises past the average (it moves
+        // towards it from below), which the hold never sits under: so neither caps it,
+        // and the recursion is left as short as it can be.
+        let capped = !(0.0..=1.0).contains(&release);
         let mut taken = 0;
         for (&need, gain) in needs.iter().zip(gains.iter_mut()) {
             let usual = need.is_finite() && need >= 0.0;
@@ -1029,8 +1033,12 @@ impl LimiterGain {
             } else {
                 smooth + (envelope - smooth) * release
             };
-            let cap = if held > smooth { held } else { smooth };
-            envelope = if cap < released { cap } else { released };
+            envelope = if capped {
+                let cap = if held > smooth { held } else { smooth };
+                if cap < released { cap } else { released }
+            } else {
+                released
+            };
             pos = wrap_next(pos, window);
             unreduced = if need >= 1.0 {
                 unreduced.saturating_add(1)
@@ -1568,7 +1576,14 @@ mod tests {
             needs.push(odd);
             needs.extend(std::iter::repeat_n(1.0, 500));
         }
-        for (window, release) in [(72, (-1.0f32 / 3840.0).exp()), (5, 0.99), (1, 0.5)] {
+        // A release outside 0–1 is no limiter's, but the two laws must still agree.
+        for (window, release) in [
+            (72, (-1.0f32 / 3840.0).exp()),
+            (5, 0.99),
+            (1, 0.5),
+            (3, -0.5),
+            (7, 1.5),
+        ] {
             let mut stepped = LimiterGain::new(window, release);
             let expected: Vec<f32> = needs.iter().map(|&n| stepped.next(n)).collect();
             let mut blocked = LimiterGain::new(window, release);
