@@ -924,15 +924,16 @@ fn limit_loop(dry: &[[f32; 2]], out: &mut [[f32; 2]], law: Law) {
     let mut envelope = Envelope::new(law, StereoPeaks::after(dry));
     for start in (0..len).step_by(PEAK_BLOCK) {
         envelope.estimate(dry, start, len.min(start + PEAK_BLOCK));
-        envelope.gains(start, len.min(start + PEAK_BLOCK), |_, _| {});
+        envelope.gains(start, len.min(start + PEAK_BLOCK));
     }
     for start in (0..len).step_by(PEAK_BLOCK) {
-        envelope.estimate(dry, start, len.min(start + PEAK_BLOCK));
-        envelope.gains(start, len.min(start + PEAK_BLOCK), |i, env| {
+        let end = len.min(start + PEAK_BLOCK);
+        envelope.estimate(dry, start, end);
+        for (i, &env) in (start..end).zip(envelope.gains(start, end)) {
             let at = (i + len - latency % len) % len;
             let f = dry[at];
             out[at] = [f[0] * env, f[1] * env];
-        });
+        }
     }
 }
 
@@ -952,11 +953,16 @@ fn limit_in_place(frames: &mut [[f32; 2]], law: Law, maxima: &[f32]) {
     for start in (0..len + latency).step_by(PEAK_BLOCK) {
         let end = (len + latency).min(start + PEAK_BLOCK);
         envelope.estimate_over(copy.as_deref().unwrap_or(frames), start, end, maxima);
-        envelope.gains(start, end, |i, env| {
-            if let Some(f) = i.checked_sub(latency).and_then(|at| frames.get_mut(at)) {
+        let gains = envelope.gains(start, end);
+        // The frames a lookahead behind the block's, those of them the audio has.
+        let from = start.max(latency);
+        let to = end.min(len + latency);
+        if from < to {
+            let written = &mut frames[from - latency..to - latency];
+            for (f, &env) in written.iter_mut().zip(&gains[from - start..to - start]) {
                 *f = [f[0] * env, f[1] * env];
             }
-        });
+        }
     }
 }
 
@@ -1017,9 +1023,8 @@ impl Envelope {
         }
     }
 
-    /// Runs the law over the estimates of `start..end`, handing `each` the frame index and
-    /// its gain.
-    fn gains(&mut self, start: usize, end: usize, mut each: impl FnMut(usize, f32)) {
+    /// Runs the law over the estimates of `start..end` and returns each frame's gain.
+    fn gains(&mut self, start: usize, end: usize) -> &[f32] {
         let len = end - start;
         for (need, &peak) in self.needs[..len].iter_mut().zip(&self.peaks) {
             let p = peak * self.gain;
@@ -1029,10 +1034,12 @@ impl Envelope {
                 1.0
             };
         }
-        self.law.run(&self.needs[..len], &mut self.envelope[..len]);
-        for (i, &env) in (start..end).zip(&self.envelope) {
-            each(i, env * self.gain);
+        let envelope = &mut self.envelope[..len];
+        self.law.run(&self.needs[..len], envelope);
+        for env in envelope.iter_mut() {
+            *env *= self.gain;
         }
+        envelope
     }
 }
 
@@ -1104,21 +1111,22 @@ mod tests {
     }
 
     /// The plain limiter the in-place one must match: every frame's estimate made, read from
-    /// a copy, written to another buffer.
+    /// a copy, the gain law run step by step, written to another buffer.
     fn limit_from_copy(dry: &[[f32; 2]], law: Law) -> Vec<[f32; 2]> {
-        let sample_rate = law.sample_rate;
-        let latency = crate::dsp::limiter_lookahead(sample_rate as f32);
-        let mut out = vec![[0.0f32; 2]; dry.len()];
-        let mut envelope = Envelope::new(law, StereoPeaks::default());
+        let latency = crate::dsp::limiter_lookahead(law.sample_rate as f32);
         let len = dry.len();
-        for start in (0..len + latency).step_by(PEAK_BLOCK) {
-            let end = (len + latency).min(start + PEAK_BLOCK);
-            envelope.estimate(dry, start, end);
-            envelope.gains(start, end, |i, env| {
-                if let Some(at) = i.checked_sub(latency) {
-                    out[at] = [dry[at][0] * env, dry[at][1] * env];
-                }
-            });
+        let mut peaks = vec![0.0f32; len];
+        StereoPeaks::default().fill(dry, &mut peaks);
+        let mut gain_law = LimiterGain::with_release(law.sample_rate as f32, law.release_s);
+        let ceiling = ceiling_gain(law.ceiling_db);
+        let mut out = vec![[0.0f32; 2]; len];
+        for i in 0..len + latency {
+            let p = peaks.get(i).copied().unwrap_or(0.0) * law.gain;
+            let need = if p > ceiling { ceiling / p } else { 1.0 };
+            let env = gain_law.next(need) * law.gain;
+            if let Some(at) = i.checked_sub(latency) {
+                out[at] = [dry[at][0] * env, dry[at][1] * env];
+            }
         }
         out
     }
