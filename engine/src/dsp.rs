@@ -1522,8 +1522,9 @@ mod tests {
         let mut blocks = StereoPeaks::after(&frames);
         let mut got = vec![0.0; frames.len()];
         let mut start = 0;
-        // Blocks of one, two and three frames cross the history; longer ones run through.
-        for len in [1, 2, 3, 1, 700, 5, 2_000].into_iter().cycle() {
+        // Blocks of one, two and three frames cross the history; longer ones run through, in
+        // the small scratch (up to 16) and the large.
+        for len in [1, 2, 3, 1, 700, 5, 16, 17, 2_000].into_iter().cycle() {
             let end = frames.len().min(start + len);
             blocks.fill(&frames[start..end], &mut got[start..end]);
             start = end;
