@@ -1013,14 +1013,14 @@ impl LimiterGain {
         let mut i = 0;
         while i < needs.len() {
             let need = needs[i];
-            if self.unreduced >= 2 * window && need == 1.0 {
+            if Self::resting(self.unreduced, window, need) {
                 let run = needs[i..]
                     .iter()
                     .position(|&n| n != 1.0)
                     .unwrap_or(needs.len() - i);
                 self.rest(&mut gains[i..i + run]);
                 i += run;
-            } else if need.is_finite() && need >= 0.0 && self.sum.is_finite() {
+            } else if Self::usual(need) && self.sum.is_finite() {
                 i += self.steps(&needs[i..], &mut gains[i..]);
             } else {
                 gains[i] = self.next(need);
@@ -1045,9 +1045,7 @@ impl LimiterGain {
         let capped = !(0.0..=1.0).contains(&release);
         let mut taken = 0;
         for (&need, gain) in needs.iter().zip(gains.iter_mut()) {
-            let usual = need.is_finite() && need >= 0.0;
-            let resting = unreduced >= 2 * window && need == 1.0;
-            if taken > 0 && (!usual || resting) {
+            if taken > 0 && (!Self::usual(need) || Self::resting(unreduced, window, need)) {
                 break;
             }
             let held = self.minima.push(need);
@@ -1080,6 +1078,18 @@ impl LimiterGain {
         (self.sum, self.envelope) = (sum, envelope);
         (self.pos, self.unreduced) = (pos, unreduced);
         taken
+    }
+
+    /// Whether a need of exactly 1, `unreduced` needs after the last under 1, finds the law
+    /// at rest: two windows of needs of 1 or more ([`LimiterGain::rest`]).
+    fn resting(unreduced: usize, window: usize, need: f32) -> bool {
+        unreduced >= 2 * window && need == 1.0
+    }
+
+    /// Whether a need is one a limiter asks for (finite, at least 0), which
+    /// [`LimiterGain::steps`] takes.
+    fn usual(need: f32) -> bool {
+        need.is_finite() && need >= 0.0
     }
 
     /// `gains.len()` steps of a need of exactly 1, two windows or more after the last need
@@ -1581,11 +1591,8 @@ mod tests {
     fn the_gain_law_over_a_block_is_the_law_step_by_step() {
         // Sparse dips under long runs of 1 (the rest path), dips closer than two windows
         // (the full law), needs over 1, and blocks that end inside a run.
-        let mut state = 7u32;
-        let mut random = move || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32
-        };
+        let mut noise = noise(7);
+        let mut random = move || noise() + 0.5;
         let mut needs = Vec::new();
         for _ in 0..400 {
             let gap = match random() {
