@@ -396,6 +396,7 @@ fn interpolator<const PHASES: usize>() -> Vec<[f32; PHASES]> {
 /// not far under its true peak.
 fn peaks_between<const PHASES: usize>(frames: &[[f32; 2]]) -> (f32, f32) {
     let taps = interpolator::<PHASES>();
+    let gain = largest_gain(&taps);
     const BLOCK: usize = 4_096;
     let (mut sample, mut peak) = (0.0f32, 0.0f32);
     // The interpolator starts from silence, as the meter's does; each block carries the
@@ -407,7 +408,7 @@ fn peaks_between<const PHASES: usize>(frames: &[[f32; 2]]) -> (f32, f32) {
     });
     for block in frames.chunks(BLOCK) {
         sample = sample.max(sample_peak(block));
-        let quiet = quiet_below(&taps, sample);
+        let quiet = quiet_below(gain, sample);
         for (ch, x) in x.iter_mut().enumerate() {
             x.extend(block.iter().map(|f| f[ch]));
             peak = peak.max(peak_of_phases(x, &taps, quiet));
@@ -418,15 +419,20 @@ fn peaks_between<const PHASES: usize>(frames: &[[f32; 2]]) -> (f32, f32) {
     (sample, peak.max(sample))
 }
 
+/// The largest of the phases' sums of absolute taps: no output is larger than its largest
+/// input times this.
+fn largest_gain<const PHASES: usize>(taps: &[[f32; PHASES]]) -> f64 {
+    (0..PHASES)
+        .map(|p| taps.iter().map(|h| f64::from(h[p].abs())).sum::<f64>())
+        .fold(0.0, f64::max)
+}
+
 /// The level at or under which every input of a run of outputs must lie for none of those
 /// outputs to exceed `floor`: an output is a sum of taps times inputs, so it is at most the
-/// largest input times the phase's sum of absolute taps. The bound is widened by far more
-/// than the rounding of a sum of a few dozen products can add, so a run it passes over
-/// could not have raised the peak.
-fn quiet_below<const PHASES: usize>(taps: &[[f32; PHASES]], floor: f32) -> f32 {
-    let gain = (0..PHASES)
-        .map(|p| taps.iter().map(|h| f64::from(h[p].abs())).sum::<f64>())
-        .fold(0.0, f64::max);
+/// largest input times `gain` ([`largest_gain`]). The bound is widened by far more than the
+/// rounding of a sum of a few dozen products can add, so a run it passes over could not
+/// have raised the peak.
+fn quiet_below(gain: f64, floor: f32) -> f32 {
     let quiet = f64::from(floor) / (gain * (1.0 + 1e-4));
     // Rounded to f32 downwards, so the bound still holds.
     let q = quiet as f32;
@@ -438,7 +444,8 @@ fn quiet_below<const PHASES: usize>(taps: &[[f32; PHASES]], floor: f32) -> f32 {
 }
 
 /// max |Σ taps[k][p]·x[n + k]| over n and p, leaving out runs of [`OUTPUT_RUN`] outputs
-/// whose inputs are all at or under `quiet` (0 where none may be left out).
+/// whose inputs are all at or under `quiet` (at 0, only runs of silence, whose outputs are
+/// 0).
 fn peak_of_phases<const PHASES: usize>(x: &[f32], taps: &[[f32; PHASES]], quiet: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
@@ -737,13 +744,13 @@ mod tests {
         let whole = peak_of_phases(&x, &taps, 0.0);
         // A floor just under the true peak must not let any output be passed over...
         let floor = whole * 0.9999;
-        let quiet = quiet_below(&taps, floor);
+        let quiet = quiet_below(largest_gain(&taps), floor);
         assert!(quiet < 0.5, "{quiet}");
         assert_eq!(peak_of_phases(&x, &taps, quiet).max(floor), whole);
         // ...and one above it gives the floor, every output under it.
         let floor = whole * 1.001;
         assert_eq!(
-            peak_of_phases(&x, &taps, quiet_below(&taps, floor)).max(floor),
+            peak_of_phases(&x, &taps, quiet_below(largest_gain(&taps), floor)).max(floor),
             floor
         );
         // Through the whole measurement, over several blocks: what it leaves out as quiet
