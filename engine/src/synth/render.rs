@@ -832,8 +832,7 @@ impl Coarse {
             for start in (from..to).step_by(PEAK_BLOCK) {
                 let end = to.min(start + PEAK_BLOCK);
                 for (need, c) in needs.iter_mut().zip(start..end) {
-                    let p = self.peaks.get(c).copied().unwrap_or(0.0) * g;
-                    *need = if p > ceiling { ceiling / p } else { 1.0 };
+                    *need = needed(self.peaks.get(c).copied().unwrap_or(0.0), g, ceiling);
                 }
                 let len = end - start;
                 law.run(&needs[..len], &mut gains[..len]);
@@ -956,10 +955,9 @@ fn limit_in_place(frames: &mut [[f32; 2]], law: Law, maxima: &[f32]) {
         let gains = envelope.gains(start, end);
         // The frames a lookahead behind the block's, those of them the audio has.
         let from = start.max(latency);
-        let to = end.min(len + latency);
-        if from < to {
-            let written = &mut frames[from - latency..to - latency];
-            for (f, &env) in written.iter_mut().zip(&gains[from - start..to - start]) {
+        if from < end {
+            let written = &mut frames[from - latency..end - latency];
+            for (f, &env) in written.iter_mut().zip(&gains[from - start..]) {
                 *f = [f[0] * env, f[1] * env];
             }
         }
@@ -1027,12 +1025,7 @@ impl Envelope {
     fn gains(&mut self, start: usize, end: usize) -> &[f32] {
         let len = end - start;
         for (need, &peak) in self.needs[..len].iter_mut().zip(&self.peaks) {
-            let p = peak * self.gain;
-            *need = if p > self.ceiling {
-                self.ceiling / p
-            } else {
-                1.0
-            };
+            *need = needed(peak, self.gain, self.ceiling);
         }
         let envelope = &mut self.envelope[..len];
         self.law.run(&self.needs[..len], envelope);
@@ -1041,6 +1034,13 @@ impl Envelope {
         }
         envelope
     }
+}
+
+/// The gain the limiter needs for a true-peak estimate `peak` times `gain` to stay under
+/// `ceiling` (linear): none (1) where it already does.
+fn needed(peak: f32, gain: f32, ceiling: f32) -> f32 {
+    let p = peak * gain;
+    if p > ceiling { ceiling / p } else { 1.0 }
 }
 
 /// Frames whose true peaks the master estimates at a time, ahead of limiting them.
