@@ -9,8 +9,6 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
 use kameo::prelude::*;
@@ -233,49 +231,32 @@ pub fn build(
         }
     }
     let reused = entries.len();
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let results = Mutex::new(Vec::with_capacity(todo.len()));
-    let skipped = Mutex::new(Vec::new());
+    let mut fresh = Vec::with_capacity(todo.len());
+    let mut skipped = Vec::new();
     progress(0, todo.len());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, todo.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = todo.get(i) else { break };
-                    match analyse(path) {
-                        Ok(entry) => results
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push(entry),
-                        Err(reason) => {
-                            let s = Skipped {
-                                path: path.clone(),
-                                reason,
-                            };
-                            warn(&s);
-                            skipped
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .push(s);
-                        }
-                    }
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, todo.len());
+    djinn_engine::work::on_threads(
+        &todo,
+        jobs,
+        |path| analyse(path),
+        |i, result| {
+            match result {
+                Ok(entry) => fresh.push(entry),
+                Err(reason) => {
+                    let s = Skipped {
+                        path: todo[i].clone(),
+                        reason,
+                    };
+                    warn(&s);
+                    skipped.push(s);
                 }
-            });
-        }
-    });
-    let fresh = results
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            progress(fresh.len() + skipped.len(), todo.len());
+        },
+    );
     let analysed = fresh.len();
     entries.extend(fresh);
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     write(output, &entries)?;
-    let mut skipped = skipped
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(BuildReport {
         output: output.to_owned(),

@@ -18,3 +18,4 @@ pub mod stretch;
 pub mod synth;
 pub mod transport;
 pub mod wav;
+pub mod work;

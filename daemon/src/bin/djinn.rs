@@ -847,46 +847,23 @@ fn for_each_file(
     one: impl Fn(&Path) -> anyhow::Result<Value> + Sync,
     show: impl Fn(&Value),
 ) -> anyhow::Result<()> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     if let [file] = files {
         return one(file).map(|r| show(&r));
     }
-    let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(files.len());
-    let (tx, rx) = std::sync::mpsc::channel();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let mut failed = 0;
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let (tx, next, one) = (tx.clone(), &next, &one);
-            scope.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(file) = files.get(i) else { break };
-                    if tx.send((i, one(file))).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut done = std::collections::BTreeMap::new();
-        let mut shown = 0;
-        for (i, result) in rx {
-            done.insert(i, result);
-            while let Some(result) = done.remove(&shown) {
-                match result {
-                    Ok(r) => show(&r),
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("djinn: {}: {e:#}", files[shown].display());
-                    }
-                }
-                shown += 1;
+    djinn_engine::work::on_threads_in_order(
+        files,
+        threads,
+        |file| one(file),
+        |i, result| match result {
+            Ok(r) => show(&r),
+            Err(e) => {
+                failed += 1;
+                eprintln!("djinn: {}: {e:#}", files[i].display());
             }
-        }
-    });
+        },
+    );
     if failed > 0 {
         anyhow::bail!("{failed} of {} files could not be analysed", files.len());
     }
