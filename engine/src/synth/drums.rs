@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::Instrument;
 use super::pattern::{Drum, Hit};
-use super::voice::{Noise, Sine, VoiceFilter, pan_gains, saturate};
+use super::voice::{Noise, Sine, VoiceFilter, centre, pan_gains, saturate};
 
 /// Frames over which every hit fades in, so that none starts with a step.
 const ATTACK_FRAMES: f32 = 24.0;
@@ -149,5 +149,65 @@ fn drum(drum: Drum, kit: Instrument, kick_hz: f32, sr: f32, seed: u64) -> Vec<f3
         };
         out.push(s * attack * if soft { 0.6 } else { 1.0 });
     }
+    finish(&mut out);
     out
+}
+
+/// Ends a drum sound cleanly and centres it. Its last quarter fades to silence along half a
+/// cosine: a kick cut off while it still rings (an 808's tone is at a seventh of its
+/// strength after 0.9 s) would click at every hit. Then its mean is taken out
+/// ([`centre`]): a kick's first half-cycle outweighs the rest, and a kick on every beat
+/// would otherwise push the whole mix off centre by a few thousandths.
+fn finish(sound: &mut [f32]) {
+    let len = sound.len();
+    let fade = len / 4;
+    for (i, s) in sound[len - fade..].iter_mut().enumerate() {
+        let x = (i + 1) as f32 / fade as f32;
+        *s *= 0.5 + 0.5 * (std::f32::consts::PI * x).cos();
+    }
+    centre(sound.as_chunks_mut::<1>().0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KITS: [Instrument; 4] = [
+        Instrument::Kit,
+        Instrument::Kit808,
+        Instrument::BreaksKit,
+        Instrument::SoftKit,
+    ];
+
+    const DRUMS: [Drum; 10] = [
+        Drum::Kick,
+        Drum::Snare,
+        Drum::Clap,
+        Drum::ClosedHat,
+        Drum::OpenHat,
+        Drum::Crash,
+        Drum::Shaker,
+        Drum::TomLow,
+        Drum::TomHigh,
+        Drum::Rim,
+    ];
+
+    #[test]
+    fn every_drum_ends_in_silence_and_carries_no_dc() {
+        let sr = 48_000.0;
+        for kit in KITS {
+            for drum_kind in DRUMS {
+                let sound = drum(drum_kind, kit, 50.0, sr, 7);
+                let peak = sound.iter().fold(0.0f32, |p, s| p.max(s.abs()));
+                assert!(peak > 0.05, "{kit:?} {drum_kind:?} is silent");
+                let last = *sound.last().unwrap();
+                assert!(
+                    last.abs() < 1e-4 * peak,
+                    "{kit:?} {drum_kind:?} is cut off at {last} (peak {peak})"
+                );
+                let mean = sound.iter().map(|&s| f64::from(s)).sum::<f64>() / sound.len() as f64;
+                assert!(mean.abs() < 1e-6, "{kit:?} {drum_kind:?} carries DC {mean}");
+            }
+        }
+    }
 }

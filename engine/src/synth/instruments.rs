@@ -10,7 +10,9 @@ use std::f32::consts::TAU;
 
 use super::Instrument;
 use super::pattern::Note;
-use super::voice::{Adsr, Noise, Pulse, Saw, Sine, VoiceFilter, fast_sin, pan_gains, saturate};
+use super::voice::{
+    Adsr, Noise, Pulse, Saw, Sine, VoiceFilter, centre, fast_sin, pan_gains, saturate,
+};
 use crate::music::note_hz;
 
 /// How often a voice retunes its filter, in samples.
@@ -90,7 +92,7 @@ impl Voices {
                     ^ u64::from(key.pitch).rotate_left(17)
                     ^ (held as u64).rotate_left(40)
                     ^ instrument as u64;
-                voice(
+                let mut sound = voice(
                     instrument,
                     note.pitch,
                     held,
@@ -99,7 +101,9 @@ impl Voices {
                     tone,
                     sr,
                     voice_seed,
-                )
+                );
+                centre(&mut sound);
+                sound
             });
             let gains = pan_gains(note.pan);
             // Re-centre the equal-power law so a centred note keeps unity gain.

@@ -41,7 +41,37 @@ impl Saw {
     }
 }
 
-/// A band-limited pulse (two PolyBLEP edges).
+/// Takes the mean out of each channel of a sound, spread over the sound as one Hann-shaped
+/// bump: a change of a few hertz at most for a note or a hit (far below hearing), and none
+/// at its ends, so the sound still starts and stops where it did. A sound whose first
+/// half-cycle outweighs the rest (a kick, an 808) would otherwise carry DC into the mix,
+/// once for every time it plays.
+pub(crate) fn centre<const C: usize>(sound: &mut [[f32; C]]) {
+    let len = sound.len();
+    if len < 2 {
+        return;
+    }
+    let mut sums = [0.0f64; C];
+    for frame in sound.iter() {
+        for (sum, &s) in sums.iter_mut().zip(frame) {
+            *sum += f64::from(s);
+        }
+    }
+    // The bump 0.5 − 0.5·cos(2π·i/(len − 1)) sums to (len − 1) / 2 over the sound.
+    let scales = sums.map(|sum| sum / ((len - 1) as f64 / 2.0));
+    let step = std::f64::consts::TAU / (len - 1) as f64;
+    for (i, frame) in sound.iter_mut().enumerate() {
+        let bump = 0.5 - 0.5 * (step * i as f64).cos();
+        for (s, scale) in frame.iter_mut().zip(&scales) {
+            *s -= (scale * bump) as f32;
+        }
+    }
+}
+
+/// A band-limited pulse (two PolyBLEP edges), `width` of each cycle high. It is centred on
+/// zero, as an analog oscillator's AC-coupled output is: a narrow pulse swings further up
+/// than down and carries no DC, which would otherwise follow the note's envelope as a
+/// thump under it.
 #[derive(Debug, Clone, Copy)]
 pub struct Pulse {
     pub phase: f32,
@@ -61,7 +91,8 @@ impl Pulse {
             second -= 1.0;
         }
         let naive = if t < self.width { 1.0 } else { -1.0 };
-        naive + poly_blep(t, dt) - poly_blep(second, dt)
+        // The mean of the naive pulse, 2·width − 1, taken away.
+        naive + poly_blep(t, dt) - poly_blep(second, dt) - (2.0 * self.width - 1.0)
     }
 }
 
@@ -301,6 +332,62 @@ mod tests {
         let mean = samples.iter().sum::<f32>() / n as f32;
         assert!(mean.abs() < 0.01, "dc {mean}");
         assert!(samples.iter().all(|s| s.abs() <= 1.1));
+    }
+
+    #[test]
+    fn centring_takes_out_the_mean_and_leaves_the_ends() {
+        // A decaying sine that starts on its positive half-cycle: a kick's shape.
+        let mut sound: Vec<[f32; 2]> = (0..9_000)
+            .map(|i| {
+                let t = i as f32 / 48_000.0;
+                let s = (TAU * 55.0 * t).sin() * (-t / 0.05).exp();
+                [s, 0.5 * s + 0.01]
+            })
+            .collect();
+        let mean = |sound: &[[f32; 2]], c: usize| {
+            sound.iter().map(|f| f64::from(f[c])).sum::<f64>() / sound.len() as f64
+        };
+        assert!(mean(&sound, 0) > 1e-3 && mean(&sound, 1) > 1e-2);
+        let (first, last) = (sound[0], sound[sound.len() - 1]);
+        centre(&mut sound);
+        for c in 0..2 {
+            assert!(
+                mean(&sound, c).abs() < 1e-7,
+                "channel {c}: {}",
+                mean(&sound, c)
+            );
+        }
+        assert_eq!(sound[0], first);
+        assert!((sound[sound.len() - 1][1] - last[1]).abs() < 1e-6);
+        // The correction is smooth: no step between frames moved by more than a hair.
+        let mut plain: Vec<[f32; 1]> = vec![[1.0]; 1000];
+        centre(&mut plain);
+        let steepest = plain
+            .windows(2)
+            .map(|w| (w[1][0] - w[0][0]).abs())
+            .fold(0.0f32, f32::max);
+        assert!(steepest < 0.01, "{steepest}");
+    }
+
+    #[test]
+    fn pulses_of_any_width_have_no_dc() {
+        let dt = 110.0 / 48_000.0;
+        let n = 48_000;
+        for width in [0.1, 0.25, 0.5, 0.75] {
+            let mut pulse = Pulse { phase: 0.0, width };
+            let samples: Vec<f32> = (0..n).map(|_| pulse.next(dt)).collect();
+            let mean = samples.iter().sum::<f32>() / n as f32;
+            assert!(mean.abs() < 0.01, "width {width}: dc {mean}");
+            // From +1 to -1 around the mean 2·width − 1, moved to zero.
+            let (lo, hi) = samples
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+            let (want_lo, want_hi) = (-2.0 * width, 2.0 - 2.0 * width);
+            assert!(
+                (lo - want_lo).abs() < 0.1 && (hi - want_hi).abs() < 0.1,
+                "width {width}: {lo}..{hi}"
+            );
+        }
     }
 
     #[test]
