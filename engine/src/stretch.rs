@@ -19,7 +19,7 @@ use std::os::raw::c_uint;
 
 use rubberband_sys as rb;
 
-use crate::music::PitchClass;
+use crate::music::Key;
 
 /// Which Rubber Band engine to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -67,9 +67,12 @@ impl Stretch {
     }
 }
 
-/// The semitones that take music in a key on `from` to one on `to` the nearest way: at most
-/// six up or down.
-pub fn nearest_transposition(from: PitchClass, to: PitchClass) -> i32 {
+/// The semitones that move music in key `from` onto the notes of key `to` the nearest way,
+/// at most six up or down. Keys with the same notes need none: an A minor loop already
+/// fits a set in C major, and moving it to C minor would clash with it. Between keys of
+/// one scale this is the distance between their tonics.
+pub fn nearest_transposition(from: Key, to: Key) -> i32 {
+    let (from, to) = (from.relative_major(), to.relative_major());
     let up = (i32::from(to.semitones()) - i32::from(from.semitones())).rem_euclid(12);
     if up > 6 { up - 12 } else { up }
 }
@@ -276,6 +279,23 @@ impl Drop for Rubber {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transposition_lands_on_the_keys_notes_the_short_way() {
+        let t = |from: &str, to: &str| {
+            nearest_transposition(from.parse().unwrap(), to.parse().unwrap())
+        };
+        assert_eq!(t("C major", "D major"), 2);
+        assert_eq!(t("C major", "A major"), -3);
+        assert_eq!(t("F# minor", "C minor"), 6);
+        assert_eq!(t("A minor", "E minor"), -5);
+        // Keys that share their notes need nothing; others move onto the target's notes.
+        assert_eq!(t("A minor", "C major"), 0);
+        assert_eq!(t("Eb major", "C minor"), 0);
+        assert_eq!(t("E dorian", "D major"), 0);
+        assert_eq!(t("A minor", "D major"), 2);
+        assert_eq!(t("C major", "C minor"), 3);
+    }
 
     fn sine(freq: f32, frames: usize) -> Vec<[f32; 2]> {
         (0..frames)

@@ -208,7 +208,7 @@ async fn layer_add_fits_a_loop_to_the_session_tempo_and_key() {
         .call_with_payload(
             "layer.add",
             json!({ "bpm": 120, "key": "A minor", "quantize": "now" }),
-            vec![Bytes::from(bytes)],
+            vec![Bytes::from(bytes.clone())],
         )
         .await
         .unwrap();
@@ -216,6 +216,20 @@ async fn layer_add_fits_a_loop_to_the_session_tempo_and_key() {
     assert_eq!(layer["fit"]["from_bpm"], 120.0);
     assert_eq!(layer["fit"]["bpm"], 128.0);
     assert_eq!(layer["fit"]["semitones"], 3, "A to C: up a minor third");
+    // A minor has C major's notes: in a C major session it stays where it is.
+    client
+        .call("transport.set", json!({ "key": "C major" }))
+        .await
+        .unwrap();
+    let (layer, _) = client
+        .call_with_payload(
+            "layer.add",
+            json!({ "bpm": 120, "key": "A minor", "quantize": "now" }),
+            vec![Bytes::from(bytes)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(layer["fit"]["semitones"], 0, "{layer}");
 
     let error = client
         .call_with_payload(

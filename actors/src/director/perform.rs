@@ -279,8 +279,8 @@ impl Director {
         Ok(())
     }
 
-    /// The library's loops that fit the set: within 6 % of its tempo, in its key (any key
-    /// for drums), at most [`LOOPS_PER_ROLE`] per role, as `#{ path, bpm, key, bars, prompt,
+    /// The library's loops that fit the set: within 6 % of its tempo, in a key with its
+    /// notes (any key for drums), at most [`LOOPS_PER_ROLE`] per role, as `#{ path, bpm, key, bars, prompt,
     /// brightness }` under the DJ's role names (`drum`, `bass`, `pad`, `lead`; vocals count
     /// as leads).
     async fn library_loops(&self, transport: &Transport) -> Value {
@@ -288,6 +288,10 @@ impl Director {
             return json!({});
         };
         let tempo = transport.tempo;
+        // Loops in the set's key first, then in the other key with its notes (its relative
+        // major or minor; for a modal set, its parent major and that key's relative minor):
+        // either plays in the set without a clash.
+        let [first, second] = transport.key.with_its_notes().map(|k| Some(k.to_string()));
         let mut out = serde_json::Map::new();
         for (dj_role, roles, keyed) in [
             ("drum", &["drums"][..], false),
@@ -296,19 +300,26 @@ impl Director {
             ("lead", &["lead", "vocal"][..], true),
         ] {
             let mut found = Vec::new();
-            for role in roles {
-                let query = crate::library::Query {
-                    bpm: Some([tempo / 1.06, tempo * 1.06]),
-                    key: keyed.then(|| transport.key.to_string()),
-                    role: Some((*role).to_owned()),
-                    text: None,
-                    limit: Some(LOOPS_PER_ROLE),
-                };
-                if let Ok(entries) = library.ask(crate::library::Search(query)).await {
-                    found.extend(entries.into_iter().map(|e| {
-                        json!({ "path": e.path, "bpm": e.bpm, "key": e.key, "bars": e.bars,
-                                "prompt": e.prompt, "brightness": e.brightness })
-                    }));
+            let keys = if keyed {
+                vec![first.clone(), second.clone()]
+            } else {
+                vec![None]
+            };
+            for key in keys {
+                for role in roles {
+                    let query = crate::library::Query {
+                        bpm: Some([tempo / 1.06, tempo * 1.06]),
+                        key: key.clone(),
+                        role: Some((*role).to_owned()),
+                        text: None,
+                        limit: Some(LOOPS_PER_ROLE),
+                    };
+                    if let Ok(entries) = library.ask(crate::library::Search(query)).await {
+                        found.extend(entries.into_iter().map(|e| {
+                            json!({ "path": e.path, "bpm": e.bpm, "key": e.key, "bars": e.bars,
+                                    "prompt": e.prompt, "brightness": e.brightness })
+                        }));
+                    }
                 }
             }
             found.truncate(LOOPS_PER_ROLE);
@@ -954,7 +965,7 @@ fn fit_file(
         }
     };
     let semitones = file.key.map_or(0, |key| {
-        djinn_engine::stretch::nearest_transposition(key.tonic, target.key.tonic)
+        djinn_engine::stretch::nearest_transposition(key, target.key)
     });
     let mut out = if (from_bpm - target.tempo).abs() < 1e-6 && semitones == 0 {
         frames

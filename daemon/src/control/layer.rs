@@ -270,10 +270,10 @@ async fn fit(
             }
             None => (session.tempo, false),
         };
-        // The nearest way to the session's tonic: at most six semitones up or down.
+        // Onto the session key's notes, the nearest way: at most six semitones up or down.
         let semitones = fit
             .key
-            .map_or(0, |key| nearest_transposition(key.tonic, session.key.tonic));
+            .map_or(0, |key| nearest_transposition(key, session.key));
         let report = json!({
             "from_bpm": from_bpm,
             "bpm_detected": detected,

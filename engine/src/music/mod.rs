@@ -166,6 +166,27 @@ impl Scale {
             Scale::Blues => &[0, 3, 5, 6, 7, 10],
         }
     }
+
+    /// Semitones from the tonic up to the tonic of the major scale with the same notes: 3
+    /// for minor (A minor's are C major's), 10 for dorian, 0 for major. The scales with a
+    /// note outside every major scale are read as the one they are heard against: harmonic
+    /// and melodic minor, the minor pentatonic and the blues as the natural minor, the
+    /// major pentatonic as major.
+    pub fn to_relative_major(self) -> u8 {
+        match self {
+            Scale::Major | Scale::MajorPentatonic => 0,
+            Scale::Minor
+            | Scale::HarmonicMinor
+            | Scale::MelodicMinor
+            | Scale::MinorPentatonic
+            | Scale::Blues => 3,
+            Scale::Dorian => 10,
+            Scale::Phrygian => 8,
+            Scale::Lydian => 7,
+            Scale::Mixolydian => 5,
+            Scale::Locrian => 1,
+        }
+    }
 }
 
 impl fmt::Display for Scale {
@@ -208,6 +229,29 @@ pub struct Key {
 impl Key {
     pub fn new(tonic: PitchClass, scale: Scale) -> Self {
         Self { tonic, scale }
+    }
+
+    /// The tonic of the major key with this key's notes ([`Scale::to_relative_major`]): C
+    /// for A minor and for D dorian.
+    pub fn relative_major(self) -> PitchClass {
+        PitchClass::new(
+            i32::from(self.tonic.semitones()) + i32::from(self.scale.to_relative_major()),
+        )
+    }
+
+    /// The major and the minor key with this key's notes, this key first when it is one of
+    /// them: A minor gives A minor and C major; D dorian gives C major and A minor.
+    pub fn with_its_notes(self) -> [Key; 2] {
+        let major = Key::new(self.relative_major(), Scale::Major);
+        let minor = Key::new(
+            PitchClass::new(i32::from(major.tonic.semitones()) + 9),
+            Scale::Minor,
+        );
+        if self == minor {
+            [minor, major]
+        } else {
+            [major, minor]
+        }
     }
 }
 
@@ -313,6 +357,64 @@ serde_via_str!(PitchClass, Scale, Key, Meter);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_mode_shares_its_notes_with_its_relative_major() {
+        let notes = |tonic: u8, scale: Scale| {
+            let mut set: Vec<u8> = scale.intervals().iter().map(|i| (tonic + i) % 12).collect();
+            set.sort_unstable();
+            set
+        };
+        for scale in [
+            Scale::Major,
+            Scale::Minor,
+            Scale::Dorian,
+            Scale::Phrygian,
+            Scale::Lydian,
+            Scale::Mixolydian,
+            Scale::Locrian,
+        ] {
+            for tonic in 0..12 {
+                let major = Key::new(PitchClass::new(tonic.into()), scale).relative_major();
+                assert_eq!(
+                    notes(tonic, scale),
+                    notes(major.semitones(), Scale::Major),
+                    "{scale} on {tonic}"
+                );
+            }
+        }
+        // The others are read against the scale they colour, on the same notes but one.
+        for (scale, like) in [
+            (Scale::HarmonicMinor, Scale::Minor),
+            (Scale::MelodicMinor, Scale::Minor),
+            (Scale::MinorPentatonic, Scale::Minor),
+            (Scale::Blues, Scale::Minor),
+            (Scale::MajorPentatonic, Scale::Major),
+        ] {
+            assert_eq!(scale.to_relative_major(), like.to_relative_major());
+        }
+    }
+
+    #[test]
+    fn a_key_with_its_notes_is_its_relative_pair() {
+        let key = |text: &str| text.parse::<Key>().unwrap();
+        assert_eq!(
+            key("A minor").with_its_notes(),
+            [key("A minor"), key("C major")]
+        );
+        assert_eq!(
+            key("Eb major").with_its_notes(),
+            [key("Eb major"), key("C minor")]
+        );
+        assert_eq!(
+            key("D dorian").with_its_notes(),
+            [key("C major"), key("A minor")]
+        );
+        assert_eq!(
+            key("F# phrygian").with_its_notes(),
+            [key("D major"), key("B minor")]
+        );
+    }
 
     #[test]
     fn keys_read_the_way_musicians_write_them() {
