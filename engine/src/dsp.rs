@@ -995,11 +995,7 @@ impl LimiterGain {
         }
         .min(smooth.max(held));
         self.pos = wrap_next(self.pos, self.averaged.len());
-        self.unreduced = if need >= 1.0 {
-            self.unreduced.saturating_add(1)
-        } else {
-            0
-        };
+        self.unreduced = Self::counted(self.unreduced, need);
         self.envelope.min(1.0)
     }
 
@@ -1067,11 +1063,7 @@ impl LimiterGain {
                 released
             };
             pos = wrap_next(pos, window);
-            unreduced = if need >= 1.0 {
-                unreduced.saturating_add(1)
-            } else {
-                0
-            };
+            unreduced = Self::counted(unreduced, need);
             *gain = if envelope < 1.0 { envelope } else { 1.0 };
             taken += 1;
         }
@@ -1084,6 +1076,15 @@ impl LimiterGain {
     /// at rest: two windows of needs of 1 or more ([`LimiterGain::rest`]).
     fn resting(unreduced: usize, window: usize, need: f32) -> bool {
         unreduced >= 2 * window && need == 1.0
+    }
+
+    /// The count of needs in a row that asked for no reduction, after `need`.
+    fn counted(unreduced: usize, need: f32) -> usize {
+        if need >= 1.0 {
+            unreduced.saturating_add(1)
+        } else {
+            0
+        }
     }
 
     /// Whether a need is one a limiter asks for (finite, at least 0), which

@@ -280,9 +280,9 @@ impl Director {
     }
 
     /// The library's loops that fit the set: within 6 % of its tempo, in a key with its
-    /// notes (any key for drums), at most [`LOOPS_PER_ROLE`] per role, as `#{ path, bpm, key, bars, prompt,
-    /// brightness }` under the DJ's role names (`drum`, `bass`, `pad`, `lead`; vocals count
-    /// as leads).
+    /// notes (any key for drums), at most [`LOOPS_PER_ROLE`] per role, as `#{ path, bpm,
+    /// key, bars, prompt, brightness }` under the DJ's role names (`drum`, `bass`, `pad`,
+    /// `lead`; vocals count as leads).
     async fn library_loops(&self, transport: &Transport) -> Value {
         let Some(library) = &self.args.library else {
             return json!({});
@@ -291,7 +291,7 @@ impl Director {
         // Loops in the set's key first, then in the other key with its notes (its relative
         // major or minor; for a modal set, its parent major and that key's relative minor):
         // either plays in the set without a clash.
-        let [first, second] = transport.key.with_its_notes().map(|k| Some(k.to_string()));
+        let keyed_keys = transport.key.with_its_notes().map(|k| Some(k.to_string()));
         let mut out = serde_json::Map::new();
         for (dj_role, roles, keyed) in [
             ("drum", &["drums"][..], false),
@@ -300,11 +300,7 @@ impl Director {
             ("lead", &["lead", "vocal"][..], true),
         ] {
             let mut found = Vec::new();
-            let keys = if keyed {
-                vec![first.clone(), second.clone()]
-            } else {
-                vec![None]
-            };
+            let keys = if keyed { &keyed_keys[..] } else { &[None] };
             for key in keys {
                 for role in roles {
                     let query = crate::library::Query {

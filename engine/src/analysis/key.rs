@@ -99,17 +99,9 @@ pub fn estimate_from(chroma: &[f64; 12]) -> Option<KeyEstimate> {
     // NOTE: a major key and its relative minor share every note; when the profiles cannot
     // tell them apart, the minor's leading tone can: minor music raises its seventh for the
     // dominant chord (A minor's E major brings G#), its relative major never plays it.
-    let relative = |k: &Key| match k.scale {
-        Scale::Major => Key::new(
-            PitchClass::new(i32::from(k.tonic.semitones()) + 9),
-            Scale::Minor,
-        ),
-        _ => Key::new(
-            PitchClass::new(i32::from(k.tonic.semitones()) + 3),
-            Scale::Major,
-        ),
-    };
-    if scores[1].1 == relative(&scores[0].1) && scores[1].0 >= RELATIVE_TIE * scores[0].0 {
+    // The other of the major and minor key with the same notes.
+    let relative = scores[0].1.with_its_notes()[1];
+    if scores[1].1 == relative && scores[1].0 >= RELATIVE_TIE * scores[0].0 {
         let minor = if scores[0].1.scale == Scale::Minor {
             scores[0].1
         } else {

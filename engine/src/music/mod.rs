@@ -244,7 +244,9 @@ impl Key {
     pub fn with_its_notes(self) -> [Key; 2] {
         let major = Key::new(self.relative_major(), Scale::Major);
         let minor = Key::new(
-            PitchClass::new(i32::from(major.tonic.semitones()) + 9),
+            PitchClass::new(
+                i32::from(major.tonic.semitones()) - i32::from(Scale::Minor.to_relative_major()),
+            ),
             Scale::Minor,
         );
         if self == minor {

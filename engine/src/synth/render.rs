@@ -684,11 +684,12 @@ fn master_passes(
             release_s: coarse.release_s,
             sample_rate,
         };
+        let block = dc_block(sample_rate);
         let sums = match &mut dry {
             Dry::Loop(dry) => {
                 limit_loop(dry, frames, law);
-                let mut sums = vec![[0.0; 2]; frames.len().div_ceil(dc_block(sample_rate))];
-                add_block_sums(frames, 0, dc_block(sample_rate), &mut sums);
+                let mut sums = vec![[0.0; 2]; frames.len().div_ceil(block)];
+                add_block_sums(frames, 0, block, &mut sums);
                 sums
             }
             Dry::Restored(restore) => {
@@ -698,7 +699,7 @@ fn master_passes(
                 limit_in_place(frames, law, &coarse.peaks)
             }
         };
-        centre_limited(frames, &sums, dc_block(sample_rate), circular);
+        centre_limited(frames, &sums, block, circular);
         let report = loudness::measure_fast(frames, sample_rate);
         let over = report.true_peak_dbtp - ceiling_dbtp;
         let off = report.integrated_lufs - target;
