@@ -10,7 +10,7 @@ PREFIX ?= /usr/local
 BUILD_PACKAGES := libjack-jackd2-dev libasound2-dev libclang-dev pkg-config
 # The real peers the tests run against.
 TEST_PACKAGES := jackd2 jack-capture jack-midi-clock jack-tools fluidsynth fluid-soundfont-gm \
-	ffmpeg sox rubberband-cli espeak-ng python3-zmq systemd
+	ffmpeg sox rubberband-cli espeak-ng python3-zmq systemd libsndfile1
 
 # For the comparison against librosa only (installed from PyPI into target/bench-venv).
 BENCH_PACKAGES := python3-venv python3-pip

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::supervisor::Health;
 use djinn_engine::analysis::bands::BandShares;
-use djinn_engine::analysis::describe::describe;
+use djinn_engine::analysis::describe::{Known, describe_knowing};
+use djinn_engine::wav::LoopInfo;
 
 /// File extensions the library reads (anything symphonia decodes).
 pub const AUDIO_EXTENSIONS: &[&str] = &[
@@ -55,7 +56,18 @@ pub struct Entry {
     pub bars: Option<u32>,
     /// What was heard, as a prompt: "dark drums loop, 4 bars, 124 BPM".
     pub prompt: String,
+    /// The tempo and the key's tonic are the file's own (a WAV file's `acid` chunk, as DAWs,
+    /// sample packs and djinn write them), not estimates; the mode is still heard.
+    #[serde(default)]
+    pub tagged: bool,
+    /// The analysis that made the entry: one from an older analysis is made again.
+    #[serde(default)]
+    pub analysis: u32,
 }
+
+/// The analysis entries are made by now; entries of any other are made again. 2: files'
+/// own tempo and tonic.
+pub const ANALYSIS: u32 = 2;
 
 fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
@@ -86,7 +98,16 @@ fn role_words(role: &str) -> &'static str {
 pub fn analyse(path: &Path) -> Result<Entry, String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     let decoded = djinn_engine::decode::read(path).map_err(|e| e.to_string())?;
-    let d = describe(&decoded.frames, decoded.sample_rate);
+    // Loop information that cannot be read is as good as none: the audio was.
+    let tagged = LoopInfo::read(path)
+        .ok()
+        .flatten()
+        .filter(|info| !info.one_shot);
+    let known = Known {
+        bpm: tagged.map(|info| info.bpm),
+        tonic: tagged.and_then(|info| info.root),
+    };
+    let d = describe_knowing(&decoded.frames, decoded.sample_rate, known);
     let bpm = d.tempo.map(|t| t.bpm);
     let bars = bpm.and_then(|bpm| {
         let bar = 240.0 / bpm;
@@ -132,6 +153,8 @@ pub fn analyse(path: &Path) -> Result<Entry, String> {
         role_confidence: d.role.confidence,
         bars,
         prompt,
+        tagged: tagged.is_some(),
+        analysis: ANALYSIS,
     })
 }
 
@@ -221,9 +244,11 @@ pub fn build(
     let mut todo = Vec::new();
     for path in &files {
         let unchanged = std::fs::metadata(path).ok().and_then(|meta| {
-            previous
-                .get(path)
-                .filter(|e| e.size == meta.len() && e.modified_ns == modified_ns(&meta))
+            previous.get(path).filter(|e| {
+                e.size == meta.len()
+                    && e.modified_ns == modified_ns(&meta)
+                    && e.analysis == ANALYSIS
+            })
         });
         match unchanged {
             Some(entry) => entries.push(entry.clone()),
@@ -488,6 +513,8 @@ mod tests {
             role_confidence: 0.9,
             bars: Some(4),
             prompt: prompt.into(),
+            tagged: false,
+            analysis: ANALYSIS,
         }
     }
 

@@ -12,9 +12,11 @@ use djinn_actors::profiles::DEFAULT_PROFILE;
 use djinn_engine::analysis::describe::describe;
 use djinn_engine::analysis::quality::{self, Target};
 use djinn_engine::analysis::tempo;
+use djinn_engine::music::{Meter, PitchClass};
 use djinn_engine::profile::{Profile, ProfileSet};
 use djinn_engine::synth::render::SONG_SECONDS;
 use djinn_engine::synth::{Instrument, Role, render_song};
+use djinn_engine::wav::LoopInfo;
 
 /// What `djinn generate` was asked for.
 #[derive(Debug, Clone)]
@@ -85,7 +87,19 @@ pub fn generate(options: &GenerateOptions, progress: &mut dyn FnMut(f64)) -> any
         progress,
     )?;
     let render_s = started.elapsed().as_secs_f64();
-    djinn_engine::wav::write(&options.output, &song.frames, options.sample_rate)?;
+    let recipe = &interpretation.recipe;
+    let info = LoopInfo::lasting(
+        recipe.tempo,
+        recipe.meter,
+        Some(recipe.key.tonic),
+        options.seconds,
+    );
+    djinn_engine::wav::write_with(
+        &options.output,
+        &song.frames,
+        options.sample_rate,
+        Some(&info),
+    )?;
     Ok(json!({
         "file": options.output,
         "seconds": song.frames.len() as f64 / f64::from(options.sample_rate),
@@ -146,6 +160,7 @@ pub fn analyze(path: &Path, judging: &Judging) -> anyhow::Result<Value> {
     let description = describe(&decoded.frames, decoded.sample_rate);
     let mut result = json!(assessment);
     result["file"] = json!(path);
+    result["loop_info"] = loop_info(path);
     result["sample_rate"] = json!(decoded.sample_rate);
     result["target"] = json!({ "lufs": target.lufs, "true_peak_limit": target.ceiling_dbtp, "profile": judging.profile });
     result["tempo"] = json!(description.tempo);
@@ -178,7 +193,23 @@ pub fn tempo_key(path: &Path) -> anyhow::Result<Value> {
         "tempo": found.tempo,
         "beats": found.beats,
         "key": found.key,
+        "loop_info": loop_info(path),
     }))
+}
+
+/// The tempo, beats, meter and root `path` says it has (a WAV file's `acid` chunk), beside
+/// what analysis hears; null when it says none.
+fn loop_info(path: &Path) -> Value {
+    match LoopInfo::read(path).ok().flatten() {
+        Some(info) => json!({
+            "bpm": info.bpm,
+            "beats": info.beats,
+            "meter": info.meter.to_string(),
+            "root": info.root.map(|r| r.name()),
+            "one_shot": info.one_shot,
+        }),
+        None => Value::Null,
+    }
 }
 
 /// Decodes `path` and measures its loudness with the `ebur128` crate, nothing else.
@@ -217,9 +248,11 @@ pub fn stretch(
         anyhow::bail!("--bpm {} is out of range: use 20 to 300", options.bpm);
     }
     let decoded = djinn_engine::decode::read(path)?;
-    let (from_bpm, detected) = match options.from_bpm {
-        Some(bpm) => (bpm, false),
-        None => {
+    let tagged = LoopInfo::read(path)?;
+    let (from_bpm, detected) = match (options.from_bpm, tagged) {
+        (Some(bpm), _) => (bpm, false),
+        (None, Some(info)) => (info.bpm, false),
+        (None, None) => {
             let estimate =
                 tempo::estimate_music(&decoded.frames, decoded.sample_rate).ok_or_else(|| {
                     anyhow::anyhow!(
@@ -240,12 +273,32 @@ pub fn stretch(
     let started = std::time::Instant::now();
     let frames = stretch(&decoded.frames, decoded.sample_rate, settings, progress)?;
     let took = started.elapsed().as_secs_f64();
-    djinn_engine::wav::write(&options.output, &frames, decoded.sample_rate)?;
     let rate = f64::from(decoded.sample_rate);
+    // The result plays at the asked tempo, the same beats in the same meter, its root moved
+    // by a whole transposition (a fractional one leaves no root to name).
+    let whole = (options.semitones.fract() == 0.0).then_some(options.semitones as i32);
+    let info = LoopInfo {
+        root: tagged
+            .and_then(|t| t.root)
+            .zip(whole)
+            .map(|(root, s)| PitchClass::new(i32::from(root.semitones()) + s)),
+        ..LoopInfo::lasting(
+            options.bpm,
+            tagged.map_or(Meter::FOUR_FOUR, |t| t.meter),
+            None,
+            frames.len() as f64 / rate,
+        )
+    };
+    djinn_engine::wav::write_with(&options.output, &frames, decoded.sample_rate, Some(&info))?;
     Ok(json!({
         "file": options.output,
         "from_bpm": from_bpm,
         "from_bpm_detected": detected,
+        "from_bpm_source": match (options.from_bpm, tagged) {
+            (Some(_), _) => "given",
+            (None, Some(_)) => "file",
+            (None, None) => "audio",
+        },
         "bpm": options.bpm,
         "time_ratio": settings.time_ratio,
         "semitones": options.semitones,

@@ -390,6 +390,59 @@ fn djinn_generate_and_analyze_work_without_a_daemon() {
         hound::WavReader::open(&out).unwrap().duration(),
         12 * 48_000
     );
+    // The song carries its tempo, length in beats, meter and tonic as an ACIDized file
+    // does: libsndfile (what many hosts read WAV files with) reads them back.
+    let key = report["recipe"]["key"].as_str().unwrap();
+    let tonic = key.split(' ').next().unwrap();
+    let root = 60
+        + [
+            "C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
+        ]
+        .iter()
+        .position(|n| *n == tonic)
+        .unwrap();
+    let script = format!(
+        r#"
+import ctypes
+sf = ctypes.CDLL("libsndfile.so.1")
+class Info(ctypes.Structure):
+    _fields_ = [("frames", ctypes.c_int64), ("samplerate", ctypes.c_int),
+                ("channels", ctypes.c_int), ("format", ctypes.c_int),
+                ("sections", ctypes.c_int), ("seekable", ctypes.c_int)]
+class LoopInfo(ctypes.Structure):
+    _fields_ = [("time_sig_num", ctypes.c_short), ("time_sig_den", ctypes.c_short),
+                ("loop_mode", ctypes.c_int), ("num_beats", ctypes.c_int),
+                ("bpm", ctypes.c_float), ("root_key", ctypes.c_int),
+                ("future", ctypes.c_int * 6)]
+sf.sf_open.restype = ctypes.c_void_p
+info = Info()
+handle = ctypes.c_void_p(sf.sf_open({path:?}.encode(), 0x10, ctypes.byref(info)))
+assert handle.value, "libsndfile cannot open the file"
+loop = LoopInfo()
+SFC_GET_LOOP_INFO = 0x10E0
+found = sf.sf_command(handle, SFC_GET_LOOP_INFO, ctypes.byref(loop), ctypes.sizeof(loop))
+print(found, info.frames, loop.time_sig_num, loop.time_sig_den, loop.loop_mode,
+      loop.num_beats, loop.bpm, loop.root_key)
+"#,
+        path = out.display().to_string()
+    );
+    let libsndfile = djinn_tests::run_python(&script, "reading the song with libsndfile");
+    // Found; 12 s of frames; 4/4; SF_LOOP_FORWARD (801); 14 beats (12 s at 72 BPM); the tonic
+    // as a MIDI note from middle C.
+    assert_eq!(
+        libsndfile.split_whitespace().collect::<Vec<_>>(),
+        [
+            "1".to_owned(),
+            (12 * 48_000).to_string(),
+            "4".into(),
+            "4".into(),
+            "801".into(),
+            "14".into(),
+            "72.0".into(),
+            root.to_string()
+        ],
+        "{key}"
+    );
 
     let analyzed = Command::new(bin("djinn"))
         .args(["analyze", "--json", "--profile", "dub"])
@@ -403,6 +456,10 @@ fn djinn_generate_and_analyze_work_without_a_daemon() {
     );
     let analysis: Value = serde_json::from_slice(&analyzed.stdout).unwrap();
     assert_eq!(analysis["violations"], json!([]), "{analysis}");
+    assert_eq!(
+        analysis["loop_info"],
+        json!({ "bpm": 72.0, "beats": 14, "meter": "4/4", "root": tonic, "one_shot": false })
+    );
     let (ffmpeg_i, _) = ffmpeg_loudness(&out);
     let ours = analysis["loudness"]["integrated_lufs"].as_f64().unwrap();
     assert!(

@@ -152,6 +152,69 @@ fn a_folder_of_good_corrupt_and_empty_files_gives_a_line_per_good_file() {
     );
 }
 
+#[test]
+fn files_that_carry_their_tempo_and_tonic_are_taken_at_their_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let loops = dir.path().join("loops");
+    std::fs::create_dir_all(&loops).unwrap();
+    // Hip hop at 90 BPM: its boom-bap kick and eighth-note hats read as 180 BPM to the
+    // onsets alone. djinn writes the tempo and tonic into the file, as ACIDized loops carry
+    // them.
+    let song = loops.join("hip_hop.wav");
+    let out = Command::new(bin("djinn"))
+        .args([
+            "generate",
+            "--json",
+            "--profile",
+            "hip_hop",
+            "--seconds",
+            "12",
+        ])
+        .args(["--seed", "3", "-o"])
+        .arg(&song)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["recipe"]["tempo"], 90.0);
+    let key = report["recipe"]["key"].as_str().unwrap().to_owned();
+
+    let output = dir.path().join("labeled_prompts.jsonl");
+    build(&loops, &output);
+    let entries = lines(&output);
+    let entry = &entries[0];
+    assert_eq!(
+        (
+            &entry["bpm"],
+            &entry["bpm_confidence"],
+            &entry["tagged"],
+            &entry["key"]
+        ),
+        (&json!(90.0), &json!(1.0), &json!(true), &json!(key)),
+        "{entry}"
+    );
+    assert!(
+        entry["prompt"].as_str().unwrap().contains("90 BPM"),
+        "{entry}"
+    );
+
+    // An entry an older analysis made is made again, though its file has not changed.
+    let mut old = entry.clone();
+    old.as_object_mut().unwrap().remove("analysis");
+    old["bpm"] = json!(180.0);
+    std::fs::write(&output, format!("{old}\n")).unwrap();
+    let (again, _) = build(&loops, &output);
+    assert_eq!(
+        (again["analysed"].clone(), again["reused"].clone()),
+        (json!(1), json!(0))
+    );
+    assert_eq!(lines(&output)[0]["bpm"], 90.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_build_and_search_over_zeromq() {
     let dir = tempfile::tempdir().unwrap();

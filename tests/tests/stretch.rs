@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
+use djinn_engine::music::Meter;
+use djinn_engine::wav::LoopInfo;
 use djinn_tests::{Djinnd, Note, Options, bin, fluidsynth, write_midi};
 use serde_json::{Value, json};
 
@@ -147,8 +149,33 @@ fn djinn_stretch_fits_a_drum_take_to_a_tempo_as_rubberband_does() {
     // Without --from-bpm the tempo is found from the onsets.
     let detected = djinn_stretch(&take, &dir.path().join("detected.wav"), &["--bpm", "128"]);
     assert_eq!(detected["from_bpm_detected"], true);
+    assert_eq!(detected["from_bpm_source"], "audio");
     let found = detected["from_bpm"].as_f64().unwrap();
     assert!((found - 120.0).abs() < 1.0, "detected {found} BPM");
+
+    // The stretched file says it is at 128 BPM, as many beats of 4/4 as the take lasts at
+    // 120 (the take, as fluidsynth wrote it, says nothing); stretched back, that tempo is
+    // taken, not heard.
+    let beats = (input.len() as f64 / 48_000.0 * 120.0 / 60.0).round() as u32;
+    let info = LoopInfo::read(&ours)
+        .unwrap()
+        .expect("the output's loop information");
+    assert_eq!((info.bpm, info.beats, info.root), (128.0, beats, None));
+    assert_eq!(info.meter.to_string(), "4/4");
+    assert_eq!(LoopInfo::read(&take).unwrap(), None);
+    let back = djinn_stretch(&ours, &dir.path().join("back.wav"), &["--bpm", "120"]);
+    assert_eq!(
+        (
+            back["from_bpm"].clone(),
+            back["from_bpm_source"].clone(),
+            back["from_bpm_detected"].clone()
+        ),
+        (json!(128.0), json!("file"), json!(false))
+    );
+    assert_eq!(
+        LoopInfo::read(&dir.path().join("back.wav")).unwrap(),
+        Some(LoopInfo { bpm: 120.0, ..info })
+    );
 }
 
 #[test]
@@ -225,11 +252,52 @@ async fn layer_add_fits_a_loop_to_the_session_tempo_and_key() {
         .call_with_payload(
             "layer.add",
             json!({ "bpm": 120, "key": "A minor", "quantize": "now" }),
-            vec![Bytes::from(bytes)],
+            vec![Bytes::from(bytes.clone())],
         )
         .await
         .unwrap();
     assert_eq!(layer["fit"]["semitones"], 0, "{layer}");
+
+    // A file that says it is one bar at 120 BPM is fitted at its word, with `fit_tempo`:
+    // a steady tone has no onsets to hear a tempo in.
+    let dir = tempfile::tempdir().unwrap();
+    let tagged = dir.path().join("tone.wav");
+    let frames: Vec<[f32; 2]> = bytes
+        .chunks_exact(8)
+        .map(|f| {
+            let v = f32::from_le_bytes([f[0], f[1], f[2], f[3]]);
+            [v, v]
+        })
+        .collect();
+    let info = LoopInfo::lasting(120.0, Meter::FOUR_FOUR, None, 2.0);
+    djinn_engine::wav::write_with(&tagged, &frames, 48_000, Some(&info)).unwrap();
+    let layer = client
+        .call(
+            "layer.add",
+            json!({ "path": tagged, "fit_tempo": true, "quantize": "now" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(layer["frames"], 90_000, "{layer}");
+    assert_eq!(
+        (
+            &layer["fit"]["from_bpm"],
+            &layer["fit"]["bpm_from"],
+            &layer["fit"]["bpm_detected"]
+        ),
+        (&json!(120.0), &json!("file"), &json!(false)),
+        "{layer}"
+    );
+    let untagged = dir.path().join("untagged.wav");
+    djinn_engine::wav::write(&untagged, &frames, 48_000).unwrap();
+    let error = client
+        .call(
+            "layer.add",
+            json!({ "path": untagged, "fit_tempo": true, "quantize": "now" }),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("no steady tempo"), "{error}");
 
     let error = client
         .call_with_payload(

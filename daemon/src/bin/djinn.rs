@@ -536,10 +536,10 @@ fn show_stretch(r: &Value) {
         "tempo      {:.2} → {:.2} BPM{}  (time ratio {:.4})",
         r["from_bpm"].as_f64().unwrap_or(0.0),
         r["bpm"].as_f64().unwrap_or(0.0),
-        if r["from_bpm_detected"] == json!(true) {
-            " (detected)"
-        } else {
-            ""
+        match r["from_bpm_source"].as_str() {
+            Some("audio") => " (detected)",
+            Some("file") => " (the file's own)",
+            _ => "",
         },
         r["time_ratio"].as_f64().unwrap_or(1.0)
     );
@@ -665,6 +665,7 @@ fn show_assessment(r: &Value) {
         let first = r["beats"][0].as_f64().unwrap_or(0.0);
         println!("tempo      {bpm:.1} BPM, {beats} beats from {first:.3} s");
     }
+    show_loop_info(&r["loop_info"]);
     if let Some(key) = r["key"]["key"].as_str() {
         println!(
             "key        {key}  (correlation {:.2}, {:.0} % of the notes in it)",
@@ -832,9 +833,29 @@ fn show_tempo_key(r: &Value) {
         ),
         None => println!("tempo      none (no steady beat)"),
     }
+    show_loop_info(&r["loop_info"]);
     match r["key"]["key"].as_str() {
         Some(key) => println!("key        {key}"),
         None => println!("key        none (no tonal content)"),
+    }
+}
+
+/// What a file says of its own timing, where it says anything.
+fn show_loop_info(info: &Value) {
+    if let Some(bpm) = info["bpm"].as_f64() {
+        let root = info["root"]
+            .as_str()
+            .map_or_else(String::new, |r| format!(", root {r}"));
+        let kind = if info["one_shot"] == true {
+            "one-shot"
+        } else {
+            "loop"
+        };
+        println!(
+            "tagged     {bpm} BPM, {} beats of {}{root} ({kind}, the file's own acid chunk)",
+            text(&info["beats"]),
+            text(&info["meter"])
+        );
     }
 }
 

@@ -15,6 +15,7 @@ use djinn_actors::profiles::{ProfileSnapshot, SnapshotProfiles};
 use djinn_engine::profile::Profile;
 use djinn_engine::synth::render::{MAX_LOOP_BARS, SONG_SECONDS};
 use djinn_engine::synth::{Recipe, Role, render_loop, render_song};
+use djinn_engine::wav::LoopInfo;
 
 /// Longest prompt accepted, in bytes.
 const MAX_PROMPT: usize = 2000;
@@ -148,12 +149,27 @@ pub(super) fn output_name(
     Ok(format!("{stem}.{ext}"))
 }
 
-async fn write_wav(path: &Path, frames: Arc<[[f32; 2]]>, rate: u32) -> Result<(), RpcError> {
+/// Writes a loop or song made from `recipe` as WAV, with its tempo, length in beats, meter
+/// and tonic for the hosts that read them (and djinn's library).
+async fn write_wav(
+    path: &Path,
+    frames: Arc<[[f32; 2]]>,
+    rate: u32,
+    recipe: &Recipe,
+) -> Result<(), RpcError> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || djinn_engine::wav::write(&path, &frames, rate))
-        .await
-        .map_err(RpcError::internal)?
-        .map_err(RpcError::internal)
+    let info = LoopInfo::lasting(
+        recipe.tempo,
+        recipe.meter,
+        Some(recipe.key.tonic),
+        frames.len() as f64 / f64::from(rate),
+    );
+    tokio::task::spawn_blocking(move || {
+        djinn_engine::wav::write_with(&path, &frames, rate, Some(&info))
+    })
+    .await
+    .map_err(RpcError::internal)?
+    .map_err(RpcError::internal)
 }
 
 pub async fn generate_loop(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
@@ -213,7 +229,7 @@ pub async fn generate_loop(shared: &Shared, params: &Params) -> Result<Value, Rp
         .map_err(|e| unavailable("generator", e))?;
     let file = if save {
         let path = files_dir(shared)?.join(format!("{id}.wav"));
-        write_wav(&path, frames.clone(), rate).await?;
+        write_wav(&path, frames.clone(), rate, &recipe).await?;
         shared.health.events().publish(
             "files",
             json!({ "kind": "created", "path": path, "seconds": seconds }),
@@ -296,7 +312,7 @@ pub async fn generate_song(shared: &Shared, params: &Params) -> Result<Value, Rp
     };
     let render_ms = started.elapsed().as_secs_f64() * 1000.0;
     let frames: Arc<[[f32; 2]]> = rendered.frames.into();
-    write_wav(&path, frames.clone(), rate).await?;
+    write_wav(&path, frames.clone(), rate, &recipe).await?;
     shared.health.events().publish(
         "files",
         json!({ "kind": "created", "path": path, "seconds": seconds }),

@@ -22,6 +22,7 @@ use djinn_engine::music::Key;
 use djinn_engine::stretch::{Stretch, nearest_transposition, stretch};
 use djinn_engine::synth::Role;
 use djinn_engine::transport::TEMPO_RANGE;
+use djinn_engine::wav::LoopInfo;
 
 /// The mix-setting params every layer method reads.
 const MIX_PARAMS: [&str; 9] = [
@@ -137,12 +138,20 @@ async fn quantize(shared: &Shared, params: &Params) -> Result<Quantize, RpcError
     })
 }
 
+/// A layer's audio, as [`source`] found it.
+struct Source {
+    /// At the mixer's rate.
+    frames: Arc<[[f32; 2]]>,
+    /// Where it came from, as the layer list shows it.
+    shown: String,
+    /// A generated single-role loop's role.
+    role: Option<Role>,
+    /// The tempo and root a file says it has.
+    tagged: Option<LoopInfo>,
+}
+
 /// The layer's audio from `path`, `buffer` or a payload frame, at the mixer's rate.
-async fn source(
-    shared: &Shared,
-    params: &Params,
-    payload: &[Bytes],
-) -> Result<(Arc<[[f32; 2]]>, String, Option<Role>), RpcError> {
+async fn source(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<Source, RpcError> {
     let rate = session_rate(shared).await?;
     let path = params.opt_str("path")?;
     let buffer = params.opt_str("buffer")?;
@@ -158,12 +167,20 @@ async fn source(
     if let Some(path) = path {
         let path = PathBuf::from(path);
         let shown = path.display().to_string();
-        let frames =
-            tokio::task::spawn_blocking(move || djinn_engine::decode::read_at(&path, rate))
-                .await
-                .map_err(RpcError::internal)?
-                .map_err(|e| RpcError::invalid_param("path", e))?;
-        return Ok((frames.into(), shown, None));
+        let (frames, tagged) = tokio::task::spawn_blocking(move || {
+            let frames = djinn_engine::decode::read_at(&path, rate)?;
+            // Loop information that cannot be read is as good as none: the audio is there.
+            anyhow::Ok((frames, LoopInfo::read(&path).ok().flatten()))
+        })
+        .await
+        .map_err(RpcError::internal)?
+        .map_err(|e| RpcError::invalid_param("path", e))?;
+        return Ok(Source {
+            frames: frames.into(),
+            shown,
+            role: None,
+            tagged,
+        });
     }
     if let Some(buffer) = buffer {
         let stored = shared
@@ -187,7 +204,12 @@ async fn source(
                 .map_err(|e| RpcError::invalid_param("buffer", e))?
                 .into()
         };
-        return Ok((frames, buffer.to_owned(), stored.role));
+        return Ok(Source {
+            frames,
+            shown: buffer.to_owned(),
+            role: stored.role,
+            tagged: None,
+        });
     }
     let channels = payload_channels(params)?;
     let from = payload_rate(params)?.unwrap_or(rate);
@@ -195,7 +217,12 @@ async fn source(
     let frames = djinn_engine::decode::resample(&frames, from, rate)
         .map_err(|e| RpcError::invalid_param("rate", e))?;
     let shown = format!("frames ({} at {from} Hz)", frames.len());
-    Ok((frames.into(), shown, None))
+    Ok(Source {
+        frames: frames.into(),
+        shown,
+        role: None,
+        tagged: None,
+    })
 }
 
 /// The params that fit a loop made at another tempo or key to the session.
@@ -240,11 +267,13 @@ impl Fit {
 }
 
 /// Stretches a loop to the session's tempo and transposes it to the session's key, off the
-/// realtime thread, with Rubber Band's R3 engine; returns the audio and what was done.
+/// realtime thread, with Rubber Band's R3 engine; returns the audio and what was done. A
+/// tempo to detect is the one the file is `tagged` with, where it has one.
 async fn fit(
     shared: &Shared,
     frames: Arc<[[f32; 2]]>,
     fit: Fit,
+    tagged: Option<LoopInfo>,
 ) -> Result<(Arc<[[f32; 2]]>, Option<Value>), RpcError> {
     if !fit.wanted() {
         return Ok((frames, None));
@@ -257,18 +286,19 @@ async fn fit(
         .map_err(|e| unavailable("transport", e))?
         .0;
     tokio::task::spawn_blocking(move || {
-        let (from_bpm, detected) = match fit.bpm {
-            Some(bpm) => (bpm, false),
-            None if fit.detect => {
+        let (from_bpm, from) = match (fit.bpm, tagged) {
+            (Some(bpm), _) => (bpm, "given"),
+            (None, Some(info)) if fit.detect => (info.bpm, "file"),
+            (None, None) if fit.detect => {
                 let estimate = tempo::estimate_music(&frames, rate).ok_or_else(|| {
                     RpcError::invalid_param(
                         "fit_tempo",
                         "no steady tempo found in the audio: give the loop's bpm",
                     )
                 })?;
-                (estimate.bpm, true)
+                (estimate.bpm, "audio")
             }
-            None => (session.tempo, false),
+            (None, _) => (session.tempo, "session"),
         };
         // Onto the session key's notes, the nearest way: at most six semitones up or down.
         let semitones = fit
@@ -276,7 +306,8 @@ async fn fit(
             .map_or(0, |key| nearest_transposition(key, session.key));
         let report = json!({
             "from_bpm": from_bpm,
-            "bpm_detected": detected,
+            "bpm_detected": from == "audio",
+            "bpm_from": from,
             "bpm": session.tempo,
             "semitones": semitones,
         });
@@ -317,8 +348,13 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
     let at = quantize(shared, params).await?;
     let looped = params.opt_bool("loop")?.unwrap_or(true);
     let fitting = Fit::read(params)?;
-    let (frames, source, role) = source(shared, params, payload).await?;
-    let (frames, fitted) = fit(shared, frames, fitting).await?;
+    let Source {
+        frames,
+        shown: source,
+        role,
+        tagged,
+    } = source(shared, params, payload).await?;
+    let (frames, fitted) = fit(shared, frames, fitting, tagged).await?;
     // A generated single-role loop goes to its role's group unless told otherwise.
     let group = group.unwrap_or_else(|| role.map_or(Group::Music, Group::for_role));
     let info = shared
@@ -358,7 +394,11 @@ pub async fn replace(
     let id = id(params)?;
     let at = quantize(shared, params).await?;
     let crossfade_beats = ranged(params, "crossfade_beats", 0.0, 64.0)?.unwrap_or(1.0);
-    let (frames, source, _) = source(shared, params, payload).await?;
+    let Source {
+        frames,
+        shown: source,
+        ..
+    } = source(shared, params, payload).await?;
     let info = shared
         .audio
         .ask(ReplaceLayer {

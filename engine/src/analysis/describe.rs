@@ -9,6 +9,7 @@ use super::bands::{BandShares, band_shares};
 use super::key::{self, KeyEstimate};
 use super::loudness::{self, LoudnessReport};
 use super::tempo::{self, TempoEstimate};
+use crate::music::PitchClass;
 
 /// The spectral features, measured on short frames across the whole sound.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -406,7 +407,36 @@ pub fn guess_role(bands: &BandShares, s: &Spectral) -> RoleGuess {
 /// Describes `frames`: tempo (70–180 BPM) and beats, key, loudness, bands, spectral
 /// features and role.
 pub fn describe(frames: &[[f32; 2]], sample_rate: u32) -> Description {
-    let (tempo, beats) = tempo::tempo_and_beats(frames, sample_rate);
+    describe_knowing(frames, sample_rate, Known::default())
+}
+
+/// What a file says of itself (a WAV file's loop information, say), which a description
+/// takes over its own estimates.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Known {
+    /// The tempo: taken as it is (confidence 1), the beats found at it.
+    pub bpm: Option<f64>,
+    /// The key's tonic: the audio still tells major from minor.
+    pub tonic: Option<PitchClass>,
+}
+
+/// [`describe`], taking what is `known` over the estimates.
+pub fn describe_knowing(frames: &[[f32; 2]], sample_rate: u32, known: Known) -> Description {
+    let (tempo, beats) = match known.bpm {
+        Some(bpm) => (
+            Some(TempoEstimate {
+                bpm,
+                confidence: 1.0,
+            }),
+            tempo::beat_times(frames, sample_rate, bpm),
+        ),
+        None => tempo::tempo_and_beats(frames, sample_rate),
+    };
+    let notes = key::profile(frames, sample_rate);
+    let key = match known.tonic {
+        Some(tonic) => key::estimate_on(&notes, tonic),
+        None => key::estimate_from(&notes),
+    };
     let bands = band_shares(frames, sample_rate);
     let spectral = spectral(frames, sample_rate);
     Description {
@@ -414,7 +444,7 @@ pub fn describe(frames: &[[f32; 2]], sample_rate: u32) -> Description {
         sample_rate,
         tempo,
         beats,
-        key: key::estimate(frames, sample_rate),
+        key,
         loudness: loudness::measure_fast(frames, sample_rate),
         bands,
         role: guess_role(&bands, &spectral),

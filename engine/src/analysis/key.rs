@@ -85,14 +85,9 @@ pub fn estimate_from(chroma: &[f64; 12]) -> Option<KeyEstimate> {
         return None;
     }
     let mut scores: Vec<(f64, Key)> = Vec::with_capacity(24);
-    for tonic in 0..12u8 {
+    for tonic in (0..12).map(PitchClass::new) {
         for (template, scale) in [(&MAJOR, Scale::Major), (&MINOR, Scale::Minor)] {
-            let mut rotated = [0.0; 12];
-            for (i, r) in rotated.iter_mut().enumerate() {
-                *r = template[(i + 12 - tonic as usize) % 12];
-            }
-            let key = Key::new(PitchClass::new(i32::from(tonic)), scale);
-            scores.push((pearson(chroma, &rotated), key));
+            scores.push((correlation(chroma, template, tonic), Key::new(tonic, scale)));
         }
     }
     scores.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -115,14 +110,40 @@ pub fn estimate_from(chroma: &[f64; 12]) -> Option<KeyEstimate> {
             scores.swap(0, 1);
         }
     }
-    let (best, key) = scores[0];
-    let runner_up = scores[1].0;
-    Some(KeyEstimate {
+    Some(reading(chroma, scores[0], scores[1].0))
+}
+
+/// The key on `tonic` a pitch-class profile matches best: its major or its minor, where the
+/// tonic is known (from a file's loop information) and only the mode is to be heard.
+/// Confidence is how far the winner stands above the other.
+pub fn estimate_on(chroma: &[f64; 12], tonic: PitchClass) -> Option<KeyEstimate> {
+    if chroma.iter().all(|&c| c == 0.0) {
+        return None;
+    }
+    let mut scores = [(&MAJOR, Scale::Major), (&MINOR, Scale::Minor)]
+        .map(|(template, scale)| (correlation(chroma, template, tonic), Key::new(tonic, scale)));
+    scores.sort_by(|a, b| b.0.total_cmp(&a.0));
+    Some(reading(chroma, scores[0], scores[1].0))
+}
+
+/// The estimate of a key that scored `best` against a runner-up's `runner_up`.
+fn reading(chroma: &[f64; 12], (best, key): (f64, Key), runner_up: f64) -> KeyEstimate {
+    KeyEstimate {
         key,
         correlation: best,
         confidence: ((best - runner_up).abs() / best.abs().max(1e-9)).clamp(0.0, 1.0),
         in_key: in_key(chroma, &key),
-    })
+    }
+}
+
+/// How well `chroma` correlates with `template` rotated to `tonic`.
+fn correlation(chroma: &[f64; 12], template: &[f64; 12], tonic: PitchClass) -> f64 {
+    let tonic = usize::from(tonic.semitones());
+    let mut rotated = [0.0; 12];
+    for (i, r) in rotated.iter_mut().enumerate() {
+        *r = template[(i + 12 - tonic) % 12];
+    }
+    pearson(chroma, &rotated)
 }
 
 #[cfg(test)]
@@ -179,6 +200,25 @@ mod tests {
         ]);
         let est = estimate(&audio, RATE).unwrap();
         assert_eq!(est.key.to_string(), "D minor", "{est:?}");
+    }
+
+    #[test]
+    fn a_known_tonic_leaves_only_the_mode_to_hear() {
+        // Am - F - C - G: natural minor, or C major's vi - IV - I - V; the notes alone
+        // cannot say which, the tonic can.
+        let audio = progression(&[
+            (9, [-3, 0, 4]),
+            (5, [-7, -3, 0]),
+            (0, [0, 4, 7]),
+            (7, [-5, -1, 2]),
+        ]);
+        let notes = profile(&audio, RATE);
+        let on_a = estimate_on(&notes, PitchClass::new(9)).unwrap();
+        assert_eq!(on_a.key.to_string(), "A minor", "{on_a:?}");
+        let on_c = estimate_on(&notes, PitchClass::new(0)).unwrap();
+        assert_eq!(on_c.key.to_string(), "C major", "{on_c:?}");
+        assert!(on_a.confidence > 0.0 && on_c.confidence > 0.0);
+        assert_eq!(estimate_on(&[0.0; 12], PitchClass::new(0)), None);
     }
 
     #[test]
