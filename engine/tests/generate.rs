@@ -4,9 +4,35 @@
 
 use djinn_engine::analysis::{chroma, loudness, tempo};
 use djinn_engine::profile::ProfileSet;
-use djinn_engine::synth::{Recipe, Role, SectionKind, render_loop, render_song};
+use djinn_engine::synth::{Groove, Recipe, Role, SectionKind, render_loop, render_song};
 
 const RATE: u32 = 48_000;
+
+#[test]
+fn songs_with_drums_are_heard_at_their_tempo_with_no_hint() {
+    // As `djinn analyze` and the library hear a file, searching 70–180 BPM: a style with
+    // drums whose tempo is in that range is heard at it, not at twice or half of it.
+    let mut failures = Vec::new();
+    for profile in ProfileSet::built_in().iter() {
+        let recipe = Recipe::from_profile(profile);
+        if recipe.groove == Groove::Ambient || !(70.0..=180.0).contains(&recipe.tempo) {
+            continue;
+        }
+        let song = render_song(&recipe, 30.0, profile.phrase_bars, 3, RATE, &mut |_| {}).unwrap();
+        let heard = tempo::estimate_music(&song.frames, RATE).map_or(0.0, |e| e.bpm);
+        println!(
+            "{:18} heard at {heard:7.2} ({:5.1})",
+            profile.name, recipe.tempo
+        );
+        if (heard - recipe.tempo).abs() > 1.0 {
+            failures.push(format!(
+                "{}: heard at {heard} for {}",
+                profile.name, recipe.tempo
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
 
 #[test]
 fn every_profile_loop_keeps_tempo_key_and_loudness() {

@@ -227,9 +227,21 @@ pub fn estimate_music(frames: &[[f32; 2]], sample_rate: u32) -> Option<TempoEsti
 
 /// How well another tempo octave must score, against the best, to be considered at all.
 const OCTAVE_SCORE: f64 = 0.8;
-/// Low-band off-beat strength, against the beat's, below which the off-beats are
-/// subdivisions (fluidsynth band renders: 0.2–0.3 at the beat, 0.7–0.95 at half of it).
+/// Low-band off-beat strength, against the beat's, below which the off-beats of a bare
+/// pulse are subdivisions (clicks accented on the bar: 0.6 at half their tempo).
 const OFFBEAT_RATIO: f64 = 0.5;
+/// Onsets at the slower octave's sixteenths, against its eighths, in the whole spectrum,
+/// from which the faster octave is the beat: the hats and cymbals that mark the
+/// subdivisions play its eighths. fluidsynth band takes: 0.01–0.02 at the beat, 0.73–0.87 at
+/// half of it; djinn's styles: at most 0.07 at the beat, 0.87–0.94 at half of it.
+const SIXTEENTHS_WHOLE: f64 = 0.35;
+/// The same in the two bands balanced (each at its own scale), from which the faster octave
+/// is the beat: a kick on every beat with a hat between (which the whole spectrum, ruled by
+/// the hats, misses). djinn's styles: at most 0.52 at the beat, 0.71 and up at half of it.
+const SIXTEENTHS_BALANCED: f64 = 0.62;
+/// Below this in the balanced bands, nothing sounds between the slower octave's eighths: a
+/// bare pulse, told by its off-beats (music with drums: 0.14 and up).
+const BARE_PULSE: f64 = 0.05;
 /// Phase bins per beat when the envelope is folded onto one beat.
 const PHASE_BINS: usize = 32;
 
@@ -252,24 +264,73 @@ fn fold(envelope: &[f32], period: f64) -> [f64; PHASE_BINS] {
     sum
 }
 
-/// The strongest phase bin of a fold, with its neighbours' help (an onset can straddle two).
-fn peak_near(folded: &[f64; PHASE_BINS], bin: usize) -> f64 {
-    (0..3)
-        .map(|d| folded[(bin + PHASE_BINS + d - 1) % PHASE_BINS])
+/// The strongest phase bin of a fold.
+fn strongest(folded: &[f64; PHASE_BINS]) -> usize {
+    (0..PHASE_BINS)
+        .max_by(|&a, &b| folded[a].total_cmp(&folded[b]))
+        .unwrap_or(0)
+}
+
+/// The strongest of the bins within `reach` of `bin` in a fold (an onset can straddle two).
+fn peak_within(folded: &[f64; PHASE_BINS], bin: usize, reach: usize) -> f64 {
+    (0..=2 * reach)
+        .map(|d| folded[(bin + PHASE_BINS + d - reach) % PHASE_BINS])
         .fold(0.0, f64::max)
 }
 
 /// How strong the onsets halfway between beats of `period` hops are, against the beats'.
 fn offbeat_ratio(envelope: &[f32], period: f64) -> f64 {
     let folded = fold(envelope, period);
-    let on = (0..PHASE_BINS)
-        .max_by(|&a, &b| folded[a].total_cmp(&folded[b]))
-        .unwrap_or(0);
-    let beat = peak_near(&folded, on);
+    let on = strongest(&folded);
+    let beat = peak_within(&folded, on, 1);
     if beat <= 0.0 {
         return 1.0;
     }
-    peak_near(&folded, (on + PHASE_BINS / 2) % PHASE_BINS) / beat
+    peak_within(&folded, on + PHASE_BINS / 2, 1) / beat
+}
+
+/// How strong the onsets at the sixteenths of a folded beat are against those at its
+/// eighths, the eighths placed on its strongest phase.
+fn sixteenths(folded: &[f64; PHASE_BINS]) -> f64 {
+    let on = strongest(folded);
+    let at = |offset: usize, reach: usize| peak_within(folded, on + offset, reach);
+    let eighths = at(0, 1) + at(PHASE_BINS / 2, 1);
+    // A swung sixteenth comes late: it is looked for further off.
+    let sixteenths = at(PHASE_BINS / 4, 2) + at(3 * PHASE_BINS / 4, 2);
+    if eighths <= 0.0 {
+        0.0
+    } else {
+        sixteenths / eighths
+    }
+}
+
+/// Of two tempo octaves that both fit the onsets, whether the faster is the beat, given the
+/// slower's beat of `period` hops: where the music's subdivisions (hats, shakers, a hat
+/// between kicks) fall on the slower's sixteenths, it is the faster octave's eighths that
+/// they mark. A bare pulse with nothing between its eighths is the faster tempo when its
+/// off-beats are about as strong as its beats.
+fn faster_is_the_beat(envelopes: &Envelopes, period: f64) -> bool {
+    let whole = fold(&envelopes.full, period);
+    let low = fold(&envelopes.low, period);
+    let scale = |f: &[f64; PHASE_BINS]| {
+        let top = f.iter().copied().fold(0.0, f64::max);
+        if top > 0.0 { 1.0 / top } else { 0.0 }
+    };
+    let (w, l) = (scale(&whole), scale(&low));
+    let mut balanced = [0.0; PHASE_BINS];
+    for (b, (x, y)) in balanced.iter_mut().zip(whole.iter().zip(&low)) {
+        *b = x * w + y * l;
+    }
+    let both = sixteenths(&balanced);
+    if both < BARE_PULSE {
+        let accents = if l > 0.0 {
+            &envelopes.low
+        } else {
+            &envelopes.full
+        };
+        return offbeat_ratio(accents, period) >= OFFBEAT_RATIO;
+    }
+    sixteenths(&whole) >= SIXTEENTHS_WHOLE || both >= SIXTEENTHS_BALANCED
 }
 
 /// Where the beats of `frames` fall, in seconds, at `bpm`: the strongest phase of the
@@ -347,13 +408,7 @@ pub fn estimate(
 }
 
 fn estimate_in(envelopes: &Envelopes, min_bpm: f64, max_bpm: f64) -> Option<TempoEstimate> {
-    let (envelope, low, hop_s) = (&envelopes.full, &envelopes.low, envelopes.hop_s);
-    // Beats are told from subdivisions by the low band when there is one.
-    let accents = if low.iter().any(|&x| x > 0.0) {
-        low
-    } else {
-        envelope
-    };
+    let (envelope, hop_s) = (&envelopes.full, envelopes.hop_s);
     if envelope.len() as f64 * hop_s < 2.0 || envelope.iter().all(|&x| x == 0.0) {
         return None;
     }
@@ -394,19 +449,18 @@ fn estimate_in(envelopes: &Envelopes, min_bpm: f64, max_bpm: f64) -> Option<Temp
     let mean = total / n.max(1.0);
     // NOTE: a steady pulse scores nearly as well at half its tempo (every other beat lines
     // up too) and at its subdivisions (hats on the eighths line up as well as the beats).
-    // Between two octaves that both score well, the slower is the beat when its off-beats
-    // are clearly weaker than its beats (the subdivisions are hats, the beats kick and
-    // snare), else the faster is.
+    // Between two octaves that both score well, the beat is the one whose eighths the
+    // subdivisions mark (see faster_is_the_beat).
     let phase_hops = |bpm: f64| 60.0 / bpm / hop_s;
     let double = best.0 * 2.0;
     let half = best.0 / 2.0;
     if double <= max_bpm && score(double) >= OCTAVE_SCORE * best.1 {
-        if offbeat_ratio(accents, phase_hops(best.0)) >= OFFBEAT_RATIO {
+        if faster_is_the_beat(envelopes, phase_hops(best.0)) {
             best = (double, score(double));
         }
     } else if half >= min_bpm - 0.01
         && score(half) >= OCTAVE_SCORE * best.1
-        && offbeat_ratio(accents, phase_hops(half)) < OFFBEAT_RATIO
+        && !faster_is_the_beat(envelopes, phase_hops(half))
     {
         best = (half, score(half));
     }
@@ -455,6 +509,131 @@ mod tests {
         for bpm in [90.0, 120.0, 140.0] {
             let audio = clicks(bpm, 20.0, 48_000);
             let est = estimate(&audio, 48_000, 50.0, 200.0).unwrap();
+            assert!((est.bpm - bpm).abs() < 0.2, "{bpm}: {est:?}");
+        }
+    }
+
+    /// The drums a kit plays, and a bass.
+    #[derive(Clone, Copy)]
+    enum Drum {
+        Kick,
+        Snare,
+        Hat,
+        Bass,
+    }
+
+    /// `seconds` of a kit at `bpm` playing `bar` (beat in the bar and drum; four beats) over
+    /// and over: a falling sine kick, a noise snare with a body, a bright noise hat, a
+    /// plucked 55 Hz bass.
+    fn kit(bpm: f64, seconds: f64, bar: &[(f64, Drum)]) -> Vec<[f32; 2]> {
+        const RATE: f32 = 48_000.0;
+        let mut out = vec![[0.0f32; 2]; (seconds * f64::from(RATE)) as usize];
+        let mut seed = 1u32;
+        let mut noise = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        };
+        let beat = 60.0 / bpm * f64::from(RATE);
+        let bars = (out.len() as f64 / (4.0 * beat)).ceil() as usize;
+        for n in 0..bars {
+            for &(at, drum) in bar {
+                let start = ((n as f64 * 4.0 + at) * beat).round() as usize;
+                let Some(tail) = out.get_mut(start..) else {
+                    continue;
+                };
+                let mut phase = 0.0f32;
+                let mut last = 0.0f32;
+                for (i, f) in tail.iter_mut().take(12_000).enumerate() {
+                    let t = i as f32 / RATE;
+                    let v = match drum {
+                        Drum::Kick => {
+                            phase +=
+                                std::f32::consts::TAU * (50.0 + 100.0 * (-t * 30.0).exp()) / RATE;
+                            0.8 * phase.sin() * (-t * 8.0).exp()
+                        }
+                        Drum::Snare => {
+                            let body =
+                                (std::f32::consts::TAU * 180.0 * t).sin() * (-t * 20.0).exp();
+                            0.5 * (0.6 * noise() * (-t * 30.0).exp() + body)
+                        }
+                        Drum::Hat => {
+                            // Noise, differenced: its energy is high up.
+                            let n = noise();
+                            let v = 0.3 * (n - last) * (-t * 80.0).exp();
+                            last = n;
+                            v
+                        }
+                        Drum::Bass => {
+                            let tone = (std::f32::consts::TAU * 55.0 * t).sin();
+                            0.5 * tone * (1.0 - (-t * 400.0).exp()) * (-t * 12.0).exp()
+                        }
+                    };
+                    f[0] += v;
+                    f[1] += v;
+                }
+            }
+        }
+        out
+    }
+
+    /// Kick on one and three, snare on two and four, hats on the eighths.
+    const BACKBEAT: [(f64, Drum); 12] = [
+        (0.0, Drum::Kick),
+        (1.0, Drum::Snare),
+        (2.0, Drum::Kick),
+        (3.0, Drum::Snare),
+        (0.0, Drum::Hat),
+        (0.5, Drum::Hat),
+        (1.0, Drum::Hat),
+        (1.5, Drum::Hat),
+        (2.0, Drum::Hat),
+        (2.5, Drum::Hat),
+        (3.0, Drum::Hat),
+        (3.5, Drum::Hat),
+    ];
+
+    #[test]
+    fn of_two_tempo_octaves_the_one_whose_eighths_the_hats_play_is_the_beat() {
+        // 80 and 85 BPM also fit at 160 and 170, 160 and 170 at 80 and 85: the hats tell.
+        for bpm in [80.0, 85.0, 160.0, 170.0] {
+            let audio = kit(bpm, 20.0, &BACKBEAT);
+            let est = estimate_music(&audio, 48_000).unwrap();
+            assert!((est.bpm - bpm).abs() < 0.2, "{bpm}: {est:?}");
+        }
+    }
+
+    #[test]
+    fn a_boom_bap_beat_with_a_bass_on_the_eighths_is_not_read_at_twice_its_tempo() {
+        // Kick on one, the last sixteenth of two and around three, snare on two and four,
+        // hats and a bass on the eighths: the bass makes the low band's off-beats as strong
+        // as its beats, but the hats play the eighths of 85 and 90 BPM, not of 170 and 180.
+        let boom_bap: Vec<(f64, Drum)> = [
+            (0.0, Drum::Kick),
+            (1.75, Drum::Kick),
+            (2.25, Drum::Kick),
+            (2.5, Drum::Kick),
+            (1.0, Drum::Snare),
+            (3.0, Drum::Snare),
+        ]
+        .into_iter()
+        .chain((0..8).map(|e| (f64::from(e) / 2.0, Drum::Hat)))
+        .chain((0..8).map(|e| (f64::from(e) / 2.0, Drum::Bass)))
+        .collect();
+        for bpm in [85.0, 90.0] {
+            let audio = kit(bpm, 20.0, &boom_bap);
+            let est = estimate_music(&audio, 48_000).unwrap();
+            assert!((est.bpm - bpm).abs() < 0.2, "{bpm}: {est:?}");
+        }
+    }
+
+    #[test]
+    fn a_kick_on_every_beat_with_a_hat_between_is_read_at_the_kicks_tempo() {
+        let four_on_the_floor: Vec<(f64, Drum)> = (0..4)
+            .flat_map(|b| [(f64::from(b), Drum::Kick), (f64::from(b) + 0.5, Drum::Hat)])
+            .collect();
+        for bpm in [75.0, 150.0] {
+            let audio = kit(bpm, 20.0, &four_on_the_floor);
+            let est = estimate_music(&audio, 48_000).unwrap();
             assert!((est.bpm - bpm).abs() < 0.2, "{bpm}: {est:?}");
         }
     }
