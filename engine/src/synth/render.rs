@@ -775,6 +775,9 @@ fn with_release(
 /// K-weighted energy of each chunk, for predicting the loudness the limiter will leave.
 struct Coarse {
     peaks: Vec<f32>,
+    /// Where [`Coarse::predict`] lays the limiter's gain for each chunk: one buffer for
+    /// every prediction, each writing every chunk.
+    envelope: Vec<f32>,
     energy: Vec<f64>,
     chunks_per_sub: usize,
     window: usize,
@@ -806,6 +809,7 @@ impl Coarse {
         }
         let lookahead = crate::dsp::limiter_lookahead(sample_rate as f32);
         Coarse {
+            envelope: vec![1.0; peaks.len()],
             peaks,
             energy: loudness::k_energy_sums(frames, sample_rate, SEARCH_CHUNK),
             chunks_per_sub: (sub_len / SEARCH_CHUNK).max(1),
@@ -825,12 +829,13 @@ impl Coarse {
     }
 
     /// Predicted integrated loudness after `gain_db` and the limiter at `ceiling_db`.
-    fn predict(&self, gain_db: f64, ceiling_db: f64, circular: bool) -> f64 {
+    fn predict(&mut self, gain_db: f64, ceiling_db: f64, circular: bool) -> f64 {
         let g = db_to_gain(gain_db as f32);
         let ceiling = ceiling_gain(ceiling_db as f32);
         let release = (-(SEARCH_CHUNK as f32) / (self.release_s * self.sample_rate as f32)).exp();
         let mut law = LimiterGain::new(self.window, release);
-        let n = self.peaks.len();
+        let (n, window) = (self.peaks.len(), self.window);
+        let (peaks, envelope) = (&self.peaks, &mut self.envelope);
         // The law over chunks `from..to`, a block at a time, handing `each` each chunk and
         // its gain.
         let mut needs = [1.0f32; PEAK_BLOCK];
@@ -839,7 +844,7 @@ impl Coarse {
             for start in (from..to).step_by(PEAK_BLOCK) {
                 let end = to.min(start + PEAK_BLOCK);
                 for (need, c) in needs.iter_mut().zip(start..end) {
-                    *need = needed(self.peaks.get(c).copied().unwrap_or(0.0), g, ceiling);
+                    *need = needed(peaks.get(c).copied().unwrap_or(0.0), g, ceiling);
                 }
                 let len = end - start;
                 law.run(&needs[..len], &mut gains[..len]);
@@ -851,13 +856,14 @@ impl Coarse {
         if circular {
             run(0, n, &mut |_, _| {});
         }
-        let mut envelope = vec![1.0f32; n];
-        let steps = if circular { n } else { n + self.window };
+        // Every chunk's slot is written: a loop's from its second pass, a piece's from the
+        // window on.
+        let steps = if circular { n } else { n + window };
         run(0, steps, &mut |c, env| {
             let at = if circular {
-                (c + n - self.window % n) % n
+                (c + n - window % n) % n
             } else {
-                c.wrapping_sub(self.window)
+                c.wrapping_sub(window)
             };
             if let Some(slot) = envelope.get_mut(at) {
                 *slot = env;
@@ -881,7 +887,7 @@ impl Coarse {
 
     /// The gain (dB) that brings the piece to `target` through the limiter, by secant
     /// steps from `guess` (loudness rises with gain, ever more slowly as the limiter bites).
-    fn solve(&self, target: f64, guess: f64, ceiling_db: f64, circular: bool) -> f64 {
+    fn solve(&mut self, target: f64, guess: f64, ceiling_db: f64, circular: bool) -> f64 {
         let mut g0 = guess;
         let mut l0 = self.predict(g0, ceiling_db, circular);
         let mut g1 = g0 + (target - l0);
@@ -1386,7 +1392,7 @@ mod tests {
         let mut audio = sparse_drums(10.0, rate);
         // The usual release cannot get there limiting by MAX_LIMITING_DB or less.
         let sub_len = rate as usize / 10;
-        let coarse = Coarse::new(&audio, sub_len, rate, false);
+        let mut coarse = Coarse::new(&audio, sub_len, rate, false);
         let before = loudness::gated_loudness(&coarse.sub_blocks(), sub_len);
         let usual = coarse.predict(target - before + MAX_LIMITING_DB, ceiling, false);
         assert!(usual < target - 0.5, "{usual} LUFS with the usual release");
