@@ -543,52 +543,78 @@ async fn djinn_as_master_sends_a_sample_accurate_clock() {
         .into_iter()
         .filter(|&t| t > resumed && t < stops[1])
         .collect();
-    // NOTE: on this non-realtime server a client now and then misses a cycle (an xrun);
-    // the probe then misses the ticks of that cycle. Such a gap spans whole ticks and is
-    // set aside, and only when JACK counted an xrun.
-    let xruns = client.call("daemon.status", Value::Null).await.unwrap()["audio"]["xruns"]
-        .as_u64()
-        .unwrap();
-    let all_gaps: Vec<i64> = ticks.windows(2).map(|w| (w[1] - w[0]) as i64).collect();
-    // A missed cycle stretches one gap to whole ticks, and the probe can see the tick after
-    // it early in its next cycle: with an xrun counted, gaps a quarter tick or more off the
-    // median are set aside on both sides.
-    let mut sorted = all_gaps.clone();
-    sorted.sort_unstable();
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
-    let gaps: Vec<i64> = all_gaps
-        .iter()
-        .copied()
-        .skip(1)
-        .filter(|g| !(xruns > 0 && (g - median).abs() > median / 4))
+    // NOTE: on this non-realtime server a client now and then misses a cycle (an xrun).
+    // When djinn misses one, the tick due in it goes out at the start of the next, up to a
+    // period late (the count of ticks must hold); when the probe misses one, it never sees
+    // that cycle's tick. Only with cycles lost may a tick be late or missing, and the
+    // intervals it touches are set aside; every other tick must be exact.
+    assert!(
+        ticks.len() > 150,
+        "{} ticks after the Continue",
+        ticks.len()
+    );
+    let status = client.call("daemon.status", Value::Null).await.unwrap();
+    let audio = &status["audio"];
+    let lost = audio["xruns"].as_u64().unwrap() + audio["frames_skipped"].as_u64().unwrap();
+    let t: Vec<f64> = ticks.iter().map(|&t| t as f64).collect();
+    // A tick late against the line through its neighbours by more than a ramp's bend and
+    // rounding, and by at most a period.
+    let late = |i: usize| {
+        i > 0 && i + 1 < t.len() && {
+            let off = t[i] - (t[i - 1] + t[i + 1]) / 2.0;
+            off > 2.0 && off <= 257.0
+        }
+    };
+    // An interval over a missing tick spans two.
+    let missing = |i: usize| {
+        let local = [i.wrapping_sub(1), i + 1]
+            .iter()
+            .filter_map(|&j| ticks.get(j + 1).zip(ticks.get(j)).map(|(b, a)| b - a))
+            .min()
+            .unwrap_or(u64::MAX);
+        ticks[i + 1] - ticks[i] > local * 3 / 2
+    };
+    // Interval i runs from tick i to tick i + 1; the first, from the Continue's cycle, is
+    // left out.
+    let gaps: Vec<Option<i64>> = (1..ticks.len() - 1)
+        .map(|i| {
+            let doubtful = late(i) || late(i + 1) || missing(i);
+            (!doubtful).then(|| (ticks[i + 1] - ticks[i]) as i64)
+        })
         .collect();
+    let doubtful = gaps.iter().filter(|g| g.is_none()).count();
     assert!(
-        xruns > 0 || gaps.len() + 1 == all_gaps.len(),
-        "no tick lost without an xrun"
+        lost > 0 || doubtful == 0,
+        "{doubtful} ticks late or missing with no cycle lost"
     );
-    // At 123.4 BPM a tick is 972.3 frames; at 140, 857.1.
-    let steady: Vec<i64> = gaps.iter().copied().take(96).collect();
-    let spread = steady.iter().max().unwrap() - steady.iter().min().unwrap();
+    let trusted: Vec<i64> = gaps.iter().flatten().copied().collect();
+    // At 123.4 BPM a tick is 972.3 frames, so every interval is 972 or 973 until the ramp
+    // (its first is a frame shorter already); at 140, 857.1. How many ticks come before the
+    // ramp is up to the host (a loaded one runs the server slower than the test's sleeps),
+    // but not their exactness: at least two beats of them, and the ramp after.
+    let steady = trusted
+        .iter()
+        .take_while(|&&g| g == 972 || g == 973)
+        .count();
     assert!(
-        spread <= 1,
-        "tick spacing at a constant tempo varies by {spread} frames"
+        steady >= 48,
+        "only {steady} exact ticks at a constant tempo ({lost} lost): {:?}",
+        &gaps[..gaps.len().min(64)]
     );
-    assert!(steady.iter().all(|&g| g == 972 || g == 973), "{steady:?}");
-    let end: Vec<i64> = gaps.iter().rev().take(48).copied().collect();
+    let end: Vec<i64> = trusted.iter().rev().take(48).copied().collect();
     assert!(end.iter().all(|&g| g == 857 || g == 858), "{end:?}");
     // The ramp glides: 115 frames of change over 96 ticks is 1.2 a tick, plus a frame of
     // rounding at each end of an interval; a step would jump by 115.
     let jumps = gaps
         .windows(2)
-        .filter(|w| !(xruns > 0 && w[0] > w[1] * 3 / 2))
-        .map(|w| (w[1] - w[0]).abs())
+        .filter_map(|w| Some((w[1]? - w[0]?).abs()))
         .max()
         .unwrap();
     assert!(
         jumps <= 4,
-        "the tempo ramp jumps by {jumps} frames between ticks"
+        "the tempo ramp jumps by {jumps} frames between ticks ({lost} lost): {gaps:?}"
     );
-    let ramping = gaps.iter().filter(|&&g| g > 858 && g < 972).count();
+    let ramping = trusted.iter().filter(|&&g| g > 858 && g < 972).count();
     assert!(
         ramping > 48,
         "the ramp spans beats: {ramping} intervals between the tempi"

@@ -1105,6 +1105,9 @@ pub struct AudioReport {
     pub notifications_dropped: u64,
     /// MIDI clock messages lost for want of room, in or out.
     pub clock_messages_dropped: u64,
+    /// Frames the driver's clock moved on by with no period processed (missed cycles),
+    /// caught up in silence.
+    pub frames_skipped: u64,
     /// Where the transport follows from, the lock to an external clock, MIDI clock out.
     pub clock: ClockStatus,
     /// Pipe mode.
@@ -1155,6 +1158,7 @@ impl Message<AudioStatus> for AudioActor {
             commands_dropped: load(|s| &s.commands_dropped),
             notifications_dropped: load(|s| &s.notifications_dropped),
             clock_messages_dropped: load(|s| &s.clock_messages_dropped),
+            frames_skipped: load(|s| &s.frames_skipped),
             clock: self.clock_status(),
             pipe: self.pipe_report(),
         }

@@ -305,6 +305,9 @@ pub struct MixerStats {
     pub periods: AtomicU64,
     /// MIDI clock messages that found the period's list full, in or out.
     pub clock_messages_dropped: AtomicU64,
+    /// Frames the driver's clock moved on by with no period processed: cycles missed (an
+    /// xrun, whether or not the server reported one), caught up in silence.
+    pub frames_skipped: AtomicU64,
 }
 
 /// The buffers of one period: master and group outputs, left and right, and the inputs

@@ -268,6 +268,9 @@ impl Processor {
         if skipped == 0 || skipped > 60 * u64::from(self.sample_rate()) {
             return;
         }
+        self.stats
+            .frames_skipped
+            .fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
         if self.sync.source == ClockSource::Internal && self.transport.rolling {
             self.transport.advance(skipped);
             for layer in &mut self.layers {
