@@ -209,8 +209,12 @@ async fn launch_click(client: &mut Client, events: &mut Events) -> u64 {
 /// NOTE: a client that misses a cycle (an xrun) misses that cycle's ticks; the probe's
 /// count is kept by the gaps between ticks, as djinn's own is, and a bar line whose tick
 /// the probe missed is left out.
-fn bar_ticks(probe: &Probe) -> (Vec<u64>, Vec<u64>, u64) {
-    let start = *probe.midi(0xFA).last().expect("jack_midi_clock sent Start");
+fn bar_ticks(probe: &Probe) -> Result<(Vec<u64>, Vec<u64>, u64), String> {
+    // A Start the probe missed (in a cycle it lost) leaves nothing to count from.
+    let start = *probe
+        .midi(0xFA)
+        .last()
+        .ok_or("the probe saw no Start from jack_midi_clock")?;
     let mut ticks: Vec<u64> = probe
         .midi(0xF8)
         .into_iter()
@@ -231,7 +235,7 @@ fn bar_ticks(probe: &Probe) -> (Vec<u64>, Vec<u64>, u64) {
             bars.push(tick);
         }
     }
-    (ticks, bars, index)
+    Ok((ticks, bars, index))
 }
 
 fn following(jackd: &Jackd) -> Djinnd {
@@ -362,7 +366,7 @@ async fn follow_run(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let status = client.call("daemon.status", Value::Null).await.unwrap();
     let clock_status = status["audio"]["clock"].clone();
-    let (ticks, bars, counted) = bar_ticks(&probe);
+    let (ticks, bars, counted) = bar_ticks(&probe)?;
     let onsets = probe.onsets();
     if onsets.len() != 2 {
         return Err(format!("{bpm} BPM: two clicks heard: {onsets:?}"));
@@ -390,10 +394,17 @@ async fn follow_run(
     if phase.iter().any(|error| error.abs() > MS) {
         return Err(format!("a bar launch off the clock's bar: {report}"));
     }
+    // Each shortfall is returned, not asserted: one that follows a lost cycle is done again.
     if jitter == 0 {
-        assert!(lock_beats <= 1.0 + 1e-9, "locked late: {report}");
-        assert!(lock_error <= 0.1, "off at lock: {report}");
-        assert!((tempo - bpm).abs() <= 0.1, "off tempo: {report}");
+        if lock_beats > 1.0 + 1e-9 {
+            return Err(format!("locked late: {report}"));
+        }
+        if lock_error > 0.1 {
+            return Err(format!("off at lock: {report}"));
+        }
+        if (tempo - bpm).abs() > 0.1 {
+            return Err(format!("off tempo: {report}"));
+        }
     } else {
         // NOTE: jack_midi_clock -J jitters each interval on its own, so the phase wanders
         // and the tempo the stream carries over n ticks varies as 1/√n: ±0.1 BPM needs
@@ -401,10 +412,9 @@ async fn follow_run(
         if lock_beats > 16.0 {
             return Err(format!("locked late: {report}"));
         }
-        assert!(
-            (tempo - carried).abs() <= 0.6,
-            "off the stream's tempo: {report}"
-        );
+        if (tempo - carried).abs() > 0.6 {
+            return Err(format!("off the stream's tempo: {report}"));
+        }
     }
     Ok(report)
 }
@@ -694,7 +704,7 @@ async fn djinn_leads_jack_transport_and_another_djinn_follows_it() {
     // jack_midi_clock ticks at the leader's tempo: 972.3 frames apart.
     // (The mean of the gaps within a quarter tick of the median: a cycle the probe or the
     // clock missed on a stalled host neither stretches nor shortens it.)
-    let (ticks, _, _) = bar_ticks(&probe);
+    let (ticks, _, _) = bar_ticks(&probe).unwrap();
     assert!(ticks.len() > 48, "{} ticks", ticks.len());
     let mut gaps: Vec<f64> = ticks.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
     gaps.sort_by(f64::total_cmp);
