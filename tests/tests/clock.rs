@@ -227,9 +227,16 @@ fn bar_ticks(probe: &Probe) -> Result<(Vec<u64>, Vec<u64>, u64), String> {
     let typical = gaps.get(gaps.len() / 2).copied().unwrap_or(1).max(1) as f64;
     let mut index = 0u64;
     let mut bars = Vec::new();
+    let ratio = |k: usize| (ticks[k] - ticks[k - 1]) as f64 / typical;
     for (k, &tick) in ticks.iter().enumerate() {
         if k > 0 {
-            index += ((tick - ticks[k - 1]) as f64 / typical).round().max(1.0) as u64;
+            let mut step = ratio(k).round().max(1.0) as u64;
+            // A long gap closed by a short one is a tick the clock sent late (it missed a
+            // cycle), not one the probe missed: the ticks since are one fewer.
+            if step > 1 && k + 1 < ticks.len() && ratio(k + 1) < 0.75 {
+                step -= 1;
+            }
+            index += step;
         }
         if index.is_multiple_of(BAR_TICKS as u64) {
             bars.push(tick);
@@ -263,7 +270,7 @@ async fn wait_running(client: &mut Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn djinn_locks_to_jack_midi_clock_and_launches_on_its_bar_one() {
-    let jackd = Jackd::start(false, 256);
+    let jackd = Jackd::start_alone(true, 256);
     // The first clock runs before djinnd starts: the config connects it.
     let mut clock = Some(jack_midi_clock(&jackd, Some(90.0), 0));
     let daemon = following(&jackd);
@@ -287,8 +294,8 @@ async fn djinn_locks_to_jack_midi_clock_and_launches_on_its_bar_one() {
             peer
         });
         // NOTE: on this non-realtime server a client now and then misses a cycle (an
-        // xrun), and the probe then misses what happened in it; a run that fails with an
-        // xrun counted is done again (up to four times: a stalled host can spoil several
+        // xrun), and the probe then misses what happened in it; a run that fails with a
+        // cycle lost is done again (up to seven times: a stalled host can spoil several
         // runs in a row), a run that fails without one fails the test.
         let mut attempt = 0;
         loop {
@@ -299,7 +306,7 @@ async fn djinn_locks_to_jack_midi_clock_and_launches_on_its_bar_one() {
                     eprintln!("{report}");
                     break;
                 }
-                Err(failure) if attempt < 5 && xrun_count(&mut client).await > xruns => {
+                Err(failure) if attempt < 8 && xrun_count(&mut client).await > xruns => {
                     eprintln!("redone after an xrun: {failure}");
                 }
                 // NOTE: a -J stream's phase is a random walk, and how soon it carries its
@@ -421,7 +428,7 @@ async fn follow_run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_continue_and_a_lost_clock_are_followed() {
-    let jackd = Jackd::start(false, 256);
+    let jackd = Jackd::start_alone(true, 256);
     let clock = jack_midi_clock(&jackd, Some(128.0), 0);
     let daemon = following(&jackd);
     let mut client = daemon.client();
@@ -494,7 +501,37 @@ async fn stop_continue_and_a_lost_clock_are_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn djinn_as_master_sends_a_sample_accurate_clock() {
-    let jackd = Jackd::start(false, 256);
+    // NOTE: on this non-realtime server a client now and then misses a cycle, and the probe
+    // then misses what was sent in it (a Start, a Continue, a tick) or djinn sends a tick a
+    // period late; a run that falls short with cycles lost is done again (up to three
+    // times), one that falls short without fails the test.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match master_clock_run().await {
+            Ok(()) => break,
+            Err((failure, lost)) if attempt < 3 && lost > 0 => {
+                eprintln!("redone after {lost} lost: {failure}");
+            }
+            Err((failure, lost)) => panic!("{failure} ({lost} cycles lost)"),
+        }
+    }
+}
+
+/// Returns a shortfall as a failure, with the cycles lost so far.
+macro_rules! check {
+    ($lost:expr, $cond:expr, $($message:tt)+) => {
+        if !$cond {
+            return Err((format!($($message)+), $lost));
+        }
+    };
+}
+
+/// One run of djinn as the clock master: start, stop, continue mid-bar, a ramp, a stop,
+/// recorded by the probe. Returns a shortfall and the cycles lost (reported xruns and
+/// frames djinn found skipped).
+async fn master_clock_run() -> Result<(), (String, u64)> {
+    let jackd = Jackd::start_alone(true, 256);
     let daemon = Djinnd::start_with(Options {
         audio: Some("jack".into()),
         args: vec!["--jack-name".into(), "djinn".into()],
@@ -526,6 +563,7 @@ async fn djinn_as_master_sends_a_sample_accurate_clock() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     client.call("transport.stop", Value::Null).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let lost = xrun_count(&mut client).await;
 
     let starts = probe.midi(0xFA);
     let stops = probe.midi(0xFC);
@@ -533,16 +571,30 @@ async fn djinn_as_master_sends_a_sample_accurate_clock() {
     let positions = probe.midi(0xF2);
     // The first start is from wherever the transport stood (a Start only at the very top);
     // the second is mid-bar.
-    assert_eq!(stops.len(), 2, "two Stops");
-    assert_eq!(starts.len() + continues.len(), 2, "each start announced");
-    assert_eq!(
-        positions.len(),
-        continues.len(),
-        "a song position before each Continue"
+    check!(lost, stops.len() == 2, "two Stops, not {}", stops.len());
+    check!(
+        lost,
+        starts.len() + continues.len() == 2,
+        "each start announced: {} of 2",
+        starts.len() + continues.len()
     );
-    let resumed = *continues.last().unwrap();
-    assert!(stops[0] < resumed && resumed < stops[1]);
-    assert!(
+    check!(
+        lost,
+        positions.len() == continues.len(),
+        "a song position before each Continue: {} for {}",
+        positions.len(),
+        continues.len()
+    );
+    let Some(&resumed) = continues.last() else {
+        return Err(("no Continue".into(), lost));
+    };
+    check!(
+        lost,
+        stops[0] < resumed && resumed < stops[1],
+        "the Continue between the Stops"
+    );
+    check!(
+        lost,
         positions.iter().all(|p| continues.contains(p)),
         "sent together"
     );
@@ -552,7 +604,8 @@ async fn djinn_as_master_sends_a_sample_accurate_clock() {
         .filter(|&t| t < stops[0])
         .count();
     // 1.5 s at 123.4 BPM is about 74 ticks.
-    assert!(
+    check!(
+        lost,
         (60..=90).contains(&first_run),
         "{first_run} ticks before the first Stop"
     );
@@ -566,14 +619,12 @@ async fn djinn_as_master_sends_a_sample_accurate_clock() {
     // period late (the count of ticks must hold); when the probe misses one, it never sees
     // that cycle's tick. Only with cycles lost may a tick be late or missing, and the
     // intervals it touches are set aside; every other tick must be exact.
-    assert!(
+    check!(
+        lost,
         ticks.len() > 150,
         "{} ticks after the Continue",
         ticks.len()
     );
-    let status = client.call("daemon.status", Value::Null).await.unwrap();
-    let audio = &status["audio"];
-    let lost = audio["xruns"].as_u64().unwrap() + audio["frames_skipped"].as_u64().unwrap();
     let t: Vec<f64> = ticks.iter().map(|&t| t as f64).collect();
     // A tick late against the line through its neighbours by more than a ramp's bend and
     // rounding, and by at most a period.
@@ -601,7 +652,8 @@ async fn djinn_as_master_sends_a_sample_accurate_clock() {
         })
         .collect();
     let doubtful = gaps.iter().filter(|g| g.is_none()).count();
-    assert!(
+    check!(
+        lost,
         lost > 0 || doubtful == 0,
         "{doubtful} ticks late or missing with no cycle lost"
     );
@@ -614,29 +666,33 @@ async fn djinn_as_master_sends_a_sample_accurate_clock() {
         .iter()
         .take_while(|&&g| g == 972 || g == 973)
         .count();
-    assert!(
+    check!(
+        lost,
         steady >= 48,
         "only {steady} exact ticks at a constant tempo ({lost} lost): {:?}",
         &gaps[..gaps.len().min(64)]
     );
     let end: Vec<i64> = trusted.iter().rev().take(48).copied().collect();
-    assert!(end.iter().all(|&g| g == 857 || g == 858), "{end:?}");
+    check!(lost, end.iter().all(|&g| g == 857 || g == 858), "{end:?}");
     // The ramp glides: 115 frames of change over 96 ticks is 1.2 a tick, plus a frame of
     // rounding at each end of an interval; a step would jump by 115.
     let jumps = gaps
         .windows(2)
         .filter_map(|w| Some((w[1]? - w[0]?).abs()))
         .max()
-        .unwrap();
-    assert!(
+        .unwrap_or(0);
+    check!(
+        lost,
         jumps <= 4,
         "the tempo ramp jumps by {jumps} frames between ticks ({lost} lost): {gaps:?}"
     );
     let ramping = trusted.iter().filter(|&&g| g > 858 && g < 972).count();
-    assert!(
+    check!(
+        lost,
         ramping > 48,
         "the ramp spans beats: {ramping} intervals between the tempi"
     );
+    Ok(())
 }
 
 fn beats_of(status: &Value) -> f64 {
@@ -649,7 +705,7 @@ fn beats_of(status: &Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn djinn_leads_jack_transport_and_another_djinn_follows_it() {
-    let jackd = Jackd::start(false, 256);
+    let jackd = Jackd::start_alone(true, 256);
     // djinn A is JACK's timebase master: bars, beats and tempo for every client.
     let leader = Djinnd::start_with(Options {
         audio: Some("jack".into()),
