@@ -87,13 +87,7 @@ pub fn generate(options: &GenerateOptions, progress: &mut dyn FnMut(f64)) -> any
         progress,
     )?;
     let render_s = started.elapsed().as_secs_f64();
-    let recipe = &interpretation.recipe;
-    let info = LoopInfo::lasting(
-        recipe.tempo,
-        recipe.meter,
-        Some(recipe.key.tonic),
-        options.seconds,
-    );
+    let info = interpretation.recipe.loop_info(options.seconds);
     djinn_engine::wav::write_with(
         &options.output,
         &song.frames,
@@ -249,9 +243,9 @@ pub fn stretch(
     }
     let decoded = djinn_engine::decode::read(path)?;
     let tagged = LoopInfo::read(path)?;
-    let (from_bpm, detected) = match (options.from_bpm, tagged) {
-        (Some(bpm), _) => (bpm, false),
-        (None, Some(info)) => (info.bpm, false),
+    let (from_bpm, source) = match (options.from_bpm, tagged) {
+        (Some(bpm), _) => (bpm, "given"),
+        (None, Some(info)) => (info.bpm, "file"),
         (None, None) => {
             let estimate =
                 tempo::estimate_music(&decoded.frames, decoded.sample_rate).ok_or_else(|| {
@@ -260,7 +254,7 @@ pub fn stretch(
                         path.display()
                     )
                 })?;
-            (estimate.bpm, true)
+            (estimate.bpm, "audio")
         }
     };
     // Nothing plays beside the command: R2 may take a second core.
@@ -277,28 +271,18 @@ pub fn stretch(
     // The result plays at the asked tempo, the same beats in the same meter, its root moved
     // by a whole transposition (a fractional one leaves no root to name).
     let whole = (options.semitones.fract() == 0.0).then_some(options.semitones as i32);
-    let info = LoopInfo {
-        root: tagged
-            .and_then(|t| t.root)
-            .zip(whole)
-            .map(|(root, s)| PitchClass::new(i32::from(root.semitones()) + s)),
-        ..LoopInfo::lasting(
-            options.bpm,
-            tagged.map_or(Meter::FOUR_FOUR, |t| t.meter),
-            None,
-            frames.len() as f64 / rate,
-        )
-    };
+    let root = tagged
+        .and_then(|t| t.root)
+        .zip(whole)
+        .map(|(root, s)| PitchClass::new(i32::from(root.semitones()) + s));
+    let meter = tagged.map_or(Meter::FOUR_FOUR, |t| t.meter);
+    let info = LoopInfo::lasting(options.bpm, meter, root, frames.len() as f64 / rate);
     djinn_engine::wav::write_with(&options.output, &frames, decoded.sample_rate, Some(&info))?;
     Ok(json!({
         "file": options.output,
         "from_bpm": from_bpm,
-        "from_bpm_detected": detected,
-        "from_bpm_source": match (options.from_bpm, tagged) {
-            (Some(_), _) => "given",
-            (None, Some(_)) => "file",
-            (None, None) => "audio",
-        },
+        "from_bpm_detected": source == "audio",
+        "from_bpm_source": source,
         "bpm": options.bpm,
         "time_ratio": settings.time_ratio,
         "semitones": options.semitones,

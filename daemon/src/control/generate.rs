@@ -15,7 +15,6 @@ use djinn_actors::profiles::{ProfileSnapshot, SnapshotProfiles};
 use djinn_engine::profile::Profile;
 use djinn_engine::synth::render::{MAX_LOOP_BARS, SONG_SECONDS};
 use djinn_engine::synth::{Recipe, Role, render_loop, render_song};
-use djinn_engine::wav::LoopInfo;
 
 /// Longest prompt accepted, in bytes.
 const MAX_PROMPT: usize = 2000;
@@ -158,12 +157,7 @@ async fn write_wav(
     recipe: &Recipe,
 ) -> Result<(), RpcError> {
     let path = path.to_owned();
-    let info = LoopInfo::lasting(
-        recipe.tempo,
-        recipe.meter,
-        Some(recipe.key.tonic),
-        frames.len() as f64 / f64::from(rate),
-    );
+    let info = recipe.loop_info(frames.len() as f64 / f64::from(rate));
     tokio::task::spawn_blocking(move || {
         djinn_engine::wav::write_with(&path, &frames, rate, Some(&info))
     })

@@ -362,6 +362,12 @@ impl Recipe {
         }
     }
 
+    /// What a file of this recipe's music, `seconds` long, says of its timing: the tempo,
+    /// the beats it lasts, the meter and the key's tonic.
+    pub fn loop_info(&self, seconds: f64) -> crate::wav::LoopInfo {
+        crate::wav::LoopInfo::lasting(self.tempo, self.meter, Some(self.key.tonic), seconds)
+    }
+
     /// The instrument playing `role`, if any.
     pub fn instrument(&self, role: Role) -> Option<Instrument> {
         self.parts.iter().copied().find(|i| i.role() == role)

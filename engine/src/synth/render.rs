@@ -675,6 +675,7 @@ fn master_passes(
     let mut gain = coarse.solve(target, target - before, limiting_at, circular);
     // The loudness the prediction aims at: the target, less what it has been seen to miss by.
     let mut aim = target;
+    let block = dc_block(sample_rate);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -684,7 +685,6 @@ fn master_passes(
             release_s: coarse.release_s,
             sample_rate,
         };
-        let block = dc_block(sample_rate);
         let sums = match &mut dry {
             Dry::Loop(dry) => {
                 limit_loop(dry, frames, law);
