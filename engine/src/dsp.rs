@@ -812,6 +812,8 @@ pub fn limiter_lookahead(sample_rate: f32) -> usize {
 const TRUE_PEAK_MARGIN_DB: f32 = 0.3;
 /// Release time of the limiter, seconds.
 pub const LIMITER_RELEASE_S: f32 = 0.08;
+/// Most needs [`LimiterGain::run`] holds in one go.
+const HOLD_BLOCK: usize = 1024;
 
 /// A 4× Catmull-Rom estimate of one channel's true (inter-sample) peak.
 #[derive(Debug, Clone, Copy, Default)]
@@ -935,6 +937,11 @@ fn stereo_peaks_by<const SCRATCH: usize>(
 #[derive(Debug)]
 pub struct LimiterGain {
     minima: MinQueue,
+    /// Set when [`LimiterGain::run`] has held gains without the queue: it is built again
+    /// from `recent` before [`LimiterGain::next`] pushes onto it.
+    minima_stale: bool,
+    /// The last window of needs, oldest at `pos` (as `averaged` is).
+    recent: Vec<f32>,
     averaged: Vec<f32>,
     pos: usize,
     sum: f64,
@@ -943,6 +950,9 @@ pub struct LimiterGain {
     envelope: f32,
     /// How many needs in a row, up to the last, asked for no reduction (were at least 1).
     unreduced: usize,
+    /// [`LimiterGain::run`]'s working space for the hold over a block, made on its first
+    /// call (the realtime limiter never makes it).
+    hold: Box<[Vec<f32>; 2]>,
 }
 
 impl LimiterGain {
@@ -951,6 +961,8 @@ impl LimiterGain {
         let window = window.max(1);
         Self {
             minima: MinQueue::new(window),
+            minima_stale: false,
+            recent: vec![1.0; window],
             averaged: vec![1.0; window],
             pos: 0,
             sum: window as f64,
@@ -958,6 +970,7 @@ impl LimiterGain {
             release,
             envelope: 1.0,
             unreduced: 0,
+            hold: Box::default(),
         }
     }
 
@@ -979,8 +992,14 @@ impl LimiterGain {
     /// logging.
     #[inline]
     pub fn next(&mut self, need: f32) -> f32 {
+        if self.minima_stale {
+            self.rebuild_minima();
+        }
         // Hold: the smallest gain needed anywhere in the window.
         let held = self.minima.push(need);
+        if let Some(slot) = self.recent.get_mut(self.pos) {
+            *slot = need;
+        }
         // Average the held gains over the window (running sum).
         let old = self.averaged.get(self.pos).copied().unwrap_or(1.0);
         if let Some(slot) = self.averaged.get_mut(self.pos) {
@@ -1026,28 +1045,73 @@ impl LimiterGain {
     }
 
     /// [`LimiterGain::next`] over `needs` while each is finite and at least 0 (the average,
-    /// finite at the start, then stays so) and the law is not at rest: nothing the law
-    /// compares is ever NaN then, so plain comparisons choose as `min` and `max` do, without
-    /// their care for NaN. The state is kept in locals meanwhile. Returns how many needs it
-    /// took (at least one).
+    /// finite at the start, then stays so) and the law is not at rest, at most
+    /// [`HOLD_BLOCK`] of them: nothing the law compares is ever NaN then, so plain
+    /// comparisons choose as `min` and `max` do, without their care for NaN. Returns how
+    /// many needs it took (at least one).
+    ///
+    /// The hold is taken over the whole stretch first, branch-free: the minimum over a
+    /// window is the smaller of two overlapping power-of-two spans', built by doubling.
+    /// What is left runs with its state in locals, the release's recursion its only chain.
     fn steps(&mut self, needs: &[f32], gains: &mut [f32]) -> usize {
         let window = self.averaged.len();
-        let (mut sum, mut envelope) = (self.sum, self.envelope);
-        let (mut pos, mut unreduced) = (self.pos, self.unreduced);
+        let mut unreduced = self.unreduced;
+        let mut taken = 0;
+        for &need in needs.iter().take(HOLD_BLOCK) {
+            if taken > 0 && (!Self::usual(need) || Self::resting(unreduced, window, need)) {
+                break;
+            }
+            unreduced = Self::counted(unreduced, need);
+            taken += 1;
+        }
+        let needs = &needs[..taken];
+        // The window before the stretch: the last window of needs less its oldest. A NaN
+        // among them holds as the queue holds it (see MinQueue::push), which plain
+        // comparisons do not: the step law takes over until it has left.
+        let history = || {
+            let (older, newer) = self.recent.split_at(self.pos);
+            newer.iter().skip(1).chain(older)
+        };
+        if history().any(|v| v.is_nan()) {
+            gains[0] = self.next(needs[0]);
+            return 1;
+        }
+        let [spans, doubled] = &mut *self.hold;
+        spans.clear();
+        spans.extend(history().copied().chain(needs.iter().copied()));
+        let smaller = |a: f32, b: f32| if b < a { b } else { a };
+        // spans[i] is the least of the `span` values from i on.
+        let mut span = 1;
+        while 2 * span <= window {
+            let reach = spans.len() - span;
+            doubled.clear();
+            doubled.extend(
+                spans[..reach]
+                    .iter()
+                    .zip(&spans[span..])
+                    .map(|(&a, &b)| smaller(a, b)),
+            );
+            std::mem::swap(spans, doubled);
+            span *= 2;
+        }
+        let held = spans[..taken]
+            .iter()
+            .zip(&spans[window - span..])
+            .map(|(&a, &b)| smaller(smaller(a, b), 1.0));
+
+        let (mut sum, mut envelope, mut pos) = (self.sum, self.envelope, self.pos);
         let (inv_len, release) = (self.inv_len, self.release);
         // With a release of 0 to 1 the envelope never rises past the average (it moves
         // towards it from below), which the hold never sits under: so neither caps it,
         // and the recursion is left as short as it can be.
         let capped = !(0.0..=1.0).contains(&release);
-        let mut taken = 0;
-        for (&need, gain) in needs.iter().zip(gains.iter_mut()) {
-            if taken > 0 && (!Self::usual(need) || Self::resting(unreduced, window, need)) {
-                break;
-            }
-            let held = self.minima.push(need);
+        for ((held, &need), gain) in held.zip(needs).zip(gains.iter_mut()) {
             let old = self.averaged.get(pos).copied().unwrap_or(1.0);
             if let Some(slot) = self.averaged.get_mut(pos) {
                 *slot = held;
+            }
+            if let Some(slot) = self.recent.get_mut(pos) {
+                *slot = need;
             }
             sum += f64::from(held) - f64::from(old);
             let smooth = (sum * inv_len) as f32;
@@ -1063,13 +1127,23 @@ impl LimiterGain {
                 released
             };
             pos = wrap_next(pos, window);
-            unreduced = Self::counted(unreduced, need);
             *gain = if envelope < 1.0 { envelope } else { 1.0 };
-            taken += 1;
         }
-        (self.sum, self.envelope) = (sum, envelope);
-        (self.pos, self.unreduced) = (pos, unreduced);
+        (self.sum, self.envelope, self.pos) = (sum, envelope, pos);
+        self.unreduced = unreduced;
+        self.minima_stale = true;
         taken
+    }
+
+    /// Builds the queue of minima again from the last window of needs, after
+    /// [`LimiterGain::steps`] has held gains without it.
+    fn rebuild_minima(&mut self) {
+        self.minima.clear();
+        let (older, newer) = self.recent.split_at(self.pos);
+        for &need in newer.iter().chain(older) {
+            self.minima.push(need);
+        }
+        self.minima_stale = false;
     }
 
     /// Whether a need of exactly 1, `unreduced` needs after the last under 1, finds the law
@@ -1137,8 +1211,15 @@ impl LimiterGain {
         // At rest: every further step gives the same.
         gains[done..].fill(envelope.min(1.0));
         self.envelope = envelope;
+        // Every need of the window is at least 1, so one 1 stands for them all.
         self.minima.push_many_ones(steps);
-        self.pos = (self.pos + steps) % self.averaged.len();
+        self.minima_stale = false;
+        let window = self.recent.len();
+        for _ in 0..steps.min(window) {
+            self.recent[self.pos] = 1.0;
+            self.pos = wrap_next(self.pos, window);
+        }
+        self.pos = (self.pos + steps.saturating_sub(window)) % window;
         self.unreduced = self.unreduced.saturating_add(steps);
     }
 }
@@ -1277,6 +1358,11 @@ impl MinQueue {
         }
         (self.head, self.len, self.count) = (head, len, count + 1);
         self.values.get(head).copied().unwrap_or(1.0).min(1.0)
+    }
+
+    /// Empties the queue, as new.
+    fn clear(&mut self) {
+        (self.head, self.len, self.count) = (0, 0, 0);
     }
 
     /// `steps` pushes of 1 onto a queue whose window holds nothing under 1: each push
@@ -1608,6 +1694,15 @@ mod tests {
                 needs.push(1.5);
             }
         }
+        // A loud master's needs: a different reduction nearly every sample, for longer than
+        // a block holds at once.
+        needs.extend((0..5_000).map(|_| {
+            let r = random();
+            if r < 0.2 { 1.0 } else { 0.3 + 0.7 * r }
+        }));
+        // A NaN the hold keeps (at the front of its queue) while dips follow it.
+        needs.push(f32::NAN);
+        needs.extend((0..300).map(|_| 0.4 + 0.6 * random()));
         // Needs no limiter asks for, NaN last of all (it spoils the average for good): the
         // block law must still give what the step law gives.
         for odd in [f32::INFINITY, -0.5, 1.0, f32::NEG_INFINITY, 0.5, f32::NAN] {
