@@ -59,11 +59,22 @@ pub(crate) fn centre<const C: usize>(sound: &mut [[f32; C]]) {
     }
     // The bump 0.5 − 0.5·cos(2π·i/(len − 1)) sums to (len − 1) / 2 over the sound.
     let scales = sums.map(|sum| sum / ((len - 1) as f64 / 2.0));
+    // cos(step·i) by rotating a unit vector a step at a time, set afresh from the library's
+    // cosine every 64 frames (so rounding cannot build up): a cosine call per frame was a
+    // fortieth of a song's render.
     let step = std::f64::consts::TAU / (len - 1) as f64;
-    for (i, frame) in sound.iter_mut().enumerate() {
-        let bump = 0.5 - 0.5 * (step * i as f64).cos();
-        for (s, scale) in frame.iter_mut().zip(&scales) {
-            *s -= (scale * bump) as f32;
+    let (turn_sin, turn_cos) = step.sin_cos();
+    for (block, frames) in sound.chunks_mut(64).enumerate() {
+        let (mut sin, mut cos) = (step * (block * 64) as f64).sin_cos();
+        for frame in frames {
+            let bump = 0.5 - 0.5 * cos;
+            for (s, scale) in frame.iter_mut().zip(&scales) {
+                *s -= (scale * bump) as f32;
+            }
+            (cos, sin) = (
+                cos * turn_cos - sin * turn_sin,
+                sin * turn_cos + cos * turn_sin,
+            );
         }
     }
 }
