@@ -938,9 +938,12 @@ fn stereo_peaks_by<const SCRATCH: usize>(
 pub struct LimiterGain {
     minima: MinQueue,
     /// Set when [`LimiterGain::run`] has held gains without the queue: it is built again
-    /// from `recent` before [`LimiterGain::next`] pushes onto it.
+    /// from `recent` before [`LimiterGain::next`] pushes onto it. While it is not set, the
+    /// queue is what the law knows of the window.
     minima_stale: bool,
-    /// The last window of needs, oldest at `pos` (as `averaged` is).
+    /// While `minima_stale`, the last window of needs, oldest at `pos` (as `averaged` is),
+    /// or in their place the least of each and every need after it: the same minimum over
+    /// any window that ends at or after the last.
     recent: Vec<f32>,
     averaged: Vec<f32>,
     pos: usize,
@@ -997,9 +1000,6 @@ impl LimiterGain {
         }
         // Hold: the smallest gain needed anywhere in the window.
         let held = self.minima.push(need);
-        if let Some(slot) = self.recent.get_mut(self.pos) {
-            *slot = need;
-        }
         // Average the held gains over the window (running sum).
         let old = self.averaged.get(self.pos).copied().unwrap_or(1.0);
         if let Some(slot) = self.averaged.get_mut(self.pos) {
@@ -1055,16 +1055,13 @@ impl LimiterGain {
     /// What is left runs with its state in locals, the release's recursion its only chain.
     fn steps(&mut self, needs: &[f32], gains: &mut [f32]) -> usize {
         let window = self.averaged.len();
-        let mut unreduced = self.unreduced;
-        let mut taken = 0;
-        for &need in needs.iter().take(HOLD_BLOCK) {
-            if taken > 0 && (!Self::usual(need) || Self::resting(unreduced, window, need)) {
-                break;
-            }
-            unreduced = Self::counted(unreduced, need);
-            taken += 1;
+        // The hold is taken over as many needs as the stretch could run to: where it stops
+        // (at a need it does not take, or at rest) is found as it goes, and a window only
+        // looks back, so what lies past that point changes nothing before it.
+        let needs = &needs[..needs.len().min(HOLD_BLOCK)];
+        if !self.minima_stale {
+            self.minima.suffix_minima(&mut self.recent, self.pos);
         }
-        let needs = &needs[..taken];
         // The window before the stretch: the last window of needs less its oldest. A NaN
         // among them holds as the queue holds it (see MinQueue::push), which plain
         // comparisons do not: the step law takes over until it has left.
@@ -1094,18 +1091,22 @@ impl LimiterGain {
             std::mem::swap(spans, doubled);
             span *= 2;
         }
-        let held = spans[..taken]
+        let held = spans[..needs.len()]
             .iter()
             .zip(&spans[window - span..])
             .map(|(&a, &b)| smaller(smaller(a, b), 1.0));
 
         let (mut sum, mut envelope, mut pos) = (self.sum, self.envelope, self.pos);
         let (inv_len, release) = (self.inv_len, self.release);
+        let (mut unreduced, mut taken) = (self.unreduced, 0);
         // With a release of 0 to 1 the envelope never rises past the average (it moves
         // towards it from below), which the hold never sits under: so neither caps it,
         // and the recursion is left as short as it can be.
         let capped = !(0.0..=1.0).contains(&release);
         for ((held, &need), gain) in held.zip(needs).zip(gains.iter_mut()) {
+            if taken > 0 && (!Self::usual(need) || Self::resting(unreduced, window, need)) {
+                break;
+            }
             let old = self.averaged.get(pos).copied().unwrap_or(1.0);
             if let Some(slot) = self.averaged.get_mut(pos) {
                 *slot = held;
@@ -1128,6 +1129,8 @@ impl LimiterGain {
             };
             pos = wrap_next(pos, window);
             *gain = if envelope < 1.0 { envelope } else { 1.0 };
+            unreduced = Self::counted(unreduced, need);
+            taken += 1;
         }
         (self.sum, self.envelope, self.pos) = (sum, envelope, pos);
         self.unreduced = unreduced;
@@ -1214,12 +1217,7 @@ impl LimiterGain {
         // Every need of the window is at least 1, so one 1 stands for them all.
         self.minima.push_many_ones(steps);
         self.minima_stale = false;
-        let window = self.recent.len();
-        for _ in 0..steps.min(window) {
-            self.recent[self.pos] = 1.0;
-            self.pos = wrap_next(self.pos, window);
-        }
-        self.pos = (self.pos + steps.saturating_sub(window)) % window;
+        self.pos = (self.pos + steps) % self.averaged.len();
         self.unreduced = self.unreduced.saturating_add(steps);
     }
 }
@@ -1363,6 +1361,28 @@ impl MinQueue {
     /// Empties the queue, as new.
     fn clear(&mut self) {
         (self.head, self.len, self.count) = (0, 0, 0);
+    }
+
+    /// Writes into `ring` (a window long, the slot at `oldest` holding the value about to
+    /// leave the window) the least of each value still in the window and every value after
+    /// it: the first entry of the queue at or after it, since each entry is smaller than
+    /// all that came after it. Values before the first pushed are 1 (the most a hold gives).
+    fn suffix_minima(&self, ring: &mut [f32], oldest: usize) {
+        let window = ring.len();
+        let cap = self.values.len();
+        let mut entry = 0;
+        for age in (1..window).rev() {
+            // The value pushed `age` pushes ago, `age` − 1 after the one that leaves next.
+            let slot = (oldest + window - age) % window;
+            let Some(seq) = self.count.checked_sub(age as u64) else {
+                ring[slot] = 1.0;
+                continue;
+            };
+            while entry + 1 < self.len && self.seq[(self.head + entry) % cap] < seq {
+                entry += 1;
+            }
+            ring[slot] = self.values[(self.head + entry) % cap];
+        }
     }
 
     /// `steps` pushes of 1 onto a queue whose window holds nothing under 1: each push
@@ -1722,9 +1742,23 @@ mod tests {
             let mut blocked = LimiterGain::new(window, release);
             let mut got = vec![0.0; needs.len()];
             let mut start = 0;
-            for len in [1, 1_000, 333, 50_000].into_iter().cycle() {
+            // Some stretches step by step in between, as a caller might mix the two.
+            let stretches = [
+                (1, true),
+                (1_000, true),
+                (37, false),
+                (333, true),
+                (50_000, true),
+            ];
+            for (len, blocks) in stretches.into_iter().chain([(5, false)]).cycle() {
                 let end = needs.len().min(start + len);
-                blocked.run(&needs[start..end], &mut got[start..end]);
+                if blocks {
+                    blocked.run(&needs[start..end], &mut got[start..end]);
+                } else {
+                    for (g, &n) in got[start..end].iter_mut().zip(&needs[start..end]) {
+                        *g = blocked.next(n);
+                    }
+                }
                 start = end;
                 if start == needs.len() {
                     break;
