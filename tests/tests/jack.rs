@@ -762,6 +762,29 @@ async fn next_pipe_event(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipe_mode_delays_by_its_reported_latency_and_bypasses_a_bad_command() {
+    // However stalled the host, a handful of xruns at most: the pipe must never cost a
+    // cycle. A take whose xruns the host's stalls explain, but more than a handful, says
+    // nothing either way: it is taken again, up to three times.
+    let mut takes = Vec::new();
+    for _ in 0..3 {
+        let (during, explained, worst_stall_us) = pipe_mode_take().await;
+        takes.push((during, explained, worst_stall_us));
+        if during <= explained.min(5) {
+            return;
+        }
+        if during > explained {
+            break;
+        }
+    }
+    panic!(
+        "xruns beyond what host stalls explain, or more than five in every take \
+         ((xruns, xruns the stalls explain, worst stall µs) per take: {takes:?})"
+    );
+}
+
+/// One take of the pipe-mode test: every check of what is heard, then the xruns during it,
+/// the xruns the host's stalls explain, and the worst stall (µs).
+async fn pipe_mode_take() -> (u64, u64, u64) {
     // Realtime, with no other JACK test beside it: an xrun here is djinn's.
     let jackd = Jackd::start_alone(true, 256);
     let daemon = djinnd_on(&jackd);
@@ -838,9 +861,5 @@ o.write(struct.pack("<4sIII",m,s,n//2,r)+bytes(n*4)); o.flush(); i.read()'"#;
     let status = client.call("daemon.status", Value::Null).await.unwrap();
     let during = status["audio"]["xruns"].as_u64().unwrap() - xruns;
     let (worst_stall_us, explained) = probe.take();
-    // However stalled the host, a handful at most: the pipe must never cost a cycle.
-    assert!(
-        during <= explained.min(5),
-        "{during} xruns, {explained} explained by host stalls (the worst {worst_stall_us} µs)"
-    );
+    (during, explained, worst_stall_us)
 }
