@@ -106,6 +106,7 @@ pub fn generate(options: &GenerateOptions, progress: &mut dyn FnMut(f64)) -> any
         "unknown": interpretation.unknown,
         "sections": song.sections,
         "loudness": song.loudness,
+        "mastering": song.mastering,
         "render_seconds": render_s,
         "realtime_factor": options.seconds / render_s.max(1e-9),
         "mood_script": script.name(),
@@ -425,6 +426,7 @@ fn render_report(
         "target_lufs": rendered.target_lufs,
         "before": before,
         "after": after,
+        "mastering": rendered.mastering,
         "change": {
             "loudness_lu": after.loudness.integrated_lufs - before.loudness.integrated_lufs,
             "true_peak_db": after.loudness.true_peak_dbtp - before.loudness.true_peak_dbtp,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::bands::{BandShares, band_shares};
 use crate::analysis::loudness::{self, LoudnessError, LoudnessReport};
 use crate::dsp::{Biquad, Compressor, FilterMode, Limiter, Smoother, Svf, db_to_gain};
-use crate::synth::render::normalize;
+use crate::synth::render::{Mastering, normalize};
 
 /// The level the chain's stages are tuned for, LUFS.
 pub const REFERENCE_LUFS: f64 = -18.0;
@@ -321,6 +321,8 @@ pub struct Rendered {
     pub after: Measured,
     /// The loudness aimed at, LUFS (the target, or the input's own).
     pub target_lufs: Option<f64>,
+    /// What the master stage did to reach it (none for silence).
+    pub mastering: Option<Mastering>,
 }
 
 /// Runs `frames` through the chain at `settings`, offline, and meets the loudness target
@@ -352,9 +354,12 @@ pub fn render(
     }
     let target = settings.target_lufs.or(input.is_finite().then_some(input));
     // The master stage ends by measuring what it left: that is the report after.
-    let loudness = match target {
-        Some(target) => normalize(&mut out, target, settings.ceiling_dbtp, sample_rate, false)?,
-        None => loudness::measure_fast(&out, sample_rate),
+    let (loudness, mastering) = match target {
+        Some(target) => {
+            let mastered = normalize(&mut out, target, settings.ceiling_dbtp, sample_rate, false)?;
+            (mastered.loudness, Some(mastered.mastering))
+        }
+        None => (loudness::measure_fast(&out, sample_rate), None),
     };
     progress(1.0);
     let after = Measured {
@@ -366,6 +371,7 @@ pub fn render(
         before,
         after,
         target_lufs: target,
+        mastering,
     })
 }
 

@@ -175,6 +175,19 @@ async fn songs_are_exact_and_ffmpeg_agrees_on_their_loudness() {
     );
     assert!((ours - -9.0).abs() <= 1.0, "{song}");
     assert!(ffmpeg_tp <= -1.0 + 0.05, "ffmpeg true peak {ffmpeg_tp}");
+    // What the master did is reported: a limiter pass at one of its releases, under the
+    // ceiling.
+    let master = &song["mastering"];
+    assert!(master["passes"].as_u64().unwrap() >= 1, "{master}");
+    assert!(
+        [80.0, 40.0, 20.0, 10.0, 5.0].contains(&master["limiter_release_ms"].as_f64().unwrap()),
+        "{master}"
+    );
+    assert!(
+        master["limiter_ceiling_dbtp"].as_f64().unwrap() < -1.0,
+        "{master}"
+    );
+    assert!(master["gain_db"].as_f64().unwrap().is_finite(), "{master}");
 
     // Progress went out while it rendered, and the new file was announced.
     let mut fractions = Vec::new();
@@ -251,6 +264,7 @@ async fn render_audio_returns_frames_and_names_bad_fields() {
         meta["loudness"]["true_peak_dbtp"].as_f64().unwrap() <= -2.0,
         "{meta}"
     );
+    assert!(meta["mastering"]["passes"].as_u64().unwrap() >= 1, "{meta}");
 
     for (bad, field) in [
         (json!({ "attack": -1.0 }), "preset.parameters.attack"),

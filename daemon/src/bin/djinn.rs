@@ -515,6 +515,7 @@ fn show_render(r: &Value) {
     };
     println!("bands      before  {}", bands("before"));
     println!("           after   {}", bands("after"));
+    show_mastering(&r["mastering"]);
     println!(
         "rendered   {:.1} s in {:.2} s ({:.0}x realtime)",
         f(&r["seconds"]),
@@ -631,6 +632,7 @@ fn show_song(r: &Value) {
         .unwrap_or_default();
     println!("sections   {}", sections.join(" → "));
     show_loudness(&r["loudness"]);
+    show_mastering(&r["mastering"]);
     if let Some(unknown) = r["unknown"].as_array().filter(|a| !a.is_empty()) {
         let words: Vec<String> = unknown.iter().map(text).collect();
         println!("not understood: {}", words.join(", "));
@@ -639,6 +641,25 @@ fn show_song(r: &Value) {
         "rendered   in {:.2} s ({:.0}x realtime)",
         r["render_seconds"].as_f64().unwrap_or(0.0),
         r["realtime_factor"].as_f64().unwrap_or(0.0)
+    );
+}
+
+/// What the master stage did, where it ran (a report's `mastering`).
+fn show_mastering(m: &Value) {
+    if m.is_null() || m["passes"].as_u64() == Some(0) {
+        return;
+    }
+    let passes = m["passes"].as_u64().unwrap_or(1);
+    println!(
+        "master     {:+.1} dB into the limiter at {:.2} dBTP, release {} ms{}",
+        m["gain_db"].as_f64().unwrap_or(0.0),
+        m["limiter_ceiling_dbtp"].as_f64().unwrap_or(0.0),
+        m["limiter_release_ms"].as_f64().unwrap_or(0.0),
+        if passes > 1 {
+            format!(", {passes} passes")
+        } else {
+            String::new()
+        }
     );
 }
 

@@ -246,6 +246,7 @@ pub async fn generate_loop(shared: &Shared, params: &Params) -> Result<Value, Rp
         "mood": interpretation.mood,
         "unknown": interpretation.unknown,
         "loudness": rendered.loudness,
+        "mastering": rendered.mastering,
         "file": file,
         "render_ms": render_ms,
     });
@@ -324,6 +325,7 @@ pub async fn generate_song(shared: &Shared, params: &Params) -> Result<Value, Rp
         "unknown": interpretation.unknown,
         "sections": rendered.sections,
         "loudness": rendered.loudness,
+        "mastering": rendered.mastering,
         "render_ms": render_ms,
     }))
 }

@@ -299,6 +299,7 @@ pub async fn audio(shared: &Shared, params: &Params) -> Result<Reply, RpcError> 
                 "time_signature": ctx.meter,
             },
             "loudness": rendered.loudness,
+            "mastering": rendered.mastering,
         }),
         payload: vec![Bytes::from(bytes)],
     })

@@ -308,12 +308,13 @@ pub fn render_preset(
         f[0] *= g;
         f[1] *= g;
     }
-    let loudness = master(&mut out, &recipe, sample_rate, false)
+    let mastered = master(&mut out, &recipe, sample_rate, false)
         .map_err(|e| bad("duration", e.to_string()))?;
     Ok(Rendered {
         frames: out,
         sample_rate,
-        loudness,
+        loudness: mastered.loudness,
+        mastering: mastered.mastering,
         sections: Vec::new(),
     })
 }

@@ -56,13 +56,37 @@ fn section_name<S: serde::Serializer>(kind: &SectionKind, s: S) -> Result<S::Ok,
     s.serialize_str(kind.name())
 }
 
-/// Rendered audio with its loudness and (for songs) its sections.
+/// Rendered audio with its loudness, what the master did, and (for songs) its sections.
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub frames: Vec<[f32; 2]>,
     pub sample_rate: u32,
     pub loudness: LoudnessReport,
+    pub mastering: Mastering,
     pub sections: Vec<Section>,
+}
+
+/// What the master stage did to bring a piece to its loudness target under its ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Mastering {
+    /// Gain into the limiter, dB (with any turn-down after it).
+    pub gain_db: f64,
+    /// The limiter's release, ms: 80 unless the piece could not reach its target without
+    /// more limiting than that allows (sparse drums, say), then as short as 5.
+    pub limiter_release_ms: f64,
+    /// The level the limiter held its peak estimates under, dBTP: under the ceiling by the
+    /// headroom its estimate needs.
+    pub limiter_ceiling_dbtp: f64,
+    /// Passes through the limiter: 1 unless the first missed the contract, 0 for
+    /// silence.
+    pub passes: u32,
+}
+
+/// Audio brought to its loudness target: the result's loudness and what the master did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mastered {
+    pub loudness: LoudnessReport,
+    pub mastering: Mastering,
 }
 
 /// Mix level and reverb send of each role, before the master normalises the whole.
@@ -359,11 +383,15 @@ pub fn render_loop(
         slot[0] += f[0];
         slot[1] += f[1];
     }
-    let loudness = master(&mut frames, recipe, sample_rate, true)?;
+    let Mastered {
+        loudness,
+        mastering,
+    } = master(&mut frames, recipe, sample_rate, true)?;
     Ok(Rendered {
         frames,
         sample_rate,
         loudness,
+        mastering,
         sections: vec![Section {
             kind: SectionKind::Loop,
             start_bar: 0,
@@ -548,7 +576,10 @@ pub fn render_song(
         }
     };
     lay_down(&mut frames, progress);
-    let loudness = normalize_restoring(
+    let Mastered {
+        loudness,
+        mastering,
+    } = normalize_restoring(
         &mut frames,
         recipe.target_lufs,
         recipe.ceiling_dbtp,
@@ -563,6 +594,7 @@ pub fn render_song(
         frames,
         sample_rate,
         loudness,
+        mastering,
         sections,
     })
 }
@@ -584,7 +616,7 @@ pub fn master(
     recipe: &Recipe,
     sample_rate: u32,
     circular: bool,
-) -> Result<LoudnessReport, RenderError> {
+) -> Result<Mastered, RenderError> {
     Ok(normalize(
         frames,
         recipe.target_lufs,
@@ -602,7 +634,7 @@ pub fn normalize(
     ceiling_dbtp: f64,
     sample_rate: u32,
     circular: bool,
-) -> Result<LoudnessReport, LoudnessError> {
+) -> Result<Mastered, LoudnessError> {
     let dry = dry_copy(frames);
     if circular {
         // A loop is limited from its copy: its second pass reads frames the first has
@@ -624,7 +656,7 @@ pub fn normalize_restoring(
     ceiling_dbtp: f64,
     sample_rate: u32,
     restore: &mut dyn FnMut(&mut [[f32; 2]]),
-) -> Result<LoudnessReport, LoudnessError> {
+) -> Result<Mastered, LoudnessError> {
     master_passes(
         frames,
         Dry::Restored(restore),
@@ -657,16 +689,28 @@ fn master_passes(
     target: f64,
     ceiling_dbtp: f64,
     sample_rate: u32,
-) -> Result<LoudnessReport, LoudnessError> {
+) -> Result<Mastered, LoudnessError> {
     let circular = matches!(dry, Dry::Loop(_));
     let sub_len = (sample_rate / 10).max(1) as usize;
+    // Silence (or nothing) is left as it is.
+    let untouched = |frames: &[[f32; 2]]| {
+        Ok(Mastered {
+            loudness: loudness::measure(frames, sample_rate)?,
+            mastering: Mastering {
+                gain_db: 0.0,
+                limiter_release_ms: f64::from(crate::dsp::LIMITER_RELEASE_S * 1000.0),
+                limiter_ceiling_dbtp: ceiling_dbtp,
+                passes: 0,
+            },
+        })
+    };
     if frames.is_empty() {
-        return loudness::measure(frames, sample_rate);
+        return untouched(frames);
     }
     let mut coarse = Coarse::new(frames, sub_len, sample_rate, circular);
     let before = loudness::gated_loudness(&coarse.sub_blocks(), sub_len);
     if !before.is_finite() {
-        return loudness::measure(frames, sample_rate);
+        return untouched(frames);
     }
     // NOTE: the limiter's 4x estimate misses up to half a dB of the meter's finer
     // interpolation on bright material; offline, a quarter dB more headroom saves a pass.
@@ -701,10 +745,19 @@ fn master_passes(
         };
         centre_limited(frames, &sums, block, circular);
         let report = loudness::measure_fast(frames, sample_rate);
+        let mastering = Mastering {
+            gain_db: gain,
+            limiter_release_ms: f64::from(coarse.release_s * 1000.0),
+            limiter_ceiling_dbtp: limiting_at,
+            passes: attempt,
+        };
         let over = report.true_peak_dbtp - ceiling_dbtp;
         let off = report.integrated_lufs - target;
         if (over <= 0.0 && off.abs() <= 0.4) || attempt == 5 {
-            return Ok(report);
+            return Ok(Mastered {
+                loudness: report,
+                mastering,
+            });
         }
         if over <= 0.0 && off > 0.0 {
             // Too loud: turning down never lifts a peak.
@@ -713,7 +766,13 @@ fn master_passes(
                 f[0] *= g;
                 f[1] *= g;
             });
-            return Ok(loudness::measure_fast(frames, sample_rate));
+            return Ok(Mastered {
+                loudness: loudness::measure_fast(frames, sample_rate),
+                mastering: Mastering {
+                    gain_db: gain - off,
+                    ..mastering
+                },
+            });
         }
         let predicted = coarse.predict(gain, limiting_at, circular);
         if over > 0.0 {
@@ -1200,7 +1259,9 @@ mod tests {
         let rate = 48_000;
         for (target, ceiling) in [(-9.0, -1.0), (-14.0, -1.0), (-16.0, -3.0)] {
             let mut audio = whistle(8.0, rate);
-            let report = normalize(&mut audio, target, ceiling, rate, false).unwrap();
+            let report = normalize(&mut audio, target, ceiling, rate, false)
+                .unwrap()
+                .loudness;
             let meter = loudness::measure(&audio, rate).unwrap();
             assert!(
                 (meter.integrated_lufs - target).abs() <= 1.0,
@@ -1368,7 +1429,9 @@ mod tests {
         assert!(mean(&limited).abs() > 4.0 * DC_FLOOR, "{}", mean(&limited));
         for circular in [false, true] {
             let mut audio = dry.clone();
-            let report = normalize(&mut audio, -8.0, -1.0, rate, circular).unwrap();
+            let report = normalize(&mut audio, -8.0, -1.0, rate, circular)
+                .unwrap()
+                .loudness;
             assert!(mean(&audio).abs() < DC_FLOOR, "{}", mean(&audio));
             if !circular {
                 // The piece starts on a silent frame, and the correction takes nothing
@@ -1400,9 +1463,53 @@ mod tests {
         with_release(&mut chosen, target, before, ceiling - 0.25, false);
         assert!(chosen.release_s < crate::dsp::LIMITER_RELEASE_S);
 
-        normalize(&mut audio, target, ceiling, rate, false).unwrap();
+        let mastered = normalize(&mut audio, target, ceiling, rate, false).unwrap();
         let meter = loudness::measure(&audio, rate).unwrap();
         assert!((meter.integrated_lufs - target).abs() <= 0.5, "{meter:?}");
         assert!(meter.true_peak_dbtp <= ceiling, "{meter:?}");
+        // The report says so: the release chosen, the gain, the headroom under it.
+        let done = mastered.mastering;
+        assert_eq!(
+            done.limiter_release_ms,
+            f64::from(chosen.release_s * 1000.0),
+            "{done:?}"
+        );
+        assert!(done.gain_db > target - before, "{done:?}");
+        assert!(
+            done.limiter_ceiling_dbtp <= ceiling - 0.25 - SHORT_RELEASE_HEADROOM_DB,
+            "{done:?}"
+        );
+        assert!(done.passes >= 1, "{done:?}");
+    }
+
+    #[test]
+    fn a_piece_the_usual_release_brings_to_its_target_reports_it_and_silence_reports_no_pass() {
+        let rate = 48_000;
+        // A steady chord: a little gain and hardly any limiting get it there.
+        let mut audio: Vec<[f32; 2]> = (0..4 * rate)
+            .map(|n| {
+                let t = n as f32 / rate as f32;
+                let s = [110.0, 220.0, 330.0]
+                    .iter()
+                    .map(|f| 0.05 * (std::f32::consts::TAU * f * t).sin())
+                    .sum::<f32>();
+                [s, s]
+            })
+            .collect();
+        let done = normalize(&mut audio, -14.0, -1.0, rate, false)
+            .unwrap()
+            .mastering;
+        assert_eq!(done.limiter_release_ms, 80.0, "{done:?}");
+        assert!(
+            (done.limiter_ceiling_dbtp - (-1.25)).abs() < 1e-9,
+            "{done:?}"
+        );
+        assert_eq!(done.passes, 1, "{done:?}");
+        assert!(done.gain_db > 0.0, "{done:?}");
+        let mut silence = vec![[0.0f32; 2]; rate as usize];
+        let done = normalize(&mut silence, -14.0, -1.0, rate, false)
+            .unwrap()
+            .mastering;
+        assert_eq!((done.passes, done.gain_db), (0, 0.0), "{done:?}");
     }
 }
