@@ -3,8 +3,8 @@
 use std::path::Path;
 
 /// Writes `path` through `write` into a hidden `.NAME.partial` beside it, renamed to `path`
-/// once complete (and removed if writing fails), so that a reader never finds it half
-/// written.
+/// once complete (and removed if writing or renaming fails), so that a reader never finds
+/// it half written.
 ///
 /// A file already at `path` is swapped out atomically and then removed. (A plain rename
 /// over it would also be atomic, but ext4 then pushes the new file's data towards the
@@ -19,23 +19,27 @@ pub fn write_atomically(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let partial = path.with_file_name(format!(".{name}.partial"));
-    let written = std::fs::File::create(&partial).and_then(|mut file| write(&mut file));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
+    std::fs::File::create(&partial)
+        .and_then(|mut file| write(&mut file))
+        .and_then(|()| put_in_place(&partial, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&partial);
+        })
+}
+
+/// Moves the whole file at `partial` to `path`: swapped with a file already there, which is
+/// then removed, else renamed.
+fn put_in_place(partial: &Path, path: &Path) -> std::io::Result<()> {
     let replaces_a_file = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
-    if replaces_a_file && exchange(&partial, path).is_ok() {
+    if replaces_a_file && exchange(partial, path).is_ok() {
         // The old file, now under the partial name. Should removing it fail, the new file
         // is in place all the same: a hidden leftover is the lesser harm than reporting a
         // write that succeeded as failed.
-        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(partial);
         return Ok(());
     }
     // Nothing to swap with (or a filesystem that cannot swap): a plain rename.
-    std::fs::rename(&partial, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&partial);
-    })
+    std::fs::rename(partial, path)
 }
 
 /// Swaps the files at `a` and `b` atomically (`renameat2` with `RENAME_EXCHANGE`).
