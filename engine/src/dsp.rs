@@ -219,6 +219,37 @@ impl Svf {
         self.coeff_cutoff = cutoff;
     }
 
+    /// The filter as it will run for a block whose cutoff stays put: `None` while the cutoff
+    /// glides. Every [`Svf::process`] call of such a block uses these coefficients, so a
+    /// caller that runs the recursion itself (the mixer runs its steady layers' filters side
+    /// by side) gets the same values, and hands the state back with [`Svf::resume`].
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub(crate) fn steady(&mut self) -> Option<SvfSteady> {
+        if self.mode != FilterMode::Off {
+            if !self.cutoff.is_settled() {
+                return None;
+            }
+            let cutoff = self.cutoff.value();
+            if cutoff != self.coeff_cutoff {
+                self.update(cutoff);
+            }
+        }
+        Some(SvfSteady {
+            mode: self.mode,
+            a: [self.a1, self.a2, self.a3],
+            k: self.k,
+            ic1: self.ic1,
+            ic2: self.ic2,
+        })
+    }
+
+    /// Takes back the state a caller of [`Svf::steady`] ran the filter to.
+    pub(crate) fn resume(&mut self, ic1: [f32; 2], ic2: [f32; 2]) {
+        self.ic1 = ic1;
+        self.ic2 = ic2;
+    }
+
     /// Filters one stereo frame. Runs on the JACK thread: no allocation, locks, system calls
     /// or logging.
     #[inline]
@@ -248,6 +279,23 @@ impl Svf {
         out
     }
 }
+
+/// A filter's mode, coefficients and state for a block at a settled cutoff
+/// ([`Svf::steady`]). Per channel, each sample:
+/// `v3 = x - ic2; v1 = a[0]·ic1 + a[1]·v3; v2 = ic2 + a[1]·ic1 + a[2]·v3`, then
+/// `ic1 = 2·v1 - ic1 + ε`, `ic2 = 2·v2 - ic2 + ε` (ε = [`SVF_EPSILON`]); low-pass gives
+/// `v2`, band-pass `v1`, high-pass `x - k·v1 - v2`, and off gives `x`, its state untouched.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SvfSteady {
+    pub mode: FilterMode,
+    pub a: [f32; 3],
+    pub k: f32,
+    pub ic1: [f32; 2],
+    pub ic2: [f32; 2],
+}
+
+/// What the filter adds to its state each sample to keep it out of denormals.
+pub(crate) const SVF_EPSILON: f32 = ANTI_DENORMAL;
 
 /// An RBJ biquad, used for the master shelves.
 #[derive(Debug, Clone, Copy)]
@@ -307,6 +355,18 @@ impl Biquad {
         self.a = [a1 / a0, a2 / a0];
     }
 
+    /// [`Biquad::process`] over each of `frames` in place, its state held in registers
+    /// through the block: the same values.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn process_block(&mut self, frames: &mut [[f32; 2]]) {
+        let mut filter = *self;
+        for frame in frames.iter_mut() {
+            *frame = filter.process(*frame);
+        }
+        *self = filter;
+    }
+
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     #[inline]
     pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
@@ -349,6 +409,33 @@ impl Delay {
         self.time.set(frames.clamp(1.0, max));
     }
 
+    /// [`Delay::process`] over each of `input` into `wet` (as long): the same values.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn process_block(&mut self, input: &[[f32; 2]], wet: &mut [[f32; 2]]) {
+        let len = self.line[0].len();
+        let (mut time, mut write, feedback) = (self.time, self.write, self.feedback);
+        let [left, right] = &mut self.line;
+        for (x, out) in input.iter().zip(wet.iter_mut()) {
+            let delay = time.next_value();
+            let read = write as f32 + len as f32 - delay;
+            let whole = read as usize;
+            let frac = read - whole as f32;
+            let i0 = if whole >= len { whole - len } else { whole };
+            let i1 = wrap_next(i0, len);
+            for (ch, line) in [&mut *left, &mut *right].into_iter().enumerate() {
+                let (a, b) = (line.get(i0).copied(), line.get(i1).copied());
+                let y = a.unwrap_or(0.0) * (1.0 - frac) + b.unwrap_or(0.0) * frac;
+                if let Some(slot) = line.get_mut(write) {
+                    *slot = x[ch] + y * feedback + ANTI_DENORMAL;
+                }
+                out[ch] = y;
+            }
+            write = wrap_next(write, len);
+        }
+        (self.time, self.write) = (time, write);
+    }
+
     /// Feeds one frame and returns the delayed (wet) frame. Runs on the JACK thread: no
     /// allocation, locks, system calls or logging.
     #[inline]
@@ -356,12 +443,12 @@ impl Delay {
         let len = self.line[0].len();
         let delay = self.time.next_value();
         let read = self.write as f32 + len as f32 - delay;
-        let mut i0 = read as usize;
-        if i0 >= len {
-            i0 -= len;
-        }
+        // NOTE: `read` is positive and below 2^24, so truncation is its floor and the
+        // whole part converts back exactly (f32::floor is a libm call on baseline x86-64).
+        let whole = read as usize;
+        let frac = read - whole as f32;
+        let i0 = if whole >= len { whole - len } else { whole };
         let i1 = wrap_next(i0, len);
-        let frac = read - read.floor();
         let mut out = [0.0; 2];
         for ch in 0..2 {
             let line = &mut self.line[ch];
@@ -581,7 +668,7 @@ fn damp_rows_avx(
 /// An 8×8 transpose: lane `k` of output `j` is lane `j` of input `k`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+pub(crate) fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
     use std::arch::x86_64::*;
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -742,6 +829,9 @@ impl Reverb {
     }
 }
 
+/// Decibels in an octave of amplitude (20·log10 2).
+const COMPRESSOR_DB_PER_OCTAVE: f32 = 6.020_6;
+
 /// A feed-forward stereo-linked compressor.
 #[derive(Debug, Clone, Copy)]
 pub struct Compressor {
@@ -781,22 +871,66 @@ impl Compressor {
         self.envelope_db
     }
 
+    /// [`Compressor::process`] over each of `frames` in place: the same values. The levels
+    /// and the gains, in and out of decibels, are taken over a whole stretch in loops that
+    /// vectorise; only the envelope's recursion runs frame by frame.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn process_block(&mut self, frames: &mut [[f32; 2]]) {
+        const STRETCH: usize = 64;
+        let ratio = self.ratio.max(1.0);
+        let mut wanted = [0.0f32; STRETCH];
+        for frames in frames.chunks_mut(STRETCH) {
+            let wanted = &mut wanted[..frames.len()];
+            for (w, f) in wanted.iter_mut().zip(frames.iter()) {
+                let over = (Self::level_db(*f) - self.threshold_db).max(0.0);
+                *w = over - over / ratio;
+            }
+            let mut envelope = self.envelope_db;
+            for w in wanted.iter_mut() {
+                envelope = self.follow(envelope, *w);
+                *w = envelope;
+            }
+            self.envelope_db = envelope;
+            for (f, &envelope) in frames.iter_mut().zip(wanted.iter()) {
+                let gain = self.gain(envelope);
+                *f = [f[0] * gain, f[1] * gain];
+            }
+        }
+    }
+
+    /// The louder channel's level, dBFS (silence at -200).
+    #[inline(always)]
+    fn level_db(frame: [f32; 2]) -> f32 {
+        COMPRESSOR_DB_PER_OCTAVE * fast_log2(frame[0].abs().max(frame[1].abs()).max(1.0e-10))
+    }
+
+    /// The envelope after `envelope`, towards a reduction of `wanted` dB.
+    #[inline(always)]
+    fn follow(&self, envelope: f32, wanted: f32) -> f32 {
+        let coeff = if wanted > envelope {
+            self.attack
+        } else {
+            self.release
+        };
+        wanted + (envelope - wanted) * coeff
+    }
+
+    /// The gain at a reduction of `envelope` dB, makeup included.
+    #[inline(always)]
+    fn gain(&self, envelope: f32) -> f32 {
+        fast_exp2((self.makeup_db - envelope) / COMPRESSOR_DB_PER_OCTAVE)
+    }
+
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     #[inline]
     pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
         // NOTE: decibels by fast_log2 and back by fast_exp2 (both within 1e-5 dB):
         // libm's log10 and powf cost more than the rest of an offline chain together.
-        const DB_PER_OCTAVE: f32 = 6.020_6;
-        let level = DB_PER_OCTAVE * fast_log2(frame[0].abs().max(frame[1].abs()).max(1.0e-10));
-        let over = (level - self.threshold_db).max(0.0);
+        let over = (Self::level_db(frame) - self.threshold_db).max(0.0);
         let wanted = over - over / self.ratio.max(1.0);
-        let coeff = if wanted > self.envelope_db {
-            self.attack
-        } else {
-            self.release
-        };
-        self.envelope_db = wanted + (self.envelope_db - wanted) * coeff;
-        let gain = fast_exp2((self.makeup_db - self.envelope_db) / DB_PER_OCTAVE);
+        self.envelope_db = self.follow(self.envelope_db, wanted);
+        let gain = self.gain(self.envelope_db);
         [frame[0] * gain, frame[1] * gain]
     }
 }
@@ -1018,6 +1152,15 @@ impl LimiterGain {
         self.envelope.min(1.0)
     }
 
+    /// Makes room for [`LimiterGain::run`] over `max_block` needs at a time, so that it does
+    /// not allocate on the realtime thread.
+    pub fn reserve(&mut self, max_block: usize) {
+        let room = self.averaged.len() + max_block.min(HOLD_BLOCK);
+        for scratch in self.hold.iter_mut() {
+            scratch.reserve(room.saturating_sub(scratch.len()));
+        }
+    }
+
     /// [`LimiterGain::next`] over each of `needs`, into `gains` (as long): the same values,
     /// faster. Over the stretches where nothing in two windows has asked for reduction, the
     /// hold and the average are 1 and stay so: only the release runs there, and it stops
@@ -1234,6 +1377,9 @@ pub struct Limiter {
     pos: usize,
     peaks: [PeakEstimator; 2],
     law: LimiterGain,
+    /// [`Limiter::process_block`]'s needs and gains, one block long ([`Limiter::reserve`]).
+    needs: Vec<f32>,
+    gains: Vec<f32>,
 }
 
 impl Limiter {
@@ -1246,6 +1392,8 @@ impl Limiter {
             pos: 0,
             peaks: [PeakEstimator::default(); 2],
             law,
+            needs: Vec::new(),
+            gains: Vec::new(),
         };
         limiter.set_ceiling(ceiling_db);
         limiter
@@ -1263,6 +1411,49 @@ impl Limiter {
     /// The current gain, 0–1.
     pub fn gain(&self) -> f32 {
         self.law.envelope.min(1.0)
+    }
+
+    /// Makes room for [`Limiter::process_block`] on blocks of up to `max_block` frames, so
+    /// that it runs them whole without allocating.
+    pub fn reserve(&mut self, max_block: usize) {
+        self.needs = vec![1.0; max_block];
+        self.gains = vec![1.0; max_block];
+        self.law.reserve(max_block);
+    }
+
+    /// [`Limiter::process`] over each of `frames` in place: the same values, with the gain
+    /// law run over the block ([`LimiterGain::run`]). Blocks longer than the room
+    /// [`Limiter::reserve`] made go in pieces; without it, a frame at a time.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn process_block(&mut self, frames: &mut [[f32; 2]]) {
+        if self.needs.is_empty() {
+            frames.iter_mut().for_each(|f| *f = self.process(*f));
+            return;
+        }
+        let len = self.delay[0].len();
+        for chunk in frames.chunks_mut(self.needs.len()) {
+            let n = chunk.len();
+            let (needs, gains) = (&mut self.needs[..n], &mut self.gains[..n]);
+            for (need, f) in needs.iter_mut().zip(chunk.iter()) {
+                let peak = self.peaks[0].next(f[0]).max(self.peaks[1].next(f[1]));
+                *need = if peak > self.ceiling {
+                    self.ceiling / peak
+                } else {
+                    1.0
+                };
+            }
+            self.law.run(needs, gains);
+            let [left, right] = &mut self.delay;
+            for (f, &gain) in chunk.iter_mut().zip(gains.iter()) {
+                if let (Some(l), Some(r)) = (left.get_mut(self.pos), right.get_mut(self.pos)) {
+                    let delayed = [*l, *r];
+                    [*l, *r] = *f;
+                    *f = [delayed[0] * gain, delayed[1] * gain];
+                }
+                self.pos = wrap_next(self.pos, len);
+            }
+        }
     }
 
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.

@@ -3,6 +3,7 @@
 
 use std::f32::consts::FRAC_PI_2;
 
+use super::bank::Steady;
 use super::{GROUPS, Group, LayerAudio, LayerId, LayerParams};
 use crate::dsp::{Smoother, Svf};
 
@@ -80,6 +81,7 @@ impl Events {
 }
 
 /// Where a block sits on the timeline.
+#[derive(Clone, Copy)]
 pub(super) struct Block {
     pub frame0: u64,
     pub beats0: f64,
@@ -259,6 +261,113 @@ impl Layer {
         }
     }
 
+    /// How the layer plays `block` when it plays it steadily: one voice from its first frame
+    /// to its last, with nothing waiting, fading or gliding (gain, pan, mute, solo, sends and
+    /// cutoff all at rest). Such a block is the same for every frame but its samples, and
+    /// the mixer runs it beside the other steady layers ([`super::bank`]) instead of
+    /// through [`Layer::render`]. Sets the gate for the block either way.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub(super) fn steady(&mut self, block: &Block) -> Option<Steady> {
+        self.id?;
+        let audible = !(self.params.mute || (block.any_solo && !self.params.solo));
+        self.gate.set(if audible { 1.0 } else { 0.0 });
+        let waiting = self.pending.is_some() || self.stop_at.is_some();
+        if waiting || self.stopping.is_some() || self.outgoing.is_some() {
+            return None;
+        }
+        let voice = self.current.as_ref()?;
+        let len = voice.audio.frames.len();
+        let runs_out = !voice.audio.looped && voice.pos + block.n > len;
+        if voice.fade.is_some() || voice.pos >= len || runs_out {
+            return None;
+        }
+        let smoothers = [&self.gain, &self.gate, &self.pan, &self.reverb, &self.delay];
+        if !smoothers.iter().all(|s| s.is_settled()) {
+            return None;
+        }
+        let filter = self.filter.steady()?;
+        let pan = self.pan.value();
+        if pan != self.pan_cached {
+            self.pan_cached = pan;
+            self.pan_gains = Self::balance(pan);
+        }
+        Some(Steady {
+            filter,
+            gain: self.gain.value() * self.gate.value(),
+            balance: self.pan_gains,
+            sends: [self.reverb.value(), self.delay.value()],
+            group: self.group.index(),
+        })
+    }
+
+    /// Copies the next `n` frames of a steady layer's voice into two lanes of `frames`
+    /// (frame `i`'s left at `i * stride + lane`, its right after it) and moves the voice on.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub(super) fn gather(&mut self, n: usize, frames: &mut [f32], stride: usize, lane: usize) {
+        let Some(voice) = &mut self.current else {
+            return;
+        };
+        let (audio, looped) = (&voice.audio.frames, voice.audio.looped);
+        let mut rows = frames.chunks_exact_mut(stride.max(1)).take(n);
+        let mut left = n;
+        // Straight runs of the voice's frames, from where it is to its end or the block's.
+        while left > 0 {
+            let Some(run) = audio.get(voice.pos..(voice.pos + left).min(audio.len())) else {
+                break;
+            };
+            if run.is_empty() {
+                break;
+            }
+            // The run first: a zip takes from its first side before it knows the second
+            // has ended, and no row may be lost.
+            for (frame, row) in run.iter().zip(rows.by_ref()) {
+                if let Some(dst) = row.get_mut(lane..lane + 2) {
+                    dst.copy_from_slice(frame);
+                }
+            }
+            left -= run.len();
+            voice.pos += run.len();
+            if voice.pos >= audio.len() && looped {
+                voice.pos = 0;
+            }
+        }
+    }
+
+    /// The next `n` frames of a steady layer's voice as one straight run; empty where the
+    /// voice wraps inside them.
+    pub(super) fn block_source(&self, n: usize) -> &[[f32; 2]] {
+        let voice = self.current.as_ref();
+        voice
+            .and_then(|v| v.audio.frames.get(v.pos..v.pos + n))
+            .unwrap_or_default()
+    }
+
+    /// Moves a steady layer's voice on past the `n` frames of [`Layer::block_source`].
+    pub(super) fn advance(&mut self, n: usize) {
+        if let Some(voice) = &mut self.current {
+            voice.pos += n;
+            if voice.pos >= voice.audio.frames.len() && voice.audio.looped {
+                voice.pos = 0;
+            }
+        }
+    }
+
+    /// Takes back the filter state a steady block ran to.
+    pub(super) fn resume(&mut self, ic1: [f32; 2], ic2: [f32; 2]) {
+        self.filter.resume(ic1, ic2);
+    }
+
+    /// The left and right gains of a pan position (-1 to 1): the far side falls away.
+    fn balance(pan: f32) -> [f32; 2] {
+        if pan >= 0.0 {
+            [(pan * FRAC_PI_2).cos(), 1.0]
+        } else {
+            [1.0, (-pan * FRAC_PI_2).cos()]
+        }
+    }
+
     /// Renders one block into the group and send buffers.
     ///
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
@@ -266,8 +375,8 @@ impl Layer {
         &mut self,
         block: Block,
         groups: &mut [[Vec<f32>; 2]; GROUPS],
-        reverb_send: &mut [[f32; 2]],
-        delay_send: &mut [[f32; 2]],
+        [reverb_l, reverb_r]: &mut [Vec<f32>; 2],
+        [delay_l, delay_r]: &mut [Vec<f32>; 2],
         events: &mut Events,
     ) {
         let Some(id) = self.id else { return };
@@ -323,11 +432,7 @@ impl Layer {
             if pan != self.pan_cached {
                 // Balance gains only change while the pan glides: computed then, cached after.
                 self.pan_cached = pan;
-                self.pan_gains = if pan >= 0.0 {
-                    [(pan * FRAC_PI_2).cos(), 1.0]
-                } else {
-                    [1.0, (-pan * FRAC_PI_2).cos()]
-                };
+                self.pan_gains = Self::balance(pan);
             }
             let [left, right] = self.pan_gains;
             let l = filtered[0] * gain * left;
@@ -337,13 +442,13 @@ impl Layer {
                 *or += r;
             }
             let (rv, dl) = (self.reverb.next_value(), self.delay.next_value());
-            if let Some(s) = reverb_send.get_mut(i) {
-                s[0] += l * rv;
-                s[1] += r * rv;
+            if let (Some(sl), Some(sr)) = (reverb_l.get_mut(i), reverb_r.get_mut(i)) {
+                *sl += l * rv;
+                *sr += r * rv;
             }
-            if let Some(s) = delay_send.get_mut(i) {
-                s[0] += l * dl;
-                s[1] += r * dl;
+            if let (Some(sl), Some(sr)) = (delay_l.get_mut(i), delay_r.get_mut(i)) {
+                *sl += l * dl;
+                *sr += r * dl;
             }
         }
     }

@@ -83,7 +83,7 @@ impl MasterFx {
 /// each one span long.
 pub(super) struct BusInput<'a> {
     pub groups: &'a [[Vec<f32>; 2]; GROUPS],
-    pub sends: &'a [Vec<[f32; 2]>; 2],
+    pub sends: &'a [[Vec<f32>; 2]; 2],
     pub live: &'a [[f32; 2]],
 }
 
@@ -100,11 +100,20 @@ pub(super) struct MasterBus {
     high_db: Smoother,
     compressor: Compressor,
     limiter: Limiter,
+    /// The span on its way through the chain, an effect's input, and the two effect
+    /// returns: one period long.
+    mix: Vec<[f32; 2]>,
+    send: Vec<[f32; 2]>,
+    wet_reverb: Vec<[f32; 2]>,
+    wet_delay: Vec<[f32; 2]>,
 }
 
 impl MasterBus {
-    pub(super) fn new(sample_rate: f32) -> Self {
+    /// A master bus for spans of up to `max_block` frames.
+    pub(super) fn new(sample_rate: f32, max_block: usize) -> Self {
         let fx = MasterFx::default();
+        let mut limiter = Limiter::new(fx.limiter_ceiling_db, sample_rate);
+        limiter.reserve(max_block);
         let mut bus = Self {
             fx,
             sample_rate,
@@ -117,7 +126,11 @@ impl MasterBus {
             low_db: Smoother::new(0.0, 0.05, sample_rate),
             high_db: Smoother::new(0.0, 0.05, sample_rate),
             compressor: Compressor::new(sample_rate),
-            limiter: Limiter::new(fx.limiter_ceiling_db, sample_rate),
+            limiter,
+            mix: vec![[0.0; 2]; max_block],
+            send: vec![[0.0; 2]; max_block],
+            wet_reverb: vec![[0.0; 2]; max_block],
+            wet_delay: vec![[0.0; 2]; max_block],
         };
         bus.set(fx);
         bus
@@ -150,6 +163,10 @@ impl MasterBus {
 
     /// Mixes the groups and effect returns through the master chain into `out`.
     ///
+    /// Each stage runs over the whole span before the next: every frame meets the same
+    /// arithmetic in the same order as it would a frame at a time, and the reverb and the
+    /// limiter's gain law take their block forms (the same values, bit for bit).
+    ///
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     pub(super) fn render(
         &mut self,
@@ -181,32 +198,43 @@ impl MasterBus {
             sends: [reverb_in, delay_in],
             live,
         } = input;
-        let [out_l, out_r] = out;
-        for i in 0..n {
-            let mut dry = live.get(i).copied().unwrap_or([0.0; 2]);
-            for group in groups {
-                dry[0] += group[0].get(i).copied().unwrap_or(0.0);
-                dry[1] += group[1].get(i).copied().unwrap_or(0.0);
+        let n = n.min(self.mix.len());
+        let (mix, send, wet_r, wet_d) = (
+            &mut self.mix[..n],
+            &mut self.send[..n],
+            &mut self.wet_reverb[..n],
+            &mut self.wet_delay[..n],
+        );
+        let interleave = |send: &mut [[f32; 2]], [l, r]: &[Vec<f32>; 2]| {
+            for ((f, &l), &r) in send.iter_mut().zip(l).zip(r) {
+                *f = [l, r];
             }
-            let wet_r = self
-                .reverb
-                .process(reverb_in.get(i).copied().unwrap_or([0.0; 2]));
-            let wet_d = self
-                .delay
-                .process(delay_in.get(i).copied().unwrap_or([0.0; 2]));
+        };
+        for (i, dry) in mix.iter_mut().enumerate() {
+            *dry = live.get(i).copied().unwrap_or([0.0; 2]);
+        }
+        for group in groups {
+            for ((dry, &l), &r) in mix.iter_mut().zip(&group[0]).zip(&group[1]) {
+                dry[0] += l;
+                dry[1] += r;
+            }
+        }
+        interleave(send, reverb_in);
+        self.reverb.process_block(send, wet_r);
+        interleave(send, delay_in);
+        self.delay.process_block(send, wet_d);
+        for ((x, r), d) in mix.iter_mut().zip(wet_r.iter()).zip(wet_d.iter()) {
             let (rm, dm) = (self.reverb_mix.next_value(), self.delay_mix.next_value());
-            let mut x = [
-                dry[0] + wet_r[0] * rm + wet_d[0] * dm,
-                dry[1] + wet_r[1] * rm + wet_d[1] * dm,
-            ];
-            x = self.low.process(x);
-            x = self.high.process(x);
-            x = self.compressor.process(x);
-            x = self.limiter.process(x);
-            if let (Some(l), Some(r)) = (out_l.get_mut(offset + i), out_r.get_mut(offset + i)) {
-                *l = x[0];
-                *r = x[1];
-            }
+            *x = [x[0] + r[0] * rm + d[0] * dm, x[1] + r[1] * rm + d[1] * dm];
+        }
+        self.low.process_block(mix);
+        self.high.process_block(mix);
+        self.compressor.process_block(mix);
+        self.limiter.process_block(mix);
+        let [out_l, out_r] = out;
+        let outs = out_l.iter_mut().zip(out_r.iter_mut()).skip(offset);
+        for ((l, r), x) in outs.zip(mix.iter()) {
+            [*l, *r] = *x;
         }
     }
 }

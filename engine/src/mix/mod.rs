@@ -11,6 +11,7 @@
 //! Every buffer that enters the processor leaves it again inside a [`Notification`], to be
 //! dropped by the actor: `process` never allocates or frees.
 
+mod bank;
 mod layer;
 mod master;
 pub mod pipe;
@@ -27,6 +28,7 @@ use crate::dsp::{FilterMode, Smoother};
 use crate::music::Meter;
 use crate::transport::Transport;
 
+use bank::Bank;
 use layer::Layer;
 use master::MasterBus;
 pub use master::MasterFx;
@@ -389,10 +391,15 @@ pub struct Processor {
     max_block: usize,
     transport: Transport,
     layers: [Layer; MAX_LAYERS],
+    /// The layers that play the current block steadily, run side by side.
+    bank: Bank,
+    /// How the layers run: tests check the bank against frame-by-frame rendering.
+    #[cfg(test)]
+    layer_path: tests::LayerPath,
     master: MasterBus,
     /// Scratch for the group sums and the effect sends, one period long.
     group_buf: [[Vec<f32>; 2]; GROUPS],
-    send_buf: [Vec<[f32; 2]>; 2],
+    send_buf: [[Vec<f32>; 2]; 2],
     commands: Consumer<Command>,
     notifications: Producer<Notification>,
     backlog: [Option<Box<LayerAudio>>; RETIRE_BACKLOG],
@@ -441,9 +448,12 @@ impl Processor {
             max_block,
             transport,
             layers: std::array::from_fn(|_| Layer::new(sr)),
-            master: MasterBus::new(sr),
+            bank: Bank::new(max_block),
+            #[cfg(test)]
+            layer_path: tests::LayerPath::Fastest,
+            master: MasterBus::new(sr, max_block),
             group_buf: std::array::from_fn(|_| [vec![0.0; max_block], vec![0.0; max_block]]),
-            send_buf: [vec![[0.0; 2]; max_block], vec![[0.0; 2]; max_block]],
+            send_buf: std::array::from_fn(|_| [vec![0.0; max_block], vec![0.0; max_block]]),
             commands: cmd_rx,
             notifications: note_tx,
             backlog: std::array::from_fn(|_| None),
@@ -662,13 +672,10 @@ impl Processor {
     }
 
     fn render(&mut self, out: &mut Outputs<'_>, offset: usize, n: usize, ceiling: f64) {
-        for group in &mut self.group_buf {
-            for ch in group.iter_mut() {
+        for pair in self.group_buf.iter_mut().chain(&mut self.send_buf) {
+            for ch in pair.iter_mut() {
                 ch.iter_mut().take(n).for_each(|s| *s = 0.0);
             }
-        }
-        for send in &mut self.send_buf {
-            send.iter_mut().take(n).for_each(|s| *s = [0.0; 2]);
         }
         let rolling = self.transport.rolling;
         let frame0 = self.transport.frame;
@@ -676,21 +683,55 @@ impl Processor {
         let beats_per_frame = 1.0 / self.frames_per_beat();
         let any_solo = self.layers.iter().any(|l| l.is_soloed());
         if rolling {
+            let block = layer::Block {
+                frame0,
+                beats0,
+                beats_per_frame,
+                ceiling,
+                n,
+                any_solo,
+            };
+            // Layers that play the block steadily run side by side; the others frame by
+            // frame. Each adds into the sums in slot order, as they always have.
+            #[cfg(not(test))]
+            let (bank, straight) = (true, true);
+            #[cfg(test)]
+            let (bank, straight) = self.layer_path.allows();
+            self.bank.clear(n);
+            for (slot, layer) in self.layers.iter_mut().enumerate() {
+                if let Some(steady) = layer.steady(&block)
+                    && bank
+                {
+                    self.bank.join(slot, steady);
+                }
+            }
+            if straight && self.run_steady(n) {
+                return self.finish_render(out, offset, n);
+            }
+            let members = self.bank.members();
+            let (frames, stride) = self.bank.lanes_mut();
+            for (slot, lane) in members {
+                if let Some(layer) = self.layers.get_mut(slot) {
+                    layer.gather(n, frames, stride, lane);
+                }
+            }
+            self.bank.run();
             for index in 0..MAX_LAYERS {
                 let mut events = layer::Events::default();
                 let [reverb_send, delay_send] = &mut self.send_buf;
                 let Some(layer) = self.layers.get_mut(index) else {
                     continue;
                 };
+                if let Some(member) = self.bank.member(index) {
+                    self.bank
+                        .mix_into(member, &mut self.group_buf, reverb_send, delay_send);
+                    if let Some((ic1, ic2)) = self.bank.state(member) {
+                        layer.resume(ic1, ic2);
+                    }
+                    continue;
+                }
                 layer.render(
-                    layer::Block {
-                        frame0,
-                        beats0,
-                        beats_per_frame,
-                        ceiling,
-                        n,
-                        any_solo,
-                    },
+                    block,
                     &mut self.group_buf,
                     reverb_send,
                     delay_send,
@@ -715,6 +756,50 @@ impl Processor {
                 }
             }
         }
+        self.finish_render(out, offset, n);
+    }
+
+    /// When every playing layer plays the block steadily, runs them straight from their
+    /// frames into the sums ([`Bank::run_into`]) and moves them on; false when some layer
+    /// does not, or the bank cannot.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    fn run_steady(&mut self, n: usize) -> bool {
+        let bank = &self.bank;
+        let all = (0..MAX_LAYERS).all(|slot| {
+            bank.member(slot).is_some() || self.layers.get(slot).is_none_or(Layer::is_free)
+        });
+        if !all {
+            return false;
+        }
+        let mut sources: [&[[f32; 2]]; MAX_LAYERS] = [&[]; MAX_LAYERS];
+        let mut count = 0;
+        for ((slot, _), source) in self.bank.members().zip(&mut sources) {
+            if let Some(layer) = self.layers.get(slot) {
+                *source = layer.block_source(n);
+                count += 1;
+            }
+        }
+        let ran = self
+            .bank
+            .run_into(&sources[..count], &mut self.group_buf, &mut self.send_buf);
+        if ran {
+            for (member, (slot, _)) in self.bank.members().enumerate() {
+                if let Some(layer) = self.layers.get_mut(slot) {
+                    layer.advance(n);
+                    if let Some((ic1, ic2)) = self.bank.state(member) {
+                        layer.resume(ic1, ic2);
+                    }
+                }
+            }
+        }
+        ran
+    }
+
+    /// The master bus, the group outputs, the meters and the transport after the layers
+    /// have played `offset..offset + n`.
+    fn finish_render(&mut self, out: &mut Outputs<'_>, offset: usize, n: usize) {
+        let rolling = self.transport.rolling;
         self.render_live(out, offset, n);
         let delay_frames = (f64::from(self.master.delay_beats()) * self.frames_per_beat()) as f32;
         self.master.render(
@@ -760,11 +845,7 @@ impl Processor {
                 let Some(samples) = buf.get(offset..offset + n) else {
                     continue;
                 };
-                let (mut peak, mut sum) = (0.0f32, 0.0f64);
-                for &s in samples {
-                    peak = peak.max(s.abs());
-                    sum += f64::from(s * s);
-                }
+                let (peak, sum) = peak_and_energy(samples);
                 let peak_slot = m.peak.get_mut(index).and_then(|p| p.get_mut(ch));
                 let sum_slot = m.sum_sq.get_mut(index).and_then(|q| q.get_mut(ch));
                 if let (Some(p), Some(q)) = (peak_slot, sum_slot) {
@@ -828,6 +909,172 @@ impl Processor {
             {
                 *slot = Some(audio);
                 return;
+            }
+        }
+    }
+}
+
+/// The peak and the sum of squares of `samples`: eight running sums side by side (so the
+/// loop vectorises), added up in f64.
+fn peak_and_energy(samples: &[f32]) -> (f32, f64) {
+    const LANES: usize = 8;
+    let (mut peaks, mut sums) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let (chunks, rest) = samples.as_chunks::<LANES>();
+    for chunk in chunks {
+        for l in 0..LANES {
+            peaks[l] = peaks[l].max(chunk[l].abs());
+            sums[l] += chunk[l] * chunk[l];
+        }
+    }
+    for (l, &s) in rest.iter().enumerate() {
+        peaks[l] = peaks[l].max(s.abs());
+        sums[l] += s * s;
+    }
+    let peak = peaks.into_iter().fold(0.0f32, f32::max);
+    (peak, sums.into_iter().map(f64::from).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dsp::FilterMode;
+
+    /// Which ways of running layers a processor may take.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum LayerPath {
+        /// Every layer a frame at a time ([`Layer::render`]).
+        FrameByFrame,
+        /// Steady layers in the bank, their frames copied into lanes ([`Bank::run`]).
+        Bank,
+        /// And straight from their frames into the sums where all are steady
+        /// ([`Bank::run_into`]): what the mixer does.
+        Fastest,
+    }
+
+    impl LayerPath {
+        /// Whether the bank, and its straight path, may run.
+        pub(super) fn allows(self) -> (bool, bool) {
+            (self != LayerPath::FrameByFrame, self == LayerPath::Fastest)
+        }
+    }
+
+    fn tone(freq: f32, frames: usize, looped: bool) -> Box<LayerAudio> {
+        let at = |i: usize| (std::f32::consts::TAU * freq * i as f32 / 48_000.0).sin();
+        let frames: Vec<[f32; 2]> = (0..frames)
+            .map(|i| [0.3 * at(i), 0.2 * at(i) + 0.01 * (i % 13) as f32])
+            .collect();
+        Box::new(LayerAudio {
+            frames: frames.into(),
+            looped,
+        })
+    }
+
+    /// Master and group outputs of a busy set (launches on the grid, one-shots, replaces,
+    /// stops, every filter mode, gain, pan, mute and solo moves, master changes), played
+    /// the given way.
+    fn busy_set(path: LayerPath, period: usize, max_block: usize) -> Vec<u32> {
+        let mut transport = Transport::default();
+        transport.tempo = 123.0;
+        transport.rolling = true;
+        let (mut p, mut h) = Processor::new(48_000, max_block, transport);
+        p.layer_path = path;
+        let mut buffers = OutputBuffers::new(period);
+        let mut bits = Vec::new();
+        let modes = [
+            FilterMode::Off,
+            FilterMode::LowPass,
+            FilterMode::HighPass,
+            FilterMode::BandPass,
+        ];
+        for step in 0..1500u64 {
+            let id = step % 20;
+            let command = match step % 40 {
+                0 | 5 | 7 => Some(Command::Launch {
+                    id: id + 100 * (step % 3),
+                    audio: tone(
+                        50.0 + (step % 97) as f32 * 13.0,
+                        3000 + (step as usize * 37) % 9000,
+                        step % 9 != 0,
+                    ),
+                    group: Group::ALL[(step % 4) as usize],
+                    params: LayerParams {
+                        reverb_send: 0.3,
+                        delay_send: 0.2,
+                        pan: ((step % 5) as f32 - 2.0) / 2.0,
+                        filter: FilterSettings {
+                            mode: modes[(step % 4) as usize],
+                            cutoff_hz: 300.0 + (step % 50) as f32 * 100.0,
+                            resonance: 0.4,
+                        },
+                        ..LayerParams::default()
+                    },
+                    at: [Quantize::Now, Quantize::Beat, Quantize::Bar][(step % 3) as usize],
+                }),
+                10 => Some(Command::Replace {
+                    id,
+                    audio: tone(220.0, 5000, true),
+                    at: Quantize::Beat,
+                    crossfade_beats: 0.25,
+                }),
+                20 => {
+                    let sweep = (step % 1000) as f32 / 1000.0;
+                    Some(Command::Set {
+                        id,
+                        params: LayerParams {
+                            gain: sweep * 2.0,
+                            pan: sweep * 2.0 - 1.0,
+                            mute: step % 7 == 0,
+                            solo: step % 11 == 0,
+                            filter: FilterSettings {
+                                mode: modes[(step % 4) as usize],
+                                cutoff_hz: 100.0 + sweep * 10_000.0,
+                                resonance: sweep,
+                            },
+                            reverb_send: sweep,
+                            delay_send: 1.0 - sweep,
+                        },
+                    })
+                }
+                30 if step % 80 == 30 => Some(Command::Remove {
+                    id,
+                    at: Quantize::Beat,
+                }),
+                35 => Some(Command::SetFx(MasterFx {
+                    eq_low_db: (step % 13) as f32 - 6.0,
+                    comp_threshold_db: -20.0,
+                    delay_beats: 0.25 + (step % 4) as f32 * 0.25,
+                    ..MasterFx::default()
+                })),
+                _ => None,
+            };
+            if let Some(command) = command {
+                assert!(h.send(command).is_ok());
+            }
+            p.process(&mut buffers.outputs());
+            for buffer in buffers.master.iter().chain(buffers.groups.iter().flatten()) {
+                bits.extend(buffer.iter().map(|s| s.to_bits()));
+            }
+            while h.poll().is_some() {}
+        }
+        bits
+    }
+
+    #[test]
+    fn the_bank_plays_what_layers_play_frame_by_frame_bit_for_bit() {
+        for (period, max_block) in [(64, 64), (100, 64)] {
+            let reference = busy_set(LayerPath::FrameByFrame, period, max_block);
+            assert!(
+                reference.iter().any(|&b| f32::from_bits(b).abs() > 0.01),
+                "the set is audible"
+            );
+            for path in [LayerPath::Bank, LayerPath::Fastest] {
+                let bits = busy_set(path, period, max_block);
+                let first = reference.iter().zip(&bits).position(|(a, b)| a != b);
+                assert_eq!(
+                    first, None,
+                    "{path:?}, periods of {period}: first sample that differs"
+                );
+                assert_eq!(bits.len(), reference.len());
             }
         }
     }
