@@ -221,10 +221,10 @@ impl Bank {
     /// frames in lanes and no columns to read back. Every member must be the whole of what
     /// plays into the sums this block (no layer outside the bank adds to them).
     ///
-    /// Returns false, having done nothing, where it cannot: a CPU without AVX, a block
-    /// that is not whole eights of frames, or a member whose block wraps (a source shorter
-    /// than the block). The caller then copies the frames in ([`Bank::lanes_mut`]) and runs
-    /// [`Bank::run`].
+    /// It runs eight frames at a time with AVX, and a frame at a time on other CPUs and
+    /// for the frames past the last whole eight. Returns false, having done nothing, where
+    /// a member's block wraps (a source shorter than the block): the caller then copies
+    /// the frames in ([`Bank::lanes_mut`]) and runs [`Bank::run`].
     ///
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     pub(super) fn run_into(
@@ -240,25 +240,28 @@ impl Bank {
             .chain(sends.iter())
             .flatten()
             .all(|b| b.len() >= n);
-        if n == 0 || !n.is_multiple_of(WIDTH) || !whole || !room {
+        if n == 0 || !whole || !room {
             return false;
         }
+        self.close();
+        let steps = self.stride / WIDTH;
+        let lanes = &mut self.lanes[..steps];
+        let members = Members {
+            sources,
+            groups: &self.groups[..self.members],
+            sends: &self.sends[..self.members],
+        };
+        let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx") {
-            self.close();
-            let steps = self.stride / WIDTH;
             let targets = Targets::of(groups, sends);
-            let members = Members {
-                sources,
-                groups: &self.groups[..self.members],
-                sends: &self.sends[..self.members],
-            };
+            done = n / 8 * 8;
             // SAFETY: the CPU has just been seen to support AVX; every source holds at
             // least `n` frames and every target at least `n` samples (checked above).
-            unsafe { run_into_avx(&mut self.lanes[..steps], &members, &targets, n) };
-            return true;
+            unsafe { run_into_avx(lanes, &members, &targets, done) };
         }
-        false
+        run_into_frames(lanes, &members, groups, sends, done..n);
+        true
     }
 
     /// Filters every lane and applies gains and balances, frame by frame.
@@ -451,6 +454,48 @@ fn run_gang_avx<const S: usize>(
         unsafe {
             _mm256_storeu_ps(lanes.ic1.as_mut_ptr(), ic1[s]);
             _mm256_storeu_ps(lanes.ic2.as_mut_ptr(), ic2[s]);
+        }
+    }
+}
+
+/// [`Bank::run_into`] a frame at a time over the frames `range`: each step's lanes
+/// through [`Lanes::step`], each member's results then added in member order.
+fn run_into_frames(
+    lanes: &mut [Lanes],
+    members: &Members<'_>,
+    groups: &mut [[Vec<f32>; 2]; GROUPS],
+    [reverb, delay]: &mut [[Vec<f32>; 2]; 2],
+    range: std::ops::Range<usize>,
+) {
+    const PER_STEP: usize = WIDTH / 2;
+    for i in range {
+        for (step, lanes) in lanes.iter_mut().enumerate() {
+            let member = |k: usize| step * PER_STEP + k;
+            let mut x = [0.0f32; WIDTH];
+            for (k, pair) in x.chunks_exact_mut(2).enumerate() {
+                if let Some(frame) = members.sources.get(member(k)).and_then(|s| s.get(i)) {
+                    pair.copy_from_slice(frame);
+                }
+            }
+            let y = lanes.step(x);
+            for (k, pair) in y.chunks_exact(2).enumerate() {
+                let m = member(k);
+                let (Some(&group), Some(&[rv, dl])) = (members.groups.get(m), members.sends.get(m))
+                else {
+                    break;
+                };
+                let Some(outs) = groups.get_mut(group) else {
+                    continue;
+                };
+                for (ch, &x) in pair.iter().enumerate() {
+                    let sums = [&mut outs[ch], &mut reverb[ch], &mut delay[ch]];
+                    for (sum, level) in sums.into_iter().zip([None, Some(rv), Some(dl)]) {
+                        if let Some(s) = sum.get_mut(i) {
+                            *s += level.map_or(x, |level| x * level);
+                        }
+                    }
+                }
+            }
         }
     }
 }
