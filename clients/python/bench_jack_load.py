@@ -7,7 +7,12 @@ Starts a private `jackd -R -d dummy -r 48000 -p 64`, then in turn:
 and reads JACK's DSP load with jack_cpu_load for each. Prints both and the ratio
 (target: djinn at most 0.5x fluidsynth).
 
-    python3 clients/python/bench_jack_load.py --djinnd target/release/djinnd [--seconds 8]
+With --cpu N every process of the run (jackd, djinnd, fluidsynth, jack_cpu_load) is held
+to CPU N. On a virtual machine, waking a client's thread on the other CPU costs most of
+the DSP load any client shows; on one CPU the wake-up is a plain switch, and what is left
+is closer to each program's own work.
+
+    python3 clients/python/bench_jack_load.py --djinnd target/release/djinnd [--seconds 8] [--cpu 1]
 """
 
 import argparse
@@ -66,7 +71,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--djinnd", default="target/release/djinnd")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="hold every process of the run to this CPU")
     args = parser.parse_args()
+    if args.cpu is not None:
+        # Children inherit the affinity: the servers and clients started below run there.
+        os.sched_setaffinity(0, {args.cpu})
 
     with jackd(SERVER, 64) as env:
         idle = dsp_load(env, 3)
@@ -88,7 +98,8 @@ def main():
                 fluid.terminate()
                 fluid.wait(5)
 
-    print(f"JACK DSP load at 64 frames / 48 kHz, mean over {args.seconds:.0f} s")
+    where = "every process on CPU " + str(args.cpu) if args.cpu is not None else "CPUs free"
+    print(f"JACK DSP load at 64 frames / 48 kHz, mean over {args.seconds:.0f} s ({where})")
     print(f"{'idle server':<34}{idle:>7.2f} %")
     print(f"{'djinnd, ' + str(layers) + ' layers':<34}{djinn_load:>7.2f} %")
     print(f"{'fluidsynth, 16 voices FluidR3_GM':<34}{fluid_load:>7.2f} %")
