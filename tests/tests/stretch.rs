@@ -213,7 +213,7 @@ fn djinn_stretch_transposes_a_flute_like_rubberband_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn layer_add_fits_a_loop_to_the_session_tempo_and_key() {
+async fn layer_add_and_replace_fit_a_loop_to_the_session_tempo_and_key() {
     let daemon = Djinnd::start_with(Options {
         audio: Some("offline".into()),
         args: vec!["--fast".into()],
@@ -288,6 +288,27 @@ async fn layer_add_fits_a_loop_to_the_session_tempo_and_key() {
         (&json!(120.0), &json!("file"), &json!(false)),
         "{layer}"
     );
+    // A replace fits its audio the same way; without fit params it takes it as it is.
+    let id = layer["id"].clone();
+    let replaced = client
+        .call(
+            "layer.replace",
+            json!({ "id": id, "path": tagged, "bpm": 120, "key": "A minor", "quantize": "now" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced["frames"], 90_000, "{replaced}");
+    assert_eq!(replaced["fit"]["from_bpm"], 120.0, "{replaced}");
+    assert_eq!(replaced["fit"]["semitones"], 0, "{replaced}");
+    let replaced = client
+        .call(
+            "layer.replace",
+            json!({ "id": id, "path": tagged, "quantize": "now" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced["frames"], 96_000, "{replaced}");
+    assert!(replaced.get("fit").is_none(), "{replaced}");
     let untagged = dir.path().join("untagged.wav");
     djinn_engine::wav::write(&untagged, &frames, 48_000).unwrap();
     let error = client

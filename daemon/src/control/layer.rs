@@ -381,7 +381,7 @@ pub async fn replace(
     params: &Params,
     payload: &[Bytes],
 ) -> Result<Value, RpcError> {
-    params.only(&[
+    let mut known = vec![
         "id",
         "path",
         "buffer",
@@ -390,15 +390,20 @@ pub async fn replace(
         "quantize",
         "at_bar",
         "crossfade_beats",
-    ])?;
+    ];
+    known.extend(FIT_PARAMS);
+    params.only(&known)?;
     let id = id(params)?;
     let at = quantize(shared, params).await?;
     let crossfade_beats = ranged(params, "crossfade_beats", 0.0, 64.0)?.unwrap_or(1.0);
+    let fitting = Fit::read(params)?;
     let Source {
         frames,
         shown: source,
+        tagged,
         ..
     } = source(shared, params, payload).await?;
+    let (frames, fitted) = fit(shared, frames, fitting, tagged).await?;
     let info = shared
         .audio
         .ask(ReplaceLayer {
@@ -410,7 +415,11 @@ pub async fn replace(
         })
         .await
         .map_err(|e| ask_error("audio", e, audio_error))?;
-    Ok(json!(info))
+    let mut reply = json!(info);
+    if let Some(fitted) = fitted {
+        reply["fit"] = fitted;
+    }
+    Ok(reply)
 }
 
 pub async fn remove(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
