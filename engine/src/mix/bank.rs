@@ -66,27 +66,28 @@ impl Lanes {
 
     /// Lane `l` as a silent, unfiltered lane: what lanes past the last member run.
     fn idle(&mut self, l: usize) {
-        self.set(l, FilterMode::Off, [0.0; 3], 2.0, (0.0, 0.0), 0.0, 0.0);
+        let off = SvfSteady {
+            mode: FilterMode::Off,
+            a: [0.0; 3],
+            k: 2.0,
+            ic1: [0.0; 2],
+            ic2: [0.0; 2],
+        };
+        self.set(l, &off, 0, 0.0, 0.0);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn set(
-        &mut self,
-        l: usize,
-        mode: FilterMode,
-        a: [f32; 3],
-        k: f32,
-        (ic1, ic2): (f32, f32),
-        gain: f32,
-        balance: f32,
-    ) {
+    /// Lane `l` as channel `ch` of a layer with `filter`, `gain` and `balance`. An
+    /// unfiltered layer's lanes run from silence and are never read back.
+    fn set(&mut self, l: usize, filter: &SvfSteady, ch: usize, gain: f32, balance: f32) {
+        let mode = filter.mode;
         let on = |m: FilterMode| if mode == m { u32::MAX } else { 0 };
-        self.a1[l] = a[0];
-        self.a2[l] = a[1];
-        self.a3[l] = a[2];
-        self.k[l] = k;
-        self.ic1[l] = ic1;
-        self.ic2[l] = ic2;
+        let filtered = mode != FilterMode::Off;
+        self.a1[l] = filter.a[0];
+        self.a2[l] = filter.a[1];
+        self.a3[l] = filter.a[2];
+        self.k[l] = filter.k;
+        self.ic1[l] = if filtered { filter.ic1[ch] } else { 0.0 };
+        self.ic2[l] = if filtered { filter.ic2[ch] } else { 0.0 };
         self.low[l] = on(FilterMode::LowPass);
         self.band[l] = on(FilterMode::BandPass);
         self.high[l] = on(FilterMode::HighPass);
@@ -162,24 +163,10 @@ impl Bank {
             return;
         }
         let f = steady.filter;
-        // An unfiltered layer's lanes run from silence and are never read back.
-        let state = |ch: usize| match f.mode {
-            FilterMode::Off => (0.0, 0.0),
-            _ => (f.ic1[ch], f.ic2[ch]),
-        };
         for ch in 0..2 {
             let lane = 2 * member + ch;
             if let Some(lanes) = self.lanes.get_mut(lane / WIDTH) {
-                let balance = steady.balance[ch];
-                lanes.set(
-                    lane % WIDTH,
-                    f.mode,
-                    f.a,
-                    f.k,
-                    state(ch),
-                    steady.gain,
-                    balance,
-                );
+                lanes.set(lane % WIDTH, &f, ch, steady.gain, steady.balance[ch]);
             }
         }
         self.slots[member] = slot;
