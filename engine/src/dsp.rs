@@ -409,29 +409,20 @@ impl Delay {
         self.time.set(frames.clamp(1.0, max));
     }
 
-    /// [`Delay::process`] over each of `input` into `wet` (as long): the same values.
+    /// [`Delay::process`] over each of `input` into `wet` (as long): the same values, with
+    /// the write position and the time's glide held in registers through the block.
     ///
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     pub fn process_block(&mut self, input: &[[f32; 2]], wet: &mut [[f32; 2]]) {
-        let len = self.line[0].len();
-        let (mut time, mut write, feedback) = (self.time, self.write, self.feedback);
-        let [left, right] = &mut self.line;
-        for (x, out) in input.iter().zip(wet.iter_mut()) {
-            let delay = time.next_value();
-            let read = write as f32 + len as f32 - delay;
-            let whole = read as usize;
-            let frac = read - whole as f32;
-            let i0 = if whole >= len { whole - len } else { whole };
-            let i1 = wrap_next(i0, len);
-            for (ch, line) in [&mut *left, &mut *right].into_iter().enumerate() {
-                let (a, b) = (line.get(i0).copied(), line.get(i1).copied());
-                let y = a.unwrap_or(0.0) * (1.0 - frac) + b.unwrap_or(0.0) * frac;
-                if let Some(slot) = line.get_mut(write) {
-                    *slot = x[ch] + y * feedback + ANTI_DENORMAL;
-                }
-                out[ch] = y;
-            }
-            write = wrap_next(write, len);
+        let (mut time, mut write) = (self.time, self.write);
+        for (&x, out) in input.iter().zip(wet.iter_mut()) {
+            *out = delay_step(
+                &mut self.line,
+                &mut write,
+                time.next_value(),
+                self.feedback,
+                x,
+            );
         }
         (self.time, self.write) = (time, write);
     }
@@ -440,28 +431,40 @@ impl Delay {
     /// allocation, locks, system calls or logging.
     #[inline]
     pub fn process(&mut self, input: [f32; 2]) -> [f32; 2] {
-        let len = self.line[0].len();
         let delay = self.time.next_value();
-        let read = self.write as f32 + len as f32 - delay;
-        // NOTE: `read` is positive and below 2^24, so truncation is its floor and the
-        // whole part converts back exactly (f32::floor is a libm call on baseline x86-64).
-        let whole = read as usize;
-        let frac = read - whole as f32;
-        let i0 = if whole >= len { whole - len } else { whole };
-        let i1 = wrap_next(i0, len);
-        let mut out = [0.0; 2];
-        for ch in 0..2 {
-            let line = &mut self.line[ch];
-            let (a, b) = (line.get(i0).copied(), line.get(i1).copied());
-            let y = a.unwrap_or(0.0) * (1.0 - frac) + b.unwrap_or(0.0) * frac;
-            if let Some(slot) = line.get_mut(self.write) {
-                *slot = input[ch] + y * self.feedback + ANTI_DENORMAL;
-            }
-            out[ch] = y;
-        }
-        self.write = wrap_next(self.write, len);
-        out
+        delay_step(&mut self.line, &mut self.write, delay, self.feedback, input)
     }
+}
+
+/// One frame of a [`Delay`]: reads `delay` frames back from `write` (interpolated),
+/// writes the input and the feedback there, and moves `write` on.
+#[inline(always)]
+fn delay_step(
+    lines: &mut [Vec<f32>; 2],
+    write: &mut usize,
+    delay: f32,
+    feedback: f32,
+    input: [f32; 2],
+) -> [f32; 2] {
+    let len = lines[0].len();
+    let read = *write as f32 + len as f32 - delay;
+    // NOTE: `read` is positive and below 2^24, so truncation is its floor and the whole
+    // part converts back exactly (f32::floor is a libm call on baseline x86-64).
+    let whole = read as usize;
+    let frac = read - whole as f32;
+    let i0 = if whole >= len { whole - len } else { whole };
+    let i1 = wrap_next(i0, len);
+    let mut out = [0.0; 2];
+    for (ch, line) in lines.iter_mut().enumerate() {
+        let (a, b) = (line.get(i0).copied(), line.get(i1).copied());
+        let y = a.unwrap_or(0.0) * (1.0 - frac) + b.unwrap_or(0.0) * frac;
+        if let Some(slot) = line.get_mut(*write) {
+            *slot = input[ch] + y * feedback + ANTI_DENORMAL;
+        }
+        out[ch] = y;
+    }
+    *write = wrap_next(*write, len);
+    out
 }
 
 /// A Freeverb-style stereo reverb: eight damped combs and four allpasses per side.
@@ -1431,27 +1434,15 @@ impl Limiter {
             frames.iter_mut().for_each(|f| *f = self.process(*f));
             return;
         }
-        let len = self.delay[0].len();
         for chunk in frames.chunks_mut(self.needs.len()) {
             let n = chunk.len();
             let (needs, gains) = (&mut self.needs[..n], &mut self.gains[..n]);
             for (need, f) in needs.iter_mut().zip(chunk.iter()) {
-                let peak = self.peaks[0].next(f[0]).max(self.peaks[1].next(f[1]));
-                *need = if peak > self.ceiling {
-                    self.ceiling / peak
-                } else {
-                    1.0
-                };
+                *need = limiter_need(&mut self.peaks, self.ceiling, *f);
             }
             self.law.run(needs, gains);
-            let [left, right] = &mut self.delay;
             for (f, &gain) in chunk.iter_mut().zip(gains.iter()) {
-                if let (Some(l), Some(r)) = (left.get_mut(self.pos), right.get_mut(self.pos)) {
-                    let delayed = [*l, *r];
-                    [*l, *r] = *f;
-                    *f = [delayed[0] * gain, delayed[1] * gain];
-                }
-                self.pos = wrap_next(self.pos, len);
+                *f = limiter_delay(&mut self.delay, &mut self.pos, *f, gain);
             }
         }
     }
@@ -1459,26 +1450,38 @@ impl Limiter {
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     #[inline]
     pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
-        let peak = self.peaks[0]
-            .next(frame[0])
-            .max(self.peaks[1].next(frame[1]));
-        let need = if peak > self.ceiling {
-            self.ceiling / peak
-        } else {
-            1.0
-        };
+        let need = limiter_need(&mut self.peaks, self.ceiling, frame);
         let envelope = self.law.next(need);
-        let mut out = [0.0; 2];
-        for ch in 0..2 {
-            let delayed = self.delay[ch].get(self.pos).copied().unwrap_or(0.0);
-            if let Some(slot) = self.delay[ch].get_mut(self.pos) {
-                *slot = frame[ch];
-            }
-            out[ch] = delayed * envelope;
-        }
-        self.pos = wrap_next(self.pos, self.delay[0].len());
-        out
+        limiter_delay(&mut self.delay, &mut self.pos, frame, envelope)
     }
+}
+
+/// The gain `frame` needs for its estimated true peak to stay under `ceiling` (at most 1).
+#[inline(always)]
+fn limiter_need(peaks: &mut [PeakEstimator; 2], ceiling: f32, frame: [f32; 2]) -> f32 {
+    let peak = peaks[0].next(frame[0]).max(peaks[1].next(frame[1]));
+    if peak > ceiling { ceiling / peak } else { 1.0 }
+}
+
+/// Puts `frame` into the limiter's lookahead line at `pos` and returns the frame it
+/// replaces, a window old, at `gain`; moves `pos` on.
+#[inline(always)]
+fn limiter_delay(
+    lines: &mut [Vec<f32>; 2],
+    pos: &mut usize,
+    frame: [f32; 2],
+    gain: f32,
+) -> [f32; 2] {
+    let mut out = [0.0; 2];
+    for (ch, line) in lines.iter_mut().enumerate() {
+        let delayed = line.get(*pos).copied().unwrap_or(0.0);
+        if let Some(slot) = line.get_mut(*pos) {
+            *slot = frame[ch];
+        }
+        out[ch] = delayed * gain;
+    }
+    *pos = wrap_next(*pos, lines[0].len());
+    out
 }
 
 /// The linear level the limiter holds peaks under for a ceiling in dBTP (margin included).

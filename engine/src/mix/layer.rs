@@ -354,9 +354,12 @@ impl Layer {
         }
     }
 
-    /// Takes back the filter state a steady block ran to.
-    pub(super) fn resume(&mut self, ic1: [f32; 2], ic2: [f32; 2]) {
-        self.filter.resume(ic1, ic2);
+    /// Takes back the filter state a steady block ran to (`None`: an unfiltered layer,
+    /// whose state did not move).
+    pub(super) fn resume(&mut self, state: Option<([f32; 2], [f32; 2])>) {
+        if let Some((ic1, ic2)) = state {
+            self.filter.resume(ic1, ic2);
+        }
     }
 
     /// The left and right gains of a pan position (-1 to 1): the far side falls away.

@@ -725,9 +725,7 @@ impl Processor {
                 if let Some(member) = self.bank.member(index) {
                     self.bank
                         .mix_into(member, &mut self.group_buf, reverb_send, delay_send);
-                    if let Some((ic1, ic2)) = self.bank.state(member) {
-                        layer.resume(ic1, ic2);
-                    }
+                    layer.resume(self.bank.state(member));
                     continue;
                 }
                 layer.render(
@@ -787,9 +785,7 @@ impl Processor {
             for (member, (slot, _)) in self.bank.members().enumerate() {
                 if let Some(layer) = self.layers.get_mut(slot) {
                     layer.advance(n);
-                    if let Some((ic1, ic2)) = self.bank.state(member) {
-                        layer.resume(ic1, ic2);
-                    }
+                    layer.resume(self.bank.state(member));
                 }
             }
         }
