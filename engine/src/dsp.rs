@@ -7,6 +7,8 @@ use std::f32::consts::PI;
 
 /// Keeps feedback paths out of denormal territory where flushing is unavailable.
 const ANTI_DENORMAL: f32 = 1.0e-20;
+/// A biquad whose state is below this (-180 dBFS) adds nothing audible to its input.
+const PASS_THROUGH_STATE: f32 = 1.0e-9;
 
 /// Turns on flush-to-zero and denormals-are-zero for the calling thread.
 ///
@@ -146,6 +148,20 @@ impl Smoother {
             self.value += delta * self.coeff;
         }
         self.value
+    }
+
+    /// Moves `frames` frames on (what as many [`Smoother::next_value`]s would do) and
+    /// returns the value then; a settled smoother stays where it is.
+    pub fn advance(&mut self, frames: usize) -> f32 {
+        let mut s = *self;
+        for _ in 0..frames {
+            if s.is_settled() {
+                break;
+            }
+            s.next_value();
+        }
+        *self = s;
+        s.value
     }
 }
 
@@ -353,6 +369,20 @@ impl Biquad {
         };
         self.b = [b0 / a0, b1 / a0, b2 / a0];
         self.a = [a1 / a0, a2 / a0];
+    }
+
+    /// Whether the filter leaves the sound as it is: its zeros cancel its poles (a shelf
+    /// at 0 dB) and what it holds of past input is far below hearing.
+    pub fn passes_through(&self) -> bool {
+        let [b0, b1, b2] = self.b;
+        b0 == 1.0
+            && b1 == self.a[0]
+            && b2 == self.a[1]
+            && self
+                .z
+                .iter()
+                .flatten()
+                .all(|z| z.abs() < PASS_THROUGH_STATE)
     }
 
     /// [`Biquad::process`] over each of `frames` in place, its state held in registers
@@ -1678,6 +1708,19 @@ mod tests {
     }
 
     #[test]
+    fn advancing_a_smoother_is_stepping_it_frame_by_frame() {
+        let mut stepped = Smoother::new(0.0, 0.01, SR);
+        stepped.set(1.0);
+        let mut advanced = stepped;
+        for frames in [1, 63, 64, 2000, 4000] {
+            let last = (0..frames).map(|_| stepped.next_value()).last();
+            assert_eq!(Some(advanced.advance(frames)), last, "after {frames} more");
+        }
+        assert!(advanced.is_settled());
+        assert_eq!(advanced.advance(64), 1.0);
+    }
+
+    #[test]
     fn filters_pass_and_stop_what_they_should() {
         // 12 dB/octave for low- and high-pass, 6 dB/octave each side for band-pass.
         let cases = [
@@ -1718,6 +1761,36 @@ mod tests {
             .collect();
         let flat = gain_to_db(rms(&out[4800..]) / (0.1 / 2f32.sqrt()));
         assert!(flat.abs() < 0.3, "{flat}");
+    }
+
+    #[test]
+    fn a_shelf_passes_through_at_0_db_once_its_past_has_died_away() {
+        for high in [false, true] {
+            let freq = if high { 8000.0 } else { 120.0 };
+            let mut shelf = Biquad::shelf(high, freq, 0.0, SR);
+            assert!(shelf.passes_through(), "high {high}: flat from the start");
+            let music = sine(90.0, 4800, 0.5);
+            for &x in &music {
+                assert_eq!(shelf.process(x), x, "high {high}: flat is the input itself");
+            }
+            shelf.set_shelf(high, freq, 6.0, SR);
+            assert!(
+                !shelf.passes_through(),
+                "high {high}: a boost shapes the sound"
+            );
+            let mut boosted = music.clone();
+            shelf.process_block(&mut boosted);
+            shelf.set_shelf(high, freq, 0.0, SR);
+            assert!(
+                !shelf.passes_through(),
+                "high {high}: the boost still rings"
+            );
+            let quiet = (0..48_000).find(|_| {
+                shelf.process([0.0; 2]);
+                shelf.passes_through()
+            });
+            assert!(quiet.is_some(), "high {high}: the ringing dies away");
+        }
     }
 
     #[test]

@@ -179,12 +179,8 @@ impl MasterBus {
         self.delay.set_time(delay_frames);
         // Shelf gains glide per block; the coefficients follow only while they move.
         let (low_settled, high_settled) = (self.low_db.is_settled(), self.high_db.is_settled());
-        let mut low_db = self.low_db.value();
-        let mut high_db = self.high_db.value();
-        for _ in 0..n {
-            low_db = self.low_db.next_value();
-            high_db = self.high_db.next_value();
-        }
+        let low_db = self.low_db.advance(n);
+        let high_db = self.high_db.advance(n);
         if !low_settled {
             self.low
                 .set_shelf(false, LOW_SHELF_HZ, low_db, self.sample_rate);
@@ -223,12 +219,26 @@ impl MasterBus {
         self.reverb.process_block(send, wet_r);
         interleave(send, delay_in);
         self.delay.process_block(send, wet_d);
-        for ((x, r), d) in mix.iter_mut().zip(wet_r.iter()).zip(wet_d.iter()) {
-            let (rm, dm) = (self.reverb_mix.next_value(), self.delay_mix.next_value());
-            *x = [x[0] + r[0] * rm + d[0] * dm, x[1] + r[1] * rm + d[1] * dm];
+        let returns = mix.iter_mut().zip(wet_r.iter()).zip(wet_d.iter());
+        let (mut reverb_mix, mut delay_mix) = (self.reverb_mix, self.delay_mix);
+        if reverb_mix.is_settled() && delay_mix.is_settled() {
+            let (rm, dm) = (reverb_mix.value(), delay_mix.value());
+            for ((x, r), d) in returns {
+                *x = [x[0] + r[0] * rm + d[0] * dm, x[1] + r[1] * rm + d[1] * dm];
+            }
+        } else {
+            for ((x, r), d) in returns {
+                let (rm, dm) = (reverb_mix.next_value(), delay_mix.next_value());
+                *x = [x[0] + r[0] * rm + d[0] * dm, x[1] + r[1] * rm + d[1] * dm];
+            }
+            (self.reverb_mix, self.delay_mix) = (reverb_mix, delay_mix);
         }
-        self.low.process_block(mix);
-        self.high.process_block(mix);
+        // A shelf at 0 dB is left out; it holds nothing that would click when it comes back.
+        for shelf in [&mut self.low, &mut self.high] {
+            if !shelf.passes_through() {
+                shelf.process_block(mix);
+            }
+        }
         self.compressor.process_block(mix);
         self.limiter.process_block(mix);
         let [out_l, out_r] = out;
