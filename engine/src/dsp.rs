@@ -1194,12 +1194,13 @@ impl LimiterGain {
         }
     }
 
-    /// [`LimiterGain::next`] over each of `needs`, into `gains` (as long): the same values,
+    /// [`LimiterGain::next`] over each of `needs`, into `gains`: the same values,
     /// faster. Over the stretches where nothing in two windows has asked for reduction, the
     /// hold and the average are 1 and stay so: only the release runs there, and it stops
-    /// once it reaches its resting value.
+    /// once it reaches its resting value. Takes as many needs as there are gains.
     pub fn run(&mut self, needs: &[f32], gains: &mut [f32]) {
-        assert_eq!(needs.len(), gains.len(), "a gain for every need");
+        let n = needs.len().min(gains.len());
+        let (needs, gains) = (&needs[..n], &mut gains[..n]);
         let window = self.averaged.len();
         let mut i = 0;
         while i < needs.len() {

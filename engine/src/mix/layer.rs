@@ -18,6 +18,18 @@ struct Voice {
     fade: Option<Fade>,
 }
 
+impl Voice {
+    /// Moves the voice `frames` on, at most to the end of its audio; a loop that reaches
+    /// its end starts again from its first frame.
+    #[inline]
+    fn step_on(&mut self, frames: usize) {
+        self.pos += frames;
+        if self.pos >= self.audio.frames.len() && self.audio.looped {
+            self.pos = 0;
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Fade {
     done: usize,
@@ -309,11 +321,11 @@ impl Layer {
         let Some(voice) = &mut self.current else {
             return;
         };
-        let (audio, looped) = (&voice.audio.frames, voice.audio.looped);
         let mut rows = frames.chunks_exact_mut(stride.max(1)).take(n);
         let mut left = n;
         // Straight runs of the voice's frames, from where it is to its end or the block's.
         while left > 0 {
+            let audio = &voice.audio.frames;
             let Some(run) = audio.get(voice.pos..(voice.pos + left).min(audio.len())) else {
                 break;
             };
@@ -328,10 +340,7 @@ impl Layer {
                 }
             }
             left -= run.len();
-            voice.pos += run.len();
-            if voice.pos >= audio.len() && looped {
-                voice.pos = 0;
-            }
+            voice.step_on(run.len());
         }
     }
 
@@ -347,10 +356,7 @@ impl Layer {
     /// Moves a steady layer's voice on past the `n` frames of [`Layer::block_source`].
     pub(super) fn advance(&mut self, n: usize) {
         if let Some(voice) = &mut self.current {
-            voice.pos += n;
-            if voice.pos >= voice.audio.frames.len() && voice.audio.looped {
-                voice.pos = 0;
-            }
+            voice.step_on(n);
         }
     }
 
@@ -533,10 +539,7 @@ impl Layer {
             };
             mix[0] += frame[0] * g;
             mix[1] += frame[1] * g;
-            voice.pos += 1;
-            if voice.pos >= voice.audio.frames.len() && voice.audio.looped {
-                voice.pos = 0;
-            }
+            voice.step_on(1);
         }
         for (index, done) in ended.into_iter().enumerate() {
             if done {

@@ -929,7 +929,7 @@ fn peak_and_energy(samples: &[f32]) -> (f32, f64) {
         peaks[l] = louder(peaks[l], s);
         sums[l] += s * s;
     }
-    let peak = peaks.into_iter().fold(0.0f32, f32::max);
+    let peak = peaks.into_iter().fold(0.0, louder);
     (peak, sums.into_iter().map(f64::from).sum())
 }
 
