@@ -575,6 +575,9 @@ pub struct Reverb {
     size: f32,
     /// High-frequency damping, 0–1.
     damping: f32,
+    /// The combs' scratch tile ([`combs_block`]), written before it is read in every
+    /// block: kept here so that no block has to clear 8 KiB of stack first.
+    rows: Box<[[f32; REVERB_BLOCK]; 16]>,
 }
 
 #[derive(Debug)]
@@ -603,8 +606,6 @@ fn reverb_blocks(reverb: &mut Reverb, input: &[[f32; 2]], wet: &mut [[f32; 2]]) 
     // longer than the shortest comb line (shorter than REVERB_BLOCK below about 5 kHz).
     let step = REVERB_BLOCK.min(reverb.combs[0][0].buf.len());
     let mut mono = [0.0f32; REVERB_BLOCK];
-    // The combs' scratch tile, written before it is read in every block.
-    let mut rows = [[0.0f32; REVERB_BLOCK]; 16];
     for (input, wet) in input.chunks(step).zip(wet.chunks_mut(step)) {
         let n = input.len().min(wet.len());
         for (m, f) in mono.iter_mut().zip(input) {
@@ -615,7 +616,7 @@ fn reverb_blocks(reverb: &mut Reverb, input: &[[f32; 2]], wet: &mut [[f32; 2]]) 
             &mut reverb.combs,
             &mono[..n],
             &mut acc,
-            &mut rows,
+            &mut reverb.rows,
             feedback,
             damp,
         );
@@ -864,6 +865,7 @@ impl Reverb {
             allpasses,
             size: 0.5,
             damping: 0.5,
+            rows: Box::new([[0.0; REVERB_BLOCK]; 16]),
         }
     }
 
