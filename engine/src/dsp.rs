@@ -1089,8 +1089,9 @@ fn catmull_rom_quarters(p0: f32, p1: f32, p2: f32, p3: f32) -> [f32; 3] {
     })
 }
 
-/// [`PeakEstimator`] over both channels of whole blocks, for offline mastering: the same
-/// estimates (the larger channel's per frame), a block at a time in a loop that vectorises.
+/// [`PeakEstimator`] over both channels, for offline mastering and the limiter: the same
+/// estimates (the larger channel's per frame), a block at a time in a loop that vectorises,
+/// or a frame at a time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StereoPeaks {
     /// The last three frames seen.
@@ -1104,6 +1105,16 @@ impl StereoPeaks {
         let tail = &frames[frames.len().saturating_sub(3)..];
         peaks.history[3 - tail.len()..].copy_from_slice(tail);
         peaks
+    }
+
+    /// The estimate for one frame: what [`StereoPeaks::fill`] gives it.
+    #[inline]
+    pub fn next(&mut self, frame: [f32; 2]) -> f32 {
+        let [h0, h1, h2] = self.history;
+        let channel = |ch: usize| true_peak(&[h0[ch], h1[ch], h2[ch], frame[ch]]);
+        let peak = larger(channel(0), channel(1));
+        self.history = [h1, h2, frame];
+        peak
     }
 
     /// The estimate for each of `frames` into `out` (as long as `frames`).
@@ -1120,10 +1131,12 @@ impl StereoPeaks {
 
 #[inline(always)]
 fn stereo_peaks(history: &[[f32; 2]; 3], frames: &[[f32; 2]], out: &mut [f32]) {
-    // The master asks for a chunk of sixteen at a time where it limits in place: a small
-    // scratch for those.
+    // The master asks for a chunk of sixteen at a time where it limits in place, and the
+    // mixer's limiter for a period at a time: smaller scratches for those.
     if frames.len() <= 16 {
         stereo_peaks_by::<{ 16 + 3 }>(history, frames, out);
+    } else if frames.len() <= 64 {
+        stereo_peaks_by::<{ 64 + 3 }>(history, frames, out);
     } else {
         stereo_peaks_by::<{ 256 + 3 }>(history, frames, out);
     }
@@ -1136,12 +1149,6 @@ fn stereo_peaks_by<const SCRATCH: usize>(
     frames: &[[f32; 2]],
     out: &mut [f32],
 ) {
-    let larger = |a: f32, b: f32| if b > a { b } else { a };
-    let peak = |p: &[f32]| {
-        catmull_rom_quarters(p[0], p[1], p[2], p[3])
-            .into_iter()
-            .fold(larger(p[2].abs(), p[3].abs()), |m, v| larger(m, v.abs()))
-    };
     // Each channel apart, its three frames before a stretch ahead of it, so that the four
     // samples of each estimate lie side by side and the loop vectorises.
     let stretch = SCRATCH - 3;
@@ -1161,12 +1168,28 @@ fn stereo_peaks_by<const SCRATCH: usize>(
         // The estimate for the last of four frames, the larger of its channels'.
         let [left, right] = &channels;
         for ((o, l), r) in out.iter_mut().zip(left.windows(4)).zip(right.windows(4)) {
-            *o = larger(peak(l), peak(r));
+            *o = larger(true_peak(l), true_peak(r));
         }
         for samples in &mut channels {
             samples.copy_within(n..n + 3, 0);
         }
     }
+}
+
+/// The larger of `a` and `b`: a comparison, which vectorises as one instruction where
+/// `f32::max` takes five for its NaN rule (here a NaN `b` is passed over, a NaN `a` kept).
+#[inline(always)]
+fn larger(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
+}
+
+/// The true-peak estimate for the last of four samples `p`: the larger of it, the one
+/// before, and the three Catmull-Rom points between those two.
+#[inline(always)]
+fn true_peak(p: &[f32]) -> f32 {
+    catmull_rom_quarters(p[0], p[1], p[2], p[3])
+        .into_iter()
+        .fold(larger(p[2].abs(), p[3].abs()), |m, v| larger(m, v.abs()))
 }
 
 /// The limiter's gain law, apart from its delay line: the gain each sample needs is held
@@ -1480,7 +1503,7 @@ pub struct Limiter {
     ceiling: f32,
     delay: [Vec<f32>; 2],
     pos: usize,
-    peaks: [PeakEstimator; 2],
+    peaks: StereoPeaks,
     law: LimiterGain,
     /// [`Limiter::process_block`]'s needs and gains, one block long ([`Limiter::reserve`]).
     needs: Vec<f32>,
@@ -1495,7 +1518,7 @@ impl Limiter {
             ceiling: 1.0,
             delay: [vec![0.0; len], vec![0.0; len]],
             pos: 0,
-            peaks: [PeakEstimator::default(); 2],
+            peaks: StereoPeaks::default(),
             law,
             needs: Vec::new(),
             gains: Vec::new(),
@@ -1539,51 +1562,60 @@ impl Limiter {
         for chunk in frames.chunks_mut(self.needs.len()) {
             let n = chunk.len();
             let (needs, gains) = (&mut self.needs[..n], &mut self.gains[..n]);
-            for (need, f) in needs.iter_mut().zip(chunk.iter()) {
-                *need = limiter_need(&mut self.peaks, self.ceiling, *f);
+            self.peaks.fill(chunk, needs);
+            for need in needs.iter_mut() {
+                *need = limiter_need(*need, self.ceiling);
             }
             self.law.run(needs, gains);
-            for (f, &gain) in chunk.iter_mut().zip(gains.iter()) {
-                *f = limiter_delay(&mut self.delay, &mut self.pos, *f, gain);
-            }
+            limiter_delay(&mut self.delay, &mut self.pos, chunk, gains);
         }
     }
 
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     #[inline]
     pub fn process(&mut self, frame: [f32; 2]) -> [f32; 2] {
-        let need = limiter_need(&mut self.peaks, self.ceiling, frame);
+        let need = limiter_need(self.peaks.next(frame), self.ceiling);
         let envelope = self.law.next(need);
-        limiter_delay(&mut self.delay, &mut self.pos, frame, envelope)
+        let mut frames = [frame];
+        limiter_delay(&mut self.delay, &mut self.pos, &mut frames, &[envelope]);
+        frames[0]
     }
 }
 
 /// The gain `frame` needs for its estimated true peak to stay under `ceiling` (at most 1).
 #[inline(always)]
-fn limiter_need(peaks: &mut [PeakEstimator; 2], ceiling: f32, frame: [f32; 2]) -> f32 {
-    let peak = peaks[0].next(frame[0]).max(peaks[1].next(frame[1]));
+fn limiter_need(peak: f32, ceiling: f32) -> f32 {
     if peak > ceiling { ceiling / peak } else { 1.0 }
 }
 
-/// Puts `frame` into the limiter's lookahead line at `pos` and returns the frame it
-/// replaces, a window old, at `gain`; moves `pos` on.
+/// Puts `frames` through the limiter's lookahead lines from `pos`, in place: each frame
+/// goes into the line and the frame it replaces, a window old, comes out at its gain in
+/// `gains` (as long as `frames`); moves `pos` on.
 #[inline(always)]
 fn limiter_delay(
     lines: &mut [Vec<f32>; 2],
     pos: &mut usize,
-    frame: [f32; 2],
-    gain: f32,
-) -> [f32; 2] {
-    let mut out = [0.0; 2];
-    for (ch, line) in lines.iter_mut().enumerate() {
-        let delayed = line.get(*pos).copied().unwrap_or(0.0);
-        if let Some(slot) = line.get_mut(*pos) {
-            *slot = frame[ch];
+    frames: &mut [[f32; 2]],
+    gains: &[f32],
+) {
+    let len = lines[0].len();
+    let mut done = 0;
+    for run in ring_runs(len, *pos, frames.len()) {
+        let k = run.len();
+        for (ch, line) in lines.iter_mut().enumerate() {
+            let slots = line.get_mut(run.clone()).unwrap_or_default();
+            let frames = frames.get_mut(done..done + k).unwrap_or_default();
+            let gains = gains.get(done..done + k).unwrap_or_default();
+            for ((slot, f), &gain) in slots.iter_mut().zip(frames).zip(gains) {
+                let delayed = *slot;
+                *slot = f[ch];
+                f[ch] = delayed * gain;
+            }
         }
-        out[ch] = delayed * gain;
+        done += k;
     }
-    *pos = wrap_next(*pos, lines[0].len());
-    out
+    let next = *pos + frames.len();
+    *pos = if next < len { next } else { next % len };
 }
 
 /// The linear level the limiter holds peaks under for a ceiling in dBTP (margin included).
@@ -2072,6 +2104,45 @@ mod tests {
             .collect();
         assert!((l.gain() - 1.0).abs() < 1e-6);
         assert!((rms(&quiet[200..]) - 0.25 / 2f32.sqrt()).abs() < 0.01);
+    }
+
+    #[test]
+    fn the_block_limiter_is_the_frame_by_frame_one_bit_for_bit() {
+        // Loud noise that needs limiting, then quiet stretches where the law rests.
+        let mut next = noise(5);
+        let input: Vec<[f32; 2]> = (0..9_000)
+            .map(|i| {
+                let level = if (i / 1500) % 2 == 0 { 3.0 } else { 0.2 };
+                [next() * level, next() * level]
+            })
+            .collect();
+        let mut framewise = Limiter::new(-1.0, SR);
+        let by_frame: Vec<[f32; 2]> = input.iter().map(|&x| framewise.process(x)).collect();
+        let mut blockwise = Limiter::new(-1.0, SR);
+        blockwise.reserve(64);
+        let mut by_block = input.clone();
+        let mut at = 0;
+        // Blocks shorter and longer than the reserve and than the lookahead line.
+        for n in [64, 1, 37, 300, 2, 64, 129].into_iter().cycle() {
+            let end = (at + n).min(by_block.len());
+            blockwise.process_block(&mut by_block[at..end]);
+            at = end;
+            if at == by_block.len() {
+                break;
+            }
+        }
+        assert!(blockwise.latency() < 300, "a block outruns the line");
+        let bits = |v: &[[f32; 2]]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&by_frame) == bits(&by_block));
+        let ceiling = ceiling_gain(-1.0);
+        assert!(
+            by_frame.iter().flatten().all(|x| x.abs() <= ceiling),
+            "limited"
+        );
+        assert!(
+            input.iter().flatten().any(|x| x.abs() > 1.0),
+            "loud enough to limit"
+        );
     }
 
     #[test]
