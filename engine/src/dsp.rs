@@ -441,7 +441,7 @@ impl Delay {
 
     /// [`Delay::process`] over each of `input` into `wet` (as long): the same values, with
     /// the write position and the time's glide held in registers through the block. While
-    /// the time is settled, eight frames at a time ([`Delay::steady_chunk`]).
+    /// the time is settled, eight frames at a time (`Delay::steady_chunk`).
     ///
     /// Runs on the JACK thread: no allocation, locks, system calls or logging.
     pub fn process_block(&mut self, input: &[[f32; 2]], wet: &mut [[f32; 2]]) {
