@@ -389,16 +389,7 @@ impl Jackd {
     /// Stops the server cleanly (SIGTERM), so it leaves nothing behind in JACK's shared
     /// registry: a server killed outright keeps its slot, and JACK allows only a few.
     pub fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.kill();
+        terminate(&mut self.child, Duration::from_secs(3));
     }
 
     /// Starts the server again under the same name.
@@ -437,10 +428,32 @@ impl Jackd {
     }
 }
 
+/// How long jack_capture may run past the duration it was given before it is stopped.
+const CAPTURE_OVERRUN: Duration = Duration::from_secs(20);
+
+/// Asks `child` to stop (SIGTERM) and waits up to `grace` for it to exit; kills it after
+/// that. Returns how it exited when it stopped by itself.
+fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 /// Records `ports` of JACK server `server` for `seconds` with jack_capture into a file in
 /// `dir`; returns one sample vector per port.
 pub fn capture(server: &str, ports: &[&str], seconds: f32, dir: &Path) -> Vec<Vec<f32>> {
-    let path = dir.join(format!("capture-{}.wav", ports.join("+").replace(':', "_")));
+    let name = format!("capture-{}", ports.join("+").replace(':', "_"));
+    let path = dir.join(format!("{name}.wav"));
+    let errors = dir.join(format!("{name}.stderr"));
     let mut command = Command::new("jack_capture");
     command
         .env("JACK_DEFAULT_SERVER", server)
@@ -450,14 +463,31 @@ pub fn capture(server: &str, ports: &[&str], seconds: f32, dir: &Path) -> Vec<Ve
     for port in ports {
         command.args(["--port", port]);
     }
-    let out = command
+    let mut child = command
         .arg(&path)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errors).expect("a file for jack_capture's errors"))
+        .spawn()
         .expect("jack_capture (make test installs it)");
+    // NOTE: now and then jack_capture records on past its duration and never exits; on
+    // SIGTERM it closes its file and exits cleanly.
+    let deadline = Instant::now() + Duration::from_secs_f32(seconds) + CAPTURE_OVERRUN;
+    let mut overran = false;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            overran = true;
+            eprintln!("jack_capture ran {CAPTURE_OVERRUN:?} past {seconds} s: stopping it");
+            break terminate(&mut child, Duration::from_secs(5));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
-        out.status.success() && path.exists(),
-        "jack_capture failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        status.is_some_and(|s| s.success()) && path.exists(),
+        "jack_capture failed ({status:?}): {}",
+        std::fs::read_to_string(&errors).unwrap_or_default()
     );
     let mut reader = hound::WavReader::open(&path).expect("jack_capture wrote a WAV");
     let spec = reader.spec();
@@ -472,8 +502,17 @@ pub fn capture(server: &str, ports: &[&str], seconds: f32, dir: &Path) -> Vec<Ve
                 .collect()
         }
     };
+    // A take stopped after an overrun holds more than was asked for.
+    let frames = if overran {
+        (f64::from(seconds) * f64::from(spec.sample_rate)).round() as usize
+    } else {
+        usize::MAX
+    };
     (0..channels)
-        .map(|ch| samples.iter().skip(ch).step_by(channels).copied().collect())
+        .map(|ch| {
+            let channel = samples.iter().skip(ch).step_by(channels).copied();
+            channel.take(frames).collect()
+        })
         .collect()
 }
 
