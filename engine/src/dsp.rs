@@ -510,12 +510,12 @@ impl Delay {
             let mut y = [0.0f32; 8];
             if let Some(taps) = line.get(first..first + 9) {
                 for j in 0..8 {
-                    y[j] = taps[j] * (1.0 - frac[j]) + taps[j + 1] * frac[j];
+                    y[j] = delay_tap(taps[j], taps[j + 1], frac[j]);
                 }
             }
             if let Some(slots) = line.get_mut(write..write + 8) {
                 for j in 0..8 {
-                    slots[j] = input[j][ch] + y[j] * feedback + ANTI_DENORMAL;
+                    slots[j] = delay_feed(input[j][ch], y[j], feedback);
                 }
             }
             for j in 0..8 {
@@ -556,14 +556,26 @@ fn delay_step(
     let mut out = [0.0; 2];
     for (ch, line) in lines.iter_mut().enumerate() {
         let (a, b) = (line.get(i0).copied(), line.get(i1).copied());
-        let y = a.unwrap_or(0.0) * (1.0 - frac) + b.unwrap_or(0.0) * frac;
+        let y = delay_tap(a.unwrap_or(0.0), b.unwrap_or(0.0), frac);
         if let Some(slot) = line.get_mut(*write) {
-            *slot = input[ch] + y * feedback + ANTI_DENORMAL;
+            *slot = delay_feed(input[ch], y, feedback);
         }
         out[ch] = y;
     }
     *write = wrap_next(*write, len);
     out
+}
+
+/// The delayed sample `frac` of the way from `a` to `b`.
+#[inline(always)]
+fn delay_tap(a: f32, b: f32, frac: f32) -> f32 {
+    a * (1.0 - frac) + b * frac
+}
+
+/// What the line takes at the write position: the input and the fed-back delayed sample.
+#[inline(always)]
+fn delay_feed(input: f32, y: f32, feedback: f32) -> f32 {
+    input + y * feedback + ANTI_DENORMAL
 }
 
 /// A Freeverb-style stereo reverb: eight damped combs and four allpasses per side.
@@ -1189,7 +1201,7 @@ fn stereo_peaks_by<const SCRATCH: usize>(
 /// The larger of `a` and `b`: a comparison, which vectorises as one instruction where
 /// `f32::max` takes five for its NaN rule (here a NaN `b` is passed over, a NaN `a` kept).
 #[inline(always)]
-fn larger(a: f32, b: f32) -> f32 {
+pub(crate) fn larger(a: f32, b: f32) -> f32 {
     if b > a { b } else { a }
 }
 

@@ -220,16 +220,16 @@ impl MasterBus {
         interleave(send, delay_in);
         self.delay.process_block(send, wet_d);
         let returns = mix.iter_mut().zip(wet_r.iter()).zip(wet_d.iter());
+        let add = |x: &mut [f32; 2], r: &[f32; 2], d: &[f32; 2], rm: f32, dm: f32| {
+            *x = [x[0] + r[0] * rm + d[0] * dm, x[1] + r[1] * rm + d[1] * dm];
+        };
         let (mut reverb_mix, mut delay_mix) = (self.reverb_mix, self.delay_mix);
         if reverb_mix.is_settled() && delay_mix.is_settled() {
             let (rm, dm) = (reverb_mix.value(), delay_mix.value());
-            for ((x, r), d) in returns {
-                *x = [x[0] + r[0] * rm + d[0] * dm, x[1] + r[1] * rm + d[1] * dm];
-            }
+            returns.for_each(|((x, r), d)| add(x, r, d, rm, dm));
         } else {
             for ((x, r), d) in returns {
-                let (rm, dm) = (reverb_mix.next_value(), delay_mix.next_value());
-                *x = [x[0] + r[0] * rm + d[0] * dm, x[1] + r[1] * rm + d[1] * dm];
+                add(x, r, d, reverb_mix.next_value(), delay_mix.next_value());
             }
             (self.reverb_mix, self.delay_mix) = (reverb_mix, delay_mix);
         }

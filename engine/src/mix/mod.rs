@@ -24,7 +24,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::{Chain, ChainSettings};
-use crate::dsp::{FilterMode, Smoother};
+use crate::dsp::{FilterMode, Smoother, larger};
 use crate::music::Meter;
 use crate::transport::Transport;
 
@@ -914,22 +914,19 @@ impl Processor {
 /// loop vectorises), added up in f64.
 fn peak_and_energy(samples: &[f32]) -> (f32, f64) {
     const LANES: usize = 8;
-    // NOTE: a comparison, not f32::max, so the peak is one max instruction a lane; a NaN
-    // sample never becomes the peak either way.
-    let louder = |peak: f32, s: f32| if s.abs() > peak { s.abs() } else { peak };
     let (mut peaks, mut sums) = ([0.0f32; LANES], [0.0f32; LANES]);
     let (chunks, rest) = samples.as_chunks::<LANES>();
     for chunk in chunks {
         for l in 0..LANES {
-            peaks[l] = louder(peaks[l], chunk[l]);
+            peaks[l] = larger(peaks[l], chunk[l].abs());
             sums[l] += chunk[l] * chunk[l];
         }
     }
     for (l, &s) in rest.iter().enumerate() {
-        peaks[l] = louder(peaks[l], s);
+        peaks[l] = larger(peaks[l], s.abs());
         sums[l] += s * s;
     }
-    let peak = peaks.into_iter().fold(0.0, louder);
+    let peak = peaks.into_iter().fold(0.0, larger);
     (peak, sums.into_iter().map(f64::from).sum())
 }
 
