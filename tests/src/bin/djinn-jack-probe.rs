@@ -4,14 +4,27 @@
 //! `djinn-jack-probe [--midi PORT]... [--audio PORT] [--threshold LEVEL] --seconds S`
 //!
 //! Prints `{"ready":true}` once connected, then one line per event:
-//! `{"frame":F,"midi":[b0,...]}` or `{"frame":F,"onset":peak}`, and exits after S seconds.
-//! An onset is the first sample above the threshold after at least 1,000 quiet frames.
+//! `{"frame":F,"midi":[b0,...]}` or `{"frame":F,"onset":peak}`, and after S seconds
+//! `{"xruns":N}`, the xruns the server reported meanwhile, and exits. An onset is the first
+//! sample above the threshold after at least 1,000 quiet frames.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use jack::{AudioIn, Client, ClientOptions, Control, MidiIn, ProcessScope};
+
+/// Counts the xruns the server reports.
+struct Xruns(Arc<AtomicU64>);
+
+impl jack::NotificationHandler for Xruns {
+    fn xrun(&mut self, _: &Client) -> Control {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Control::Continue
+    }
+}
 
 enum Seen {
     Midi(u64, [u8; 3], usize),
@@ -64,8 +77,12 @@ fn main() {
         }
         Control::Continue
     };
+    let xruns = Arc::new(AtomicU64::new(0));
     let active = client
-        .activate_async((), jack::contrib::ClosureProcessHandler::new(process))
+        .activate_async(
+            Xruns(xruns.clone()),
+            jack::contrib::ClosureProcessHandler::new(process),
+        )
         .unwrap_or_else(|e| fail(&e.to_string()));
     let me = active.as_client().name().to_owned();
     for source in &midi {
@@ -97,6 +114,8 @@ fn main() {
         }
         let _ = out.flush();
     }
+    let _ = writeln!(out, "{{\"xruns\":{}}}", xruns.load(Ordering::Relaxed));
+    let _ = out.flush();
     drop(active);
 }
 
