@@ -29,12 +29,13 @@ SERVER = "djinn-soak"
 def reference_xruns(probe, period, seconds):
     """The xruns a server at `period` reports over `seconds` with only the probe on it."""
     with jackd(SERVER, period) as env:
-        out = subprocess.run([probe, "--seconds", str(seconds)], env=env, text=True,
-                             capture_output=True, timeout=seconds + 60).stdout
-    for line in reversed(out.splitlines()):
+        run = subprocess.run([probe, "--seconds", str(seconds)], env=env, text=True,
+                             capture_output=True, timeout=seconds + 60)
+    for line in reversed(run.stdout.splitlines()):
         if line.startswith("{") and "xruns" in line:
             return json.loads(line)["xruns"]
-    raise SystemExit(f"no xrun count from {probe}:\n{out}")
+    raise SystemExit(f"no xrun count from {probe} (exit {run.returncode}):\n"
+                     f"{run.stdout}{run.stderr}")
 
 
 def main():
