@@ -535,14 +535,15 @@ impl ClockSender {
         if !rolling || beats_per_frame <= 0.0 {
             return;
         }
-        let end = beats + beats_per_frame * frames as f64;
         loop {
+            // Each tick goes out on the frame nearest its beat: one nearer the next period's
+            // first frame than this period's last waits for the next period.
             let tick_beat = self.next_tick as f64 / ppqn;
-            if tick_beat >= end - 1e-9 {
+            let at = ((tick_beat - beats) / beats_per_frame).round();
+            if at >= frames as f64 {
                 break;
             }
-            let offset = ((tick_beat - beats) / beats_per_frame).round().max(0.0) as usize;
-            emit(offset.min(frames.saturating_sub(1)), ClockMessage::Tick);
+            emit(at.max(0.0) as usize, ClockMessage::Tick);
             self.next_tick += 1;
         }
     }
@@ -823,40 +824,46 @@ mod tests {
 
     #[test]
     fn the_sender_ticks_on_exact_frames_and_says_start_and_stop() {
-        let bpm = 123.4;
-        let per_frame = bpm / (60.0 * f64::from(SR));
-        let mut sender = ClockSender::new();
-        let mut beats = 0.0;
-        let mut frame = 0u64;
-        let mut events = Vec::new();
-        for period in 0..2000 {
-            let rolling = period < 1500;
-            sender.period(beats, per_frame, 256, rolling, |offset, m| {
-                events.push((frame + offset as u64, m))
-            });
-            if rolling {
-                beats += per_frame * 256.0;
+        // Tempi whose ticks fall on every fraction of a frame, some in the last half frame
+        // of a period, at several period sizes.
+        for (bpm, frames) in [(123.4, 256), (97.3, 64), (171.1, 128), (88.8, 1024)] {
+            let per_frame = bpm / (60.0 * f64::from(SR));
+            let mut sender = ClockSender::new();
+            let mut beats = 0.0;
+            let mut frame = 0u64;
+            let mut events = Vec::new();
+            let periods = 4_000_000 / frames;
+            for period in 0..periods {
+                let rolling = period < periods * 3 / 4;
+                sender.period(beats, per_frame, frames, rolling, |offset, m| {
+                    assert!(offset < frames, "offset {offset} in a period of {frames}");
+                    events.push((frame + offset as u64, m))
+                });
+                if rolling {
+                    beats += per_frame * frames as f64;
+                }
+                frame += frames as u64;
             }
-            frame += 256;
+            assert_eq!(events.first().unwrap().1, ClockMessage::Start);
+            assert_eq!(events.last().unwrap().1, ClockMessage::Stop);
+            let ticks: Vec<u64> = events
+                .iter()
+                .filter(|(_, m)| *m == ClockMessage::Tick)
+                .map(|(f, _)| *f)
+                .collect();
+            assert!(ticks.len() > 2000, "{} ticks at {bpm} BPM", ticks.len());
+            let exact = period_of(bpm);
+            for (k, t) in ticks.iter().enumerate() {
+                assert!(
+                    (*t as f64 - k as f64 * exact).abs() <= 0.5 + 1e-6,
+                    "{bpm} BPM, {frames}-frame periods: tick {k} at {t}, exact {}",
+                    k as f64 * exact
+                );
+            }
+            let gaps: Vec<u64> = ticks.windows(2).map(|w| w[1] - w[0]).collect();
+            let spread = gaps.iter().max().unwrap() - gaps.iter().min().unwrap();
+            assert!(spread <= 1, "tick spacing varies by {spread} frames");
         }
-        assert_eq!(events.first().unwrap().1, ClockMessage::Start);
-        assert_eq!(events.last().unwrap().1, ClockMessage::Stop);
-        let ticks: Vec<u64> = events
-            .iter()
-            .filter(|(_, m)| *m == ClockMessage::Tick)
-            .map(|(f, _)| *f)
-            .collect();
-        let exact = period_of(bpm);
-        for (k, t) in ticks.iter().enumerate() {
-            assert!(
-                (*t as f64 - k as f64 * exact).abs() <= 0.5 + 1e-6,
-                "tick {k} at {t}, exact {}",
-                k as f64 * exact
-            );
-        }
-        let gaps: Vec<u64> = ticks.windows(2).map(|w| w[1] - w[0]).collect();
-        let spread = gaps.iter().max().unwrap() - gaps.iter().min().unwrap();
-        assert!(spread <= 1, "tick spacing varies by {spread} frames");
     }
 
     #[test]
