@@ -536,10 +536,11 @@ impl ClockSender {
             return;
         }
         loop {
-            // Each tick goes out on the frame nearest its beat: one nearer the next period's
-            // first frame than this period's last waits for the next period.
+            // Each tick goes out on the first frame at or after its beat, the frame a layer
+            // launched on that beat starts on (with the same hair of tolerance); one that
+            // falls after this period's last frame waits for the next period.
             let tick_beat = self.next_tick as f64 / ppqn;
-            let at = ((tick_beat - beats) / beats_per_frame).round();
+            let at = ((tick_beat - 1e-9 - beats) / beats_per_frame).ceil();
             if at >= frames as f64 {
                 break;
             }
@@ -824,8 +825,8 @@ mod tests {
 
     #[test]
     fn the_sender_ticks_on_exact_frames_and_says_start_and_stop() {
-        // Tempi whose ticks fall on every fraction of a frame, some in the last half frame
-        // of a period, at several period sizes.
+        // Tempi whose ticks fall on every fraction of a frame, some in the last frame of a
+        // period, at several period sizes: each tick is on the first frame at or after it.
         for (bpm, frames) in [(123.4, 256), (97.3, 64), (171.1, 128), (88.8, 1024)] {
             let per_frame = bpm / (60.0 * f64::from(SR));
             let mut sender = ClockSender::new();
@@ -854,8 +855,9 @@ mod tests {
             assert!(ticks.len() > 2000, "{} ticks at {bpm} BPM", ticks.len());
             let exact = period_of(bpm);
             for (k, t) in ticks.iter().enumerate() {
+                let late = *t as f64 - k as f64 * exact;
                 assert!(
-                    (*t as f64 - k as f64 * exact).abs() <= 0.5 + 1e-6,
+                    (-1e-6..1.0).contains(&late),
                     "{bpm} BPM, {frames}-frame periods: tick {k} at {t}, exact {}",
                     k as f64 * exact
                 );

@@ -263,12 +263,14 @@ fn the_clock_djinn_sends_is_sample_accurate_and_an_xrun_does_not_move_it() {
         .map(|(f, _)| *f)
         .collect();
     let exact = 60.0 * f64::from(SR) / (24.0 * 123.4);
+    // Each tick is on the first frame at or after its place on the grid.
+    let on_grid = |t: u64, want: f64| (-1e-6..1.0).contains(&(t as f64 - want));
     for (k, &t) in ticks.iter().enumerate() {
         let want = 5_000.0 + k as f64 * exact;
         // The grid stays on the frame clock; only ticks that fell in the lost period are
         // missing.
         assert!(
-            (t as f64 - want).abs() <= 0.5 + 1e-6 || t > 5_000 + 1_000 * PERIOD as u64,
+            on_grid(t, want) || t > 5_000 + 1_000 * PERIOD as u64,
             "tick {k} at {t}, grid {want}"
         );
     }
@@ -278,14 +280,65 @@ fn the_clock_djinn_sends_is_sample_accurate_and_an_xrun_does_not_move_it() {
         .filter(|&t| t > 5_000 + 1_001 * PERIOD as u64)
         .collect();
     for t in &after {
-        let k = ((*t as f64 - 5_000.0) / exact).round();
+        let k = ((*t as f64 - 5_000.0) / exact).floor();
         assert!(
-            (*t as f64 - (5_000.0 + k * exact)).abs() <= 0.5 + 1e-6,
+            on_grid(*t, 5_000.0 + k * exact),
             "after the xrun, tick at {t} is off the grid"
         );
     }
     let gaps: Vec<u64> = after.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.iter().max().unwrap() - gaps.iter().min().unwrap() <= 1);
+}
+
+#[test]
+fn as_the_master_bar_launches_land_on_the_bar_ticks_djinn_sends() {
+    for bpm in [123.4, 97.3, 171.1] {
+        let (mut processor, mut handle) = mixer(ClockSource::Internal, true);
+        handle.send(Command::SetTempo(bpm)).unwrap();
+        let start = 3_000u64;
+        let periods = (8.0 * 4.0 * 60.0 * f64::from(SR) / bpm) as usize / PERIOD;
+        // A click launched on the next bar, once per bar or so from bar 2 on.
+        let launch_every = periods / 7;
+        let (drums, _, sent) = drive(
+            &mut processor,
+            &mut handle,
+            start,
+            periods,
+            &[],
+            |period, handle| {
+                if period > 0 && period % launch_every == 0 {
+                    let command = Command::Launch {
+                        id: period as u64,
+                        audio: click(),
+                        group: Group::Drums,
+                        params: LayerParams::default(),
+                        at: Quantize::Bar,
+                    };
+                    handle.send(command).unwrap();
+                }
+            },
+        );
+        let ticks: Vec<u64> = sent
+            .iter()
+            .filter(|(_, m)| *m == ClockMessage::Tick)
+            .map(|(f, _)| *f)
+            .collect();
+        let onsets: Vec<u64> = drums
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.abs() > 0.25)
+            .map(|(i, _)| start + i as u64)
+            .collect();
+        assert!(onsets.len() >= 5, "{bpm}: {onsets:?}");
+        for onset in onsets {
+            let k = ticks.iter().position(|&t| t == onset);
+            assert!(
+                k.is_some_and(|k| k % 96 == 0),
+                "{bpm} BPM: a click at {onset} is not on a bar tick (next tick index {:?})",
+                ticks.iter().position(|&t| t >= onset)
+            );
+        }
+    }
 }
 
 #[test]
