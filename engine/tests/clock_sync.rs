@@ -104,6 +104,48 @@ fn drive(
     (drums, notes, sent)
 }
 
+/// Between periods for [`drive`]: a click launched on the next bar every `every` periods.
+fn click_on_the_bar_every(every: usize) -> impl FnMut(usize, &mut MixerHandle) {
+    move |period, handle| {
+        if period > 0 && period % every == 0 {
+            let command = Command::Launch {
+                id: period as u64,
+                audio: click(),
+                group: Group::Drums,
+                params: LayerParams::default(),
+                at: Quantize::Bar,
+            };
+            handle.send(command).unwrap();
+        }
+    }
+}
+
+/// Every click in `drums` (which begins at frame `start`) is on a bar tick of `ticks` (the
+/// first is bar 1's), and there are at least `at_least` of them.
+fn assert_clicks_on_bar_ticks(
+    drums: &[f32],
+    start: u64,
+    ticks: &[u64],
+    at_least: usize,
+    case: &str,
+) {
+    let onsets: Vec<u64> = drums
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.abs() > 0.25)
+        .map(|(i, _)| start + i as u64)
+        .collect();
+    assert!(onsets.len() >= at_least, "{case}: {onsets:?}");
+    for onset in onsets {
+        let k = ticks.iter().position(|&t| t == onset);
+        assert!(
+            k.is_some_and(|k| k % 96 == 0),
+            "{case}: a click at {onset} is not on a bar tick (next tick index {:?})",
+            ticks.iter().position(|&t| t >= onset)
+        );
+    }
+}
+
 #[test]
 fn bar_launches_land_on_the_clock_s_bar_ticks_however_the_ticks_jitter() {
     for (bpm, jitter) in [(90.0, 0.0), (123.4, 0.0), (128.0, 0.1), (174.0, 0.1)] {
@@ -121,34 +163,15 @@ fn bar_launches_land_on_the_clock_s_bar_ticks_however_the_ticks_jitter() {
             start,
             periods,
             &messages,
-            |period, handle| {
-                if period > 0 && period % launch_every == 0 {
-                    let command = Command::Launch {
-                        id: period as u64,
-                        audio: click(),
-                        group: Group::Drums,
-                        params: LayerParams::default(),
-                        at: Quantize::Bar,
-                    };
-                    handle.send(command).unwrap();
-                }
-            },
+            click_on_the_bar_every(launch_every),
         );
-        let onsets: Vec<u64> = drums
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.abs() > 0.25)
-            .map(|(i, _)| start + i as u64)
-            .collect();
-        assert!(onsets.len() >= 4, "{bpm}: {onsets:?}");
-        for onset in onsets {
-            let k = ticks.iter().position(|&t| t == onset);
-            assert!(
-                k.is_some_and(|k| k % 96 == 0),
-                "{bpm} BPM, {jitter} jitter: a click at {onset} is not on a bar tick (nearest tick index {:?})",
-                ticks.iter().position(|&t| t >= onset)
-            );
-        }
+        assert_clicks_on_bar_ticks(
+            &drums,
+            start,
+            &ticks,
+            4,
+            &format!("{bpm} BPM, {jitter} jitter"),
+        );
         assert!(
             notes
                 .iter()
@@ -305,39 +328,14 @@ fn as_the_master_bar_launches_land_on_the_bar_ticks_djinn_sends() {
             start,
             periods,
             &[],
-            |period, handle| {
-                if period > 0 && period % launch_every == 0 {
-                    let command = Command::Launch {
-                        id: period as u64,
-                        audio: click(),
-                        group: Group::Drums,
-                        params: LayerParams::default(),
-                        at: Quantize::Bar,
-                    };
-                    handle.send(command).unwrap();
-                }
-            },
+            click_on_the_bar_every(launch_every),
         );
         let ticks: Vec<u64> = sent
             .iter()
             .filter(|(_, m)| *m == ClockMessage::Tick)
             .map(|(f, _)| *f)
             .collect();
-        let onsets: Vec<u64> = drums
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.abs() > 0.25)
-            .map(|(i, _)| start + i as u64)
-            .collect();
-        assert!(onsets.len() >= 5, "{bpm}: {onsets:?}");
-        for onset in onsets {
-            let k = ticks.iter().position(|&t| t == onset);
-            assert!(
-                k.is_some_and(|k| k % 96 == 0),
-                "{bpm} BPM: a click at {onset} is not on a bar tick (next tick index {:?})",
-                ticks.iter().position(|&t| t >= onset)
-            );
-        }
+        assert_clicks_on_bar_ticks(&drums, start, &ticks, 5, &format!("{bpm} BPM"));
     }
 }
 
