@@ -13,6 +13,8 @@ use djinn_tests::{Djinnd, Jackd, Options, bin};
 use serde_json::{Value, json};
 
 const BAR_TICKS: usize = 96;
+/// jack_midi_clock's output port.
+const CLOCK: &str = "jack_midi_clock:mclk_out";
 /// A millisecond at 48 kHz.
 const MS: i64 = 48;
 
@@ -51,11 +53,7 @@ fn jack_midi_clock(jackd: &Jackd, bpm: Option<f64>, jitter: u32) -> Peer {
                 .expect("jack_midi_clock (make test installs it)"),
         );
         while Instant::now() < deadline {
-            if jackd
-                .ports()
-                .lines()
-                .any(|l| l.trim() == "jack_midi_clock:mclk_out")
-            {
+            if jackd.ports().lines().any(|l| l.trim() == CLOCK) {
                 return peer;
             }
             if let Ok(Some(_)) = peer.0.try_wait() {
@@ -94,13 +92,44 @@ fn play_from_the_top(jackd: &Jackd) {
     jack_transport(jackd, "play");
 }
 
-fn jack_connect(jackd: &Jackd, from: &str, to: &str) {
-    let status = Command::new("jack_connect")
+/// Disconnects two ports, as a user would in a patchbay.
+fn jack_disconnect(jackd: &Jackd, from: &str, to: &str) {
+    let status = Command::new("jack_disconnect")
         .envs(jackd.env())
         .args(["-s", &jackd.name, from, to])
         .status()
-        .expect("jack_connect");
-    assert!(status.success(), "jack_connect {from} {to}");
+        .expect("jack_disconnect");
+    assert!(status.success(), "jack_disconnect {from} {to}");
+}
+
+/// Whether `jack_lsp -c` lists `to` under `from`.
+fn connected(jackd: &Jackd, from: &str, to: &str) -> bool {
+    let out = Command::new("jack_lsp")
+        .args(["-s", &jackd.name, "-c"])
+        .output()
+        .expect("jack_lsp");
+    let mut port = String::new();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|line| match line.strip_prefix("   ") {
+            Some(peer) => port == from && peer == to,
+            None => {
+                port = line.to_owned();
+                false
+            }
+        })
+}
+
+/// Waits up to `within` for `from` to be connected to `to`.
+async fn wait_connected(jackd: &Jackd, from: &str, to: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if connected(jackd, from, to) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// The measuring client, recording until it is dropped or its time is up.
@@ -287,12 +316,15 @@ async fn djinn_locks_to_jack_midi_clock_and_launches_on_its_bar_one() {
         (174.0, 10),
     ] {
         jack_transport(&jackd, "stop");
-        // Each run brings its own clock at its own tempo.
-        let _clock = clock.take().unwrap_or_else(|| {
-            let peer = jack_midi_clock(&jackd, Some(bpm), jitter);
-            jack_connect(&jackd, "jack_midi_clock:mclk_out", "djinn:clock_in");
-            peer
-        });
+        // Each run brings its own clock at its own tempo, and djinn connects it: its port
+        // is in the configuration.
+        let _clock = clock
+            .take()
+            .unwrap_or_else(|| jack_midi_clock(&jackd, Some(bpm), jitter));
+        assert!(
+            wait_connected(&jackd, CLOCK, "djinn:clock_in", Duration::from_secs(3)).await,
+            "the clock at {bpm} BPM is not connected"
+        );
         // NOTE: on this non-realtime server a client now and then misses a cycle (an
         // xrun), and the probe then misses what happened in it; a run that fails with a
         // cycle lost is done again (up to seven times: a stalled host can spoil several
@@ -352,12 +384,7 @@ async fn follow_run(
     let mut events = daemon
         .events(&["clock.locked", "layer.started", "transport.started"])
         .await;
-    let probe = Probe::start(
-        jackd,
-        "jack_midi_clock:mclk_out",
-        Some("djinn:drums_L"),
-        30.0,
-    );
+    let probe = Probe::start(jackd, CLOCK, Some("djinn:drums_L"), 30.0);
     play_from_the_top(jackd);
     let started = next(&mut events, "transport.started", Duration::from_secs(5)).await;
     assert_eq!(started["from"], "start");
@@ -424,6 +451,34 @@ async fn follow_run(
         }
     }
     Ok(report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_that_comes_later_is_connected_and_a_connection_undone_by_hand_stays_undone() {
+    let jackd = Jackd::start_alone(true, 256);
+    let daemon = following(&jackd);
+    let mut client = daemon.client();
+    wait_running(&mut client).await;
+    let to = "djinn:clock_in";
+    let clock = jack_midi_clock(&jackd, Some(120.0), 0);
+    assert!(
+        wait_connected(&jackd, CLOCK, to, Duration::from_secs(3)).await,
+        "a clock that starts after djinn is not connected:\n{}",
+        daemon.log()
+    );
+    // Undone by hand, it stays undone.
+    jack_disconnect(&jackd, CLOCK, to);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!connected(&jackd, CLOCK, to), "djinn undid a disconnection");
+    // The clock goes away and comes back: djinn connects it again.
+    drop(clock);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _clock = jack_midi_clock(&jackd, Some(120.0), 0);
+    assert!(
+        wait_connected(&jackd, CLOCK, to, Duration::from_secs(3)).await,
+        "a clock that came back is not connected:\n{}",
+        daemon.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -732,7 +787,7 @@ async fn djinn_leads_jack_transport_and_another_djinn_follows_it() {
 
     // jack_midi_clock with no tempo of its own takes the timebase master's.
     let _clock = jack_midi_clock(&jackd, None, 0);
-    let probe = Probe::start(&jackd, "jack_midi_clock:mclk_out", None, 30.0);
+    let probe = Probe::start(&jackd, CLOCK, None, 30.0);
     play_from_the_top(&jackd);
     tokio::time::sleep(Duration::from_millis(2500)).await;
 

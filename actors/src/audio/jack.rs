@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use djinn_engine::mix::{ExternalPosition, Group, Outputs, Processor};
 
@@ -19,7 +20,15 @@ pub struct JackStats {
     pub longest_callback_us: AtomicU64,
     /// Set when the server shut the client down.
     pub server_gone: AtomicBool,
+    /// Set when some client registered or unregistered a port.
+    pub ports_changed: AtomicBool,
 }
+
+/// How often connections that wait for their ports are tried without a port having come or
+/// gone (a port can register before its client is active, and cannot be connected then).
+const WAITING_RETRY: Duration = Duration::from_secs(1);
+/// Failed tries, both ports there, after which a connection's refusal is logged.
+const FAILURES_REPORTED: u32 = 3;
 
 struct Notifier {
     stats: Arc<JackStats>,
@@ -33,6 +42,11 @@ impl jack::NotificationHandler for Notifier {
 
     unsafe fn shutdown(&mut self, _status: jack::ClientStatus, _reason: &str) {
         self.stats.server_gone.store(true, Ordering::Relaxed);
+    }
+
+    fn port_registration(&mut self, _: &Client, _: jack::PortId, _: bool) {
+        // NOTE: JACK forbids connecting from its callbacks: the actor does it on its tick.
+        self.stats.ports_changed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -126,7 +140,8 @@ fn pair<'a>(ports: &'a mut [Port<AudioOut>; 2], ps: &'a ProcessScope) -> [&'a mu
     [l.as_mut_slice(ps), r.as_mut_slice(ps)]
 }
 
-/// Where djinn's ports connect when the client starts.
+/// Where djinn's ports connect: when the client starts, and again whenever a port named
+/// here comes (back) later.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Connections {
     /// Ports out_L/out_R connect to; empty: the first two physical playback ports.
@@ -137,6 +152,17 @@ pub struct Connections {
     pub clock_out: Vec<String>,
 }
 
+/// A connection the configuration asks for, kept while its ports come and go.
+struct Wanted {
+    source: String,
+    target: String,
+    /// Not made yet: it is made as soon as both ports are there. A connection undone by
+    /// hand stays undone until one of its ports goes away and comes back.
+    waiting: bool,
+    /// Tries that failed with both ports there.
+    failures: u32,
+}
+
 /// A running JACK client; dropping it closes the client.
 pub struct JackDriver {
     // NOTE: declared first so it closes first: the timebase callback reads `timebase`.
@@ -144,6 +170,8 @@ pub struct JackDriver {
     timebase: Arc<TimebaseShare>,
     pub stats: Arc<JackStats>,
     pub name: String,
+    wanted: Vec<Wanted>,
+    last_try: Instant,
 }
 
 /// The server's rate and period, asked before the processor is built.
@@ -208,64 +236,116 @@ impl JackServer {
             },
             mixer,
         )?;
-        let driver = JackDriver {
+        let wanted = wanted(client.as_client(), &name, connections);
+        let mut driver = JackDriver {
             client,
             timebase,
             stats,
             name,
+            wanted,
+            last_try: Instant::now(),
         };
-        driver.connect_outputs(&connections.outputs);
-        driver.connect_clock(connections);
+        driver.keep_connections();
+        for w in driver.wanted.iter().filter(|w| w.waiting) {
+            tracing::info!(source = %w.source, target = %w.target, "connecting when both ports are there");
+        }
         Ok(driver)
     }
 }
 
+/// The connections asked for: out_L/out_R to the given ports (the first two physical
+/// playback ports when none are given), the clock sources to clock_in, clock_out to its
+/// targets.
+fn wanted(client: &Client, name: &str, connections: &Connections) -> Vec<Wanted> {
+    let outputs: Vec<String> = if connections.outputs.is_empty() {
+        client
+            .ports(
+                None,
+                Some("32 bit float mono audio"),
+                jack::PortFlags::IS_INPUT | jack::PortFlags::IS_PHYSICAL,
+            )
+            .into_iter()
+            .take(2)
+            .collect()
+    } else {
+        connections.outputs.clone()
+    };
+    let ours = |port: &str| format!("{name}:{port}");
+    let outputs = ["out_L", "out_R"]
+        .iter()
+        .zip(outputs)
+        .map(|(port, target)| (ours(port), target));
+    let clock_in = connections
+        .clock_in
+        .iter()
+        .map(|source| (source.clone(), ours("clock_in")));
+    let clock_out = connections
+        .clock_out
+        .iter()
+        .map(|target| (ours("clock_out"), target.clone()));
+    outputs
+        .chain(clock_in)
+        .chain(clock_out)
+        .map(|(source, target)| Wanted {
+            source,
+            target,
+            waiting: true,
+            failures: 0,
+        })
+        .collect()
+}
+
 impl JackDriver {
-    /// Connects out_L/out_R to the given ports, or to the first two physical playback
-    /// ports when none are given.
-    fn connect_outputs(&self, connect_to: &[String]) {
+    /// Makes the wanted connections whose ports are both there, and marks those with a
+    /// port gone as waiting for it.
+    fn keep_connections(&mut self) {
+        self.last_try = Instant::now();
         let client = self.client.as_client();
-        let targets: Vec<String> = if connect_to.is_empty() {
-            client
-                .ports(
-                    None,
-                    Some("32 bit float mono audio"),
-                    jack::PortFlags::IS_INPUT | jack::PortFlags::IS_PHYSICAL,
-                )
-                .into_iter()
-                .take(2)
-                .collect()
-        } else {
-            connect_to.to_vec()
-        };
-        for (source, target) in ["out_L", "out_R"].iter().zip(&targets) {
-            self.connect(&format!("{}:{source}", self.name), target);
+        for w in &mut self.wanted {
+            let (source, target) = (w.source.as_str(), w.target.as_str());
+            let Some(port) = client
+                .port_by_name(source)
+                .filter(|_| client.port_by_name(target).is_some())
+            else {
+                if !w.waiting {
+                    tracing::info!(%source, %target, "a port went away; connecting again when it is back");
+                    w.waiting = true;
+                }
+                continue;
+            };
+            if !w.waiting {
+                continue;
+            }
+            if port.is_connected_to(target).unwrap_or(false) {
+                w.waiting = false;
+                w.failures = 0;
+                continue;
+            }
+            match client.connect_ports_by_name(source, target) {
+                Ok(()) => {
+                    tracing::info!(%source, %target, "connected");
+                    w.waiting = false;
+                    w.failures = 0;
+                }
+                // A port registers before its client is active, and cannot be connected
+                // until it is: only a connection still refused seconds later is reported.
+                Err(e) => {
+                    w.failures += 1;
+                    if w.failures == FAILURES_REPORTED {
+                        tracing::warn!(%source, %target, error = %e, "cannot connect; still trying every second");
+                    }
+                }
+            }
         }
     }
 
-    /// Connects two ports, saying in the log whether it worked.
-    fn connect(&self, source: &str, target: &str) {
-        match self
-            .client
-            .as_client()
-            .connect_ports_by_name(source, target)
-        {
-            Ok(()) => tracing::info!(%source, %target, "connected"),
-            Err(e) => tracing::warn!(%source, %target, error = %e, "cannot connect"),
-        }
-    }
-
-    /// Connects the clock ports: the sources listed to clock_in, clock_out to the targets.
-    fn connect_clock(&self, connections: &Connections) {
-        let (clock_in, clock_out) = (
-            format!("{}:clock_in", self.name),
-            format!("{}:clock_out", self.name),
-        );
-        for source in &connections.clock_in {
-            self.connect(source, &clock_in);
-        }
-        for target in &connections.clock_out {
-            self.connect(&clock_out, target);
+    /// Looks at the wanted connections again when a port came or went, and every second
+    /// while one waits. Called on the actor's tick.
+    pub fn watch_connections(&mut self, now: Instant) {
+        let changed = self.stats.ports_changed.swap(false, Ordering::Relaxed);
+        let waiting = self.wanted.iter().any(|w| w.waiting);
+        if changed || (waiting && now.duration_since(self.last_try) >= WAITING_RETRY) {
+            self.keep_connections();
         }
     }
 

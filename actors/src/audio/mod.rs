@@ -408,6 +408,9 @@ impl AudioActor {
 
     fn watch_jack(&mut self) {
         let now = std::time::Instant::now();
+        if let Driver::Jack(driver) = &mut self.driver {
+            driver.watch_connections(now);
+        }
         match &self.driver {
             Driver::Jack(driver) => {
                 if now.duration_since(self.last_report) >= HEALTH_REPORT_EVERY {
