@@ -460,12 +460,17 @@ async fn a_clock_that_comes_later_is_connected_and_a_connection_undone_by_hand_s
     let mut client = daemon.client();
     wait_running(&mut client).await;
     let to = "djinn:clock_in";
+    let waiting = |status: Value| status["audio"]["connections_waiting"].clone();
+    let status = client.call("daemon.status", Value::Null).await.unwrap();
+    assert_eq!(waiting(status), json!([[CLOCK, to]]));
     let clock = jack_midi_clock(&jackd, Some(120.0), 0);
     assert!(
         wait_connected(&jackd, CLOCK, to, Duration::from_secs(3)).await,
         "a clock that starts after djinn is not connected:\n{}",
         daemon.log()
     );
+    let status = client.call("daemon.status", Value::Null).await.unwrap();
+    assert_eq!(waiting(status), json!([]));
     // Undone by hand, it stays undone.
     jack_disconnect(&jackd, CLOCK, to);
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -473,6 +478,8 @@ async fn a_clock_that_comes_later_is_connected_and_a_connection_undone_by_hand_s
     // The clock goes away and comes back: djinn connects it again.
     drop(clock);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = client.call("daemon.status", Value::Null).await.unwrap();
+    assert_eq!(waiting(status), json!([[CLOCK, to]]), "waiting again");
     let _clock = jack_midi_clock(&jackd, Some(120.0), 0);
     assert!(
         wait_connected(&jackd, CLOCK, to, Duration::from_secs(3)).await,

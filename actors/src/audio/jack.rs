@@ -339,6 +339,16 @@ impl JackDriver {
         }
     }
 
+    /// The connections asked for that are not made yet, as (source, target): a port is
+    /// missing, or its client is not active yet.
+    pub fn waiting_connections(&self) -> Vec<[String; 2]> {
+        self.wanted
+            .iter()
+            .filter(|w| w.waiting)
+            .map(|w| [w.source.clone(), w.target.clone()])
+            .collect()
+    }
+
     /// Looks at the wanted connections again when a port came or went, and every second
     /// while one waits. Called on the actor's tick.
     pub fn watch_connections(&mut self, now: Instant) {

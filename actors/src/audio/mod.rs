@@ -1113,6 +1113,9 @@ pub struct AudioReport {
     pub frames_skipped: u64,
     /// Where the transport follows from, the lock to an external clock, MIDI clock out.
     pub clock: ClockStatus,
+    /// Configured JACK connections not made yet, as [source, target]: djinn makes each
+    /// when both its ports are there.
+    pub connections_waiting: Vec<[String; 2]>,
     /// Pipe mode.
     pub pipe: PipeReport,
 }
@@ -1163,6 +1166,10 @@ impl Message<AudioStatus> for AudioActor {
             clock_messages_dropped: load(|s| &s.clock_messages_dropped),
             frames_skipped: load(|s| &s.frames_skipped),
             clock: self.clock_status(),
+            connections_waiting: match &self.driver {
+                Driver::Jack(d) => d.waiting_connections(),
+                _ => Vec::new(),
+            },
             pipe: self.pipe_report(),
         }
     }

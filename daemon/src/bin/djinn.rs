@@ -986,6 +986,18 @@ fn show_status(s: &Value) {
         text(&audio["reason"])
     );
     println!("{:<11}{}", "clock", clock_line(&audio["clock"]));
+    for pair in audio["connections_waiting"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{:<11}{} → {} (when both ports are there)",
+            "waiting",
+            text(&pair[0]),
+            text(&pair[1])
+        );
+    }
     let dj = &s["director"];
     if dj["playing"] == json!(true) {
         println!(
