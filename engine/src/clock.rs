@@ -15,6 +15,8 @@
 //! arrives, and snaps to it when it does. A launch quantized to a beat or a bar therefore
 //! lands on the frame of the clock's own tick for that beat, however jittery the clock.
 
+use crate::transport::ON_BEAT;
+
 /// Clock ticks per quarter note.
 pub const PPQN: u32 = 24;
 
@@ -552,10 +554,10 @@ impl ClockSender {
         }
         loop {
             // Each tick goes out on the first frame at or after its beat, the frame a layer
-            // launched on that beat starts on (with the same hair of tolerance); one that
-            // falls after this period's last frame waits for the next period.
+            // launched on that beat starts on; one that falls after this period's last frame
+            // waits for the next period.
             let tick_beat = self.next_tick as f64 / ppqn;
-            let at = ((tick_beat - 1e-9 - beats) / beats_per_frame).ceil();
+            let at = ((tick_beat - ON_BEAT - beats) / beats_per_frame).ceil();
             if at >= frames as f64 {
                 break;
             }

@@ -12,6 +12,10 @@ pub const TEMPO_RANGE: std::ops::RangeInclusive<f64> = 20.0..=300.0;
 
 /// Ticks per beat in reported positions (the common DAW resolution).
 pub const TICKS_PER_BEAT: u32 = 960;
+/// How near, in beats, a position may fall short of a beat and still count as on it: the
+/// hair of tolerance with which launches, stops and the MIDI clock djinn sends all find
+/// the frame a beat falls on, so they find the same one.
+pub const ON_BEAT: f64 = 1e-9;
 
 /// Where the playhead is, in frames and in bars, beats and ticks (bar and beat count from 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ use std::f32::consts::FRAC_PI_2;
 use super::bank::Steady;
 use super::{GROUPS, Group, LayerAudio, LayerId, LayerParams};
 use crate::dsp::{Smoother, Svf};
+use crate::transport::ON_BEAT;
 
 /// Frames over which a stopped layer fades out, so a stop never clicks.
 const STOP_FADE: usize = 256;
@@ -399,7 +400,7 @@ impl Layer {
             if self.pending.is_some() || (self.stop_at.is_some() && self.stopping.is_none()) {
                 let beat = (block.beats0 + i as f64 * block.beats_per_frame).min(block.ceiling);
                 let frame = block.frame0 + i as u64;
-                let due = |target: Option<f64>| target.is_none_or(|t| beat >= t - 1e-9);
+                let due = |target: Option<f64>| target.is_none_or(|t| beat >= t - ON_BEAT);
                 if self.pending.as_ref().is_some_and(|p| due(p.target))
                     && let Some(pending) = self.pending.take()
                 {

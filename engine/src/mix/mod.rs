@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::chain::{Chain, ChainSettings};
 use crate::dsp::{FilterMode, Smoother, larger};
 use crate::music::Meter;
-use crate::transport::Transport;
+use crate::transport::{ON_BEAT, Transport};
 
 use bank::Bank;
 use layer::Layer;
@@ -615,7 +615,7 @@ impl Processor {
         match at {
             Quantize::AtBar(bar) => {
                 let per_bar = f64::from(self.transport.meter.beats_per_bar);
-                (bar as f64) * per_bar < self.transport.beats() - 1e-9
+                (bar as f64) * per_bar < self.transport.beats() - ON_BEAT
             }
             _ => false,
         }
@@ -629,14 +629,14 @@ impl Processor {
             Quantize::Now => return None,
             Quantize::AtBar(bar) => {
                 let beat = (bar as f64) * per_bar;
-                return (beat > beats - 1e-9).then_some(beat);
+                return (beat > beats - ON_BEAT).then_some(beat);
             }
             Quantize::Beat => 1.0,
             Quantize::Bar => per_bar,
             Quantize::Phrase(bars) => per_bar * f64::from(bars.max(1)),
         };
         // A hair of tolerance so a command arriving exactly on a boundary lands on it.
-        Some(((beats - 1e-9) / unit).ceil() * unit)
+        Some(((beats - ON_BEAT) / unit).ceil() * unit)
     }
 
     /// The inputs of `offset..offset + n` through the pipe (when on) and the live chain
