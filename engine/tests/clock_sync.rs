@@ -104,6 +104,14 @@ fn drive(
     (drums, notes, sent)
 }
 
+/// The frames of the ticks among the clock messages djinn sent.
+fn ticks_in(sent: &[(u64, ClockMessage)]) -> Vec<u64> {
+    sent.iter()
+        .filter(|(_, m)| *m == ClockMessage::Tick)
+        .map(|(f, _)| *f)
+        .collect()
+}
+
 /// Between periods for [`drive`]: a click launched on the next bar every `every` periods.
 fn click_on_the_bar_every(every: usize) -> impl FnMut(usize, &mut MixerHandle) {
     move |period, handle| {
@@ -280,11 +288,7 @@ fn the_clock_djinn_sends_is_sample_accurate_and_an_xrun_does_not_move_it() {
         while handle.poll().is_some() {}
     }
     assert_eq!(sent[0], (5_000, ClockMessage::Start));
-    let ticks: Vec<u64> = sent
-        .iter()
-        .filter(|(_, m)| *m == ClockMessage::Tick)
-        .map(|(f, _)| *f)
-        .collect();
+    let ticks = ticks_in(&sent);
     let exact = 60.0 * f64::from(SR) / (24.0 * 123.4);
     // Each tick is on the first frame at or after its place on the grid.
     let on_grid = |t: u64, want: f64| (-1e-6..1.0).contains(&(t as f64 - want));
@@ -330,11 +334,7 @@ fn as_the_master_bar_launches_land_on_the_bar_ticks_djinn_sends() {
             &[],
             click_on_the_bar_every(launch_every),
         );
-        let ticks: Vec<u64> = sent
-            .iter()
-            .filter(|(_, m)| *m == ClockMessage::Tick)
-            .map(|(f, _)| *f)
-            .collect();
+        let ticks = ticks_in(&sent);
         assert_clicks_on_bar_ticks(&drums, start, &ticks, 5, &format!("{bpm} BPM"));
     }
 }
