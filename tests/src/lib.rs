@@ -533,6 +533,20 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// A local TCP port nothing listens on, below the kernel's range of ephemeral ports: a
+/// client that keeps retrying a connection to a closed port in that range (as ZeroMQ does)
+/// can be given that very port as its own, connect to itself and be reset, where a missing
+/// daemon should simply not answer.
+pub fn closed_port() -> u16 {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    (10_000..ephemeral)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a closed port below the ephemeral range")
+}
+
 /// One note of a test arrangement: channel (9: drums), GM program, key, start and length in
 /// beats.
 #[derive(Debug, Clone, Copy)]

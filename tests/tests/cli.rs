@@ -81,7 +81,7 @@ fn refusals_exit_1_and_a_missing_daemon_exits_2_with_one_line() {
     );
     drop(daemon);
 
-    let endpoint = format!("tcp://127.0.0.1:{}", djinn_tests::free_port());
+    let endpoint = format!("tcp://127.0.0.1:{}", djinn_tests::closed_port());
     let out = djinn(
         None,
         &["--endpoint", &endpoint, "--timeout", "300", "status"],
