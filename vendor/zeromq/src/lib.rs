@@ -353,7 +353,23 @@ pub struct SocketOptions {
     // Shared by read preparation and decoder reservation.
     pub(crate) read_buffer_max_size: usize,
     pub(crate) read_buffer_short_reads: usize,
+    /// Largest message (all frames together) a peer may send; a larger one drops the
+    /// peer as its frame header arrives, before anything is allocated for it.
+    pub(crate) max_message_size: Option<usize>,
+    /// Messages queued for one peer of a PUB socket; past it the oldest is dropped.
+    pub(crate) send_high_water_mark: Option<usize>,
+    /// Connections accepted at once on each bound endpoint; more are closed at accept.
+    pub(crate) max_connections: Option<usize>,
+    /// Time an accepted peer has to complete the ZMTP greeting and READY exchange.
+    pub(crate) handshake_timeout: Option<Duration>,
+    /// Subscriptions one peer of a PUB socket may hold; more are ignored.
+    pub(crate) max_subscriptions: Option<usize>,
+    /// SO_SNDBUF and SO_RCVBUF for TCP connections; `None` leaves them to the kernel.
+    pub(crate) tcp_buffer_size: Option<usize>,
 }
+
+/// The TCP socket buffers set on each connection unless told otherwise.
+const TCP_SOCKET_BUFFER_SIZE: usize = 4 * 1024 * 1024;
 
 impl Default for SocketOptions {
     fn default() -> Self {
@@ -363,6 +379,12 @@ impl Default for SocketOptions {
             read_buffer_initial_size: 128,
             read_buffer_max_size: 64 * 1024,
             read_buffer_short_reads: 2,
+            max_message_size: None,
+            send_high_water_mark: None,
+            max_connections: None,
+            handshake_timeout: None,
+            max_subscriptions: None,
+            tcp_buffer_size: Some(TCP_SOCKET_BUFFER_SIZE),
         }
     }
 }
@@ -416,6 +438,53 @@ impl SocketOptions {
         self.read_buffer_initial_size = initial_size;
         self.read_buffer_max_size = max_size;
         self.read_buffer_short_reads = short_reads;
+        self
+    }
+
+    /// Limits the size of a message a peer may send (all its frames together, each frame
+    /// counted with a small fixed overhead so that a flood of empty frames is bounded
+    /// too), like libzmq's `ZMQ_MAXMSGSIZE`. A frame header that would exceed it ends the
+    /// connection before its body is read or any memory is reserved for it.
+    pub fn max_message_size(&mut self, bytes: usize) -> &mut Self {
+        self.max_message_size = Some(bytes);
+        self
+    }
+
+    /// Bounds the messages a PUB socket queues for each subscriber, like libzmq's
+    /// `ZMQ_SNDHWM`. When a subscriber does not keep up, its oldest queued message is
+    /// dropped and counted (see `PubSocket::dropped`).
+    pub fn send_high_water_mark(&mut self, messages: usize) -> &mut Self {
+        assert!(messages > 0, "high-water mark must be positive");
+        self.send_high_water_mark = Some(messages);
+        self
+    }
+
+    /// Limits the connections accepted at once on each endpoint the socket binds; a
+    /// connection over the limit is closed as it is accepted.
+    pub fn max_connections(&mut self, connections: usize) -> &mut Self {
+        self.max_connections = Some(connections);
+        self
+    }
+
+    /// Drops an accepted peer that has not completed the ZMTP handshake within `timeout`,
+    /// like libzmq's `ZMQ_HANDSHAKE_IVL`.
+    pub fn handshake_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.handshake_timeout = Some(timeout);
+        self
+    }
+
+    /// Limits the subscriptions one peer of a PUB socket may hold; further subscribe
+    /// messages from that peer are ignored.
+    pub fn max_subscriptions(&mut self, subscriptions: usize) -> &mut Self {
+        self.max_subscriptions = Some(subscriptions);
+        self
+    }
+
+    /// Sets the kernel send and receive buffers of each TCP connection (4 MiB by default,
+    /// for throughput), or leaves them to the kernel's autotuning with `None`. What a peer
+    /// that stops reading can hold in the kernel is about twice this.
+    pub fn tcp_buffer_size(&mut self, bytes: Option<usize>) -> &mut Self {
+        self.tcp_buffer_size = bytes;
         self
     }
 
@@ -491,9 +560,12 @@ where
         let backend = callback_backend.clone();
         async move {
             let result = match result {
-                Ok((io, endpoint)) => util::peer_connected(io, backend.clone())
-                    .await
-                    .map(|peer_id| (endpoint, peer_id)),
+                Ok((io, endpoint)) => {
+                    let timeout = backend.socket_options().handshake_timeout;
+                    util::run_with_timeout(timeout, util::peer_connected(io, backend.clone()))
+                        .await
+                        .map(|peer_id| (endpoint, peer_id))
+                }
                 Err(error) => Err(error),
             };
 

@@ -4,7 +4,7 @@ use crate::error::ZmqResult;
 use crate::message::*;
 use crate::transport::AcceptStopHandle;
 use crate::util::PeerIdentity;
-use crate::write_queue::write_message_queue;
+use crate::write_queue::{write_message_queue, OutgoingQueue};
 use crate::{async_rt, CaptureSocket, SocketOptions};
 use crate::{MultiPeerBackend, Socket, SocketBackend, SocketEvent, SocketSend, SocketType};
 
@@ -15,12 +15,108 @@ use futures::channel::{mpsc, oneshot};
 use futures::{select, FutureExt, StreamExt};
 use parking_lot::Mutex;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 const PUB_SEND_QUEUE_CAPACITY: usize = 100_000;
-type PubSendQueue = mpsc::Sender<Message>;
+
+/// One subscriber's outgoing messages, bounded by the socket's high-water mark.
+///
+/// When it is full the oldest queued message is dropped and counted, so a subscriber that
+/// stops reading holds at most `capacity` messages, and one that catches up gets the
+/// newest. (A `futures` channel cannot drop its oldest message, and a cloned sender is
+/// always granted one more slot, which left a stalled subscriber's queue unbounded.)
+struct SubscriberQueue {
+    state: Mutex<QueueState>,
+    capacity: usize,
+    dropped: Arc<AtomicU64>,
+}
+
+struct QueueState {
+    messages: VecDeque<Message>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl SubscriberQueue {
+    fn new(capacity: usize, dropped: Arc<AtomicU64>) -> (PubSendQueue, PubQueueReceiver) {
+        let queue = Arc::new(SubscriberQueue {
+            state: Mutex::new(QueueState {
+                messages: VecDeque::new(),
+                waker: None,
+                closed: false,
+            }),
+            capacity: capacity.max(1),
+            dropped,
+        });
+        (PubSendQueue(queue.clone()), PubQueueReceiver(queue))
+    }
+}
+
+/// The publishing side of a [`SubscriberQueue`]; dropping it ends the subscriber's writer.
+pub(crate) struct PubSendQueue(Arc<SubscriberQueue>);
+
+impl PubSendQueue {
+    fn push(&self, message: Message) {
+        let waker = {
+            let mut state = self.0.state.lock();
+            if state.closed {
+                return;
+            }
+            if state.messages.len() >= self.0.capacity {
+                state.messages.pop_front();
+                self.0.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            state.messages.push_back(message);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for PubSendQueue {
+    fn drop(&mut self) {
+        let waker = {
+            let mut state = self.0.state.lock();
+            state.closed = true;
+            state.messages.clear();
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The writer's side of a [`SubscriberQueue`].
+pub(crate) struct PubQueueReceiver(Arc<SubscriberQueue>);
+
+impl futures::Stream for PubQueueReceiver {
+    type Item = Message;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let mut state = self.0.state.lock();
+        if let Some(message) = state.messages.pop_front() {
+            return Poll::Ready(Some(message));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl OutgoingQueue for PubQueueReceiver {
+    fn try_recv(&mut self) -> Option<Message> {
+        self.0.state.lock().messages.pop_front()
+    }
+}
 
 fn subscription_matches(subscriptions: &[Vec<u8>], first_frame: &Bytes) -> bool {
     // Single-subscription PUB fanout is common, so keep its comparison shape unchanged.
@@ -44,20 +140,10 @@ fn subscription_matches(subscriptions: &[Vec<u8>], first_frame: &Bytes) -> bool 
         })
 }
 
-fn send_to_subscriber(mut send_queue: PubSendQueue, message: &ZmqMessage) {
-    let message = Message::Message(message.clone());
-    match send_queue.try_send(message) {
-        Ok(()) => {}
-        Err(error) if error.is_full() => {
-            // PUB drops messages for slow subscribers so one full queue does not backpressure all publishers.
-            drop(error.into_inner());
-        }
-        Err(error) => {
-            // The writer task owns transport error detection and subscriber cleanup.
-            // A closed local queue is treated as a dropped PUB message on this send path.
-            drop(error.into_inner());
-        }
-    }
+fn send_to_subscriber(send_queue: &PubSendQueue, message: &ZmqMessage) {
+    // PUB drops messages for slow subscribers so one full queue does not backpressure all
+    // publishers; the queue drops its oldest.
+    send_queue.push(Message::Message(message.clone()));
 }
 
 pub(crate) struct Subscriber {
@@ -71,6 +157,8 @@ pub(crate) struct PubSocketBackend {
     pub(crate) subscriber_count: AtomicUsize,
     pub(crate) socket_monitor: Mutex<Option<mpsc::Sender<SocketEvent>>>,
     pub(crate) socket_options: Arc<SocketOptions>,
+    /// Messages dropped from subscribers' queues at the high-water mark.
+    pub(crate) dropped: Arc<AtomicU64>,
 }
 
 struct PubFanoutQueue {
@@ -137,7 +225,7 @@ impl PubSocketBackend {
         let mut iter = self.subscribers.begin_async().await;
         while let Some(subscriber) = iter {
             if subscription_matches(&subscriber.subscriptions, first_frame) {
-                send_to_subscriber(subscriber.send_queue.clone(), &message);
+                send_to_subscriber(&subscriber.send_queue, &message);
             }
             iter = subscriber.next_async().await;
         }
@@ -163,7 +251,12 @@ impl PubSocketBackend {
             Some(1) => {
                 // Subscribe
                 if let Some(mut entry) = self.subscribers.get_sync(peer_id) {
-                    entry.subscriptions.push(Vec::from(&data[1..]));
+                    let limit = self.socket_options.max_subscriptions.unwrap_or(usize::MAX);
+                    if entry.subscriptions.len() < limit {
+                        entry.subscriptions.push(Vec::from(&data[1..]));
+                    } else {
+                        log::warn!("Subscription from {:?} ignored: too many", peer_id);
+                    }
                 }
             }
             Some(0) => {
@@ -207,7 +300,11 @@ impl MultiPeerBackend for PubSocketBackend {
     async fn peer_connected(self: Arc<Self>, peer_id: &PeerIdentity, io: FramedIo) {
         let (mut recv_queue, send_queue) = io.into_parts();
         // TODO provide handling for recv_queue
-        let (queue_sender, queue_receiver) = mpsc::channel(PUB_SEND_QUEUE_CAPACITY);
+        let capacity = self
+            .socket_options
+            .send_high_water_mark
+            .unwrap_or(PUB_SEND_QUEUE_CAPACITY);
+        let (queue_sender, queue_receiver) = SubscriberQueue::new(capacity, self.dropped.clone());
         let (sender, stop_receiver) = oneshot::channel();
         let old_subscriber = self
             .subscribers
@@ -302,6 +399,18 @@ impl SocketSend for PubSocket {
     }
 }
 
+impl PubSocket {
+    /// Messages dropped so far because a subscriber's queue was at the high-water mark.
+    pub fn dropped(&self) -> u64 {
+        self.backend.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Subscribers connected now.
+    pub fn subscribers(&self) -> usize {
+        self.backend.subscriber_count.load(Ordering::Relaxed)
+    }
+}
+
 impl CaptureSocket for PubSocket {}
 
 #[async_trait]
@@ -312,6 +421,7 @@ impl Socket for PubSocket {
             subscriber_count: AtomicUsize::new(0),
             socket_monitor: Mutex::new(None),
             socket_options: Arc::new(options),
+            dropped: Arc::new(AtomicU64::new(0)),
         });
         let fanout_queue = spawn_pub_fanout_queue(backend.clone());
 

@@ -5,10 +5,22 @@ use futures::{SinkExt, StreamExt};
 
 const WRITE_BATCH_LIMIT: usize = 128;
 
+/// A peer's queue of outgoing messages, as the writer task drains it.
+pub(crate) trait OutgoingQueue: futures::Stream<Item = Message> + Unpin {
+    /// The next queued message, without waiting.
+    fn try_recv(&mut self) -> Option<Message>;
+}
+
+impl OutgoingQueue for mpsc::Receiver<Message> {
+    fn try_recv(&mut self) -> Option<Message> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+}
+
 /// Writes queued socket messages into the underlying framed sink in small batches.
 #[inline]
 pub(crate) async fn write_message_queue(
-    mut queue_receiver: mpsc::Receiver<Message>,
+    mut queue_receiver: impl OutgoingQueue,
     mut send_queue: ZmqFramedWrite,
 ) -> CodecResult<()> {
     while let Some(message) = queue_receiver.next().await {
@@ -17,8 +29,8 @@ pub(crate) async fn write_message_queue(
 
         for _ in 1..WRITE_BATCH_LIMIT {
             let message = match queue_receiver.try_recv() {
-                Ok(message) => message,
-                Err(_) => break,
+                Some(message) => message,
+                None => break,
             };
             send_queue.feed(message).await?;
         }

@@ -33,7 +33,15 @@ pub struct ZmqCodec {
     // internal details to higher levels
     buffered_message: Option<ZmqMessage>,
     max_read_chunk_size: usize,
+    /// The peer's message size limit, if any (`SocketOptions::max_message_size`).
+    max_message_size: Option<usize>,
+    /// What the message being assembled counts against that limit so far.
+    buffered_size: usize,
 }
+
+/// What each frame counts against the message size limit beyond its body: the memory a
+/// buffered frame costs even when empty, so that many tiny frames are bounded too.
+const FRAME_OVERHEAD: usize = 64;
 
 impl ZmqCodec {
     pub fn new() -> Self {
@@ -46,6 +54,8 @@ impl ZmqCodec {
             waiting_for: 64, // len of the greeting frame
             buffered_message: None,
             max_read_chunk_size: options.read_buffer_max_size,
+            max_message_size: options.max_message_size,
+            buffered_size: 0,
         }
     }
 
@@ -123,6 +133,21 @@ impl Decoder for ZmqCodec {
                     } else {
                         usize::from(src.get_u8())
                     };
+                    if let Some(max) = self.max_message_size {
+                        // Checked as the header arrives: nothing has been reserved for
+                        // the body yet, and a peer over the limit never gets that far.
+                        let size = frame_len
+                            .saturating_add(FRAME_OVERHEAD)
+                            .saturating_add(if frame.command { 0 } else { self.buffered_size });
+                        if size > max {
+                            return Err(CodecError::Decode(
+                                "Message exceeds the maximum message size",
+                            ));
+                        }
+                        if !frame.command {
+                            self.buffered_size = size;
+                        }
+                    }
                     self.state = DecoderState::Frame(frame);
                     self.waiting_for = frame_len;
                 }
@@ -141,6 +166,7 @@ impl Decoder for ZmqCodec {
                     }
 
                     if !frame.more {
+                        self.buffered_size = 0;
                         // Quoth the Raven “Nevermore.”
                         return Ok(Some(Message::Message(
                             self.buffered_message

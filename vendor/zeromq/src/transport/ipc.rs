@@ -19,6 +19,7 @@ use windows::{UnixListener, UnixStream};
 #[cfg(target_family = "unix")]
 use super::make_framed;
 use super::AcceptStopHandle;
+use super::{accept_backoff, ConnectionCount, Counted};
 use crate::async_rt;
 use crate::codec::FramedIo;
 use crate::endpoint::Endpoint;
@@ -141,11 +142,25 @@ where
 {
     let listener_addr = resolved_addr.clone();
     let (stop_channel, stop_callback) = oneshot::channel::<()>();
+    let connections = ConnectionCount::default();
     let task_handle = async_rt::task::spawn(async move {
         let mut stop_callback = stop_callback.fuse();
         loop {
             select! {
                 incoming = listener.accept().fuse() => {
+                    let backoff = incoming.as_ref().err().and_then(accept_backoff);
+                    let incoming = match incoming {
+                        Ok((raw_socket, peer_addr)) => {
+                            match connections.admit(options.max_connections) {
+                                Some(slot) => Ok((Counted::new(raw_socket, slot), peer_addr)),
+                                None => {
+                                    log::warn!("ipc connection refused: too many connections");
+                                    continue;
+                                }
+                            }
+                        }
+                        Err(error) => Err(error),
+                    };
                     let maybe_accepted: Result<_, _> = incoming.map(|(raw_socket, peer_addr)| {
                         #[cfg(target_family = "unix")]
                         let peer_addr = pathname_from_unix_addr(peer_addr);
@@ -157,6 +172,9 @@ where
                         (make_framed(raw_socket, Arc::clone(&options)), Endpoint::Ipc(peer_addr))
                     }).map_err(|err| err.into());
                     async_rt::task::spawn(cback(maybe_accepted));
+                    if let Some(pause) = backoff {
+                        async_rt::task::sleep(pause).await;
+                    }
                 },
                 _ = stop_callback => {
                     log::debug!("Accept task received stop signal. {:?}", listener_addr);

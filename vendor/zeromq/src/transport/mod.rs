@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[cfg(all(feature = "ipc-transport", any(target_family = "unix", windows)))]
@@ -78,6 +79,114 @@ pub(crate) async fn connect(
 }
 
 pub struct AcceptStopHandle(pub(crate) TaskHandle<()>);
+
+/// The connections one bound endpoint holds open, for `SocketOptions::max_connections`.
+#[derive(Clone, Default)]
+pub(crate) struct ConnectionCount(Arc<AtomicUsize>);
+
+impl ConnectionCount {
+    /// A slot for one more connection, or `None` when `limit` are already open.
+    pub(crate) fn admit(&self, limit: Option<usize>) -> Option<ConnectionSlot> {
+        let open = self.0.fetch_add(1, Ordering::AcqRel);
+        if limit.is_some_and(|limit| open >= limit) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnectionSlot(Arc::clone(&self.0)))
+    }
+}
+
+/// One open connection's place in its endpoint's count, given back when dropped.
+pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An accepted stream that holds its connection slot until both halves are gone.
+#[cfg(feature = "tokio-runtime")]
+pub(crate) struct Counted<T> {
+    stream: T,
+    _slot: ConnectionSlot,
+}
+
+#[cfg(feature = "tokio-runtime")]
+impl<T> Counted<T> {
+    pub(crate) fn new(stream: T, slot: ConnectionSlot) -> Self {
+        Self {
+            stream,
+            _slot: slot,
+        }
+    }
+
+    pub(crate) fn stream(&self) -> &T {
+        &self.stream
+    }
+}
+
+#[cfg(feature = "tokio-runtime")]
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+#[cfg(feature = "tokio-runtime")]
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// How long an accept loop waits after `accept` failed with `error`.
+///
+/// Out of file descriptors (EMFILE, ENFILE) or memory, the pending connection stays in
+/// the backlog and the next `accept` fails again at once: without a pause the loop would
+/// spin a core and starve the sockets already open. A connection that was aborted before
+/// it was accepted needs no pause.
+pub(crate) fn accept_backoff(error: &std::io::Error) -> Option<std::time::Duration> {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted => None,
+        _ => Some(std::time::Duration::from_millis(100)),
+    }
+}
 
 /// Spawns an async task that listens for connections at the provided endpoint.
 ///

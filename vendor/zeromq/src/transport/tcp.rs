@@ -8,6 +8,7 @@ use async_std::net::{TcpListener, TcpStream};
 
 use super::make_framed;
 use super::AcceptStopHandle;
+use super::{accept_backoff, ConnectionCount, Counted};
 use crate::async_rt;
 use crate::codec::FramedIo;
 use crate::endpoint::{Endpoint, Host, Port};
@@ -15,9 +16,6 @@ use crate::task_handle::TaskHandle;
 use crate::ZmqResult;
 
 use futures::{select, FutureExt};
-
-#[cfg(feature = "tokio-runtime")]
-const TCP_SOCKET_BUFFER_SIZE: usize = 4 * 1024 * 1024;
 
 pub(crate) async fn connect(
     host: &Host,
@@ -29,7 +27,7 @@ pub(crate) async fn connect(
     // https://github.com/zeromq/zmq.rs/issues/148 for details
     #[cfg(not(windows))]
     raw_socket.set_nodelay(true)?;
-    tune_socket_buffers(&raw_socket);
+    tune_socket_buffers(&raw_socket, options.tcp_buffer_size);
     let peer_addr = raw_socket.peer_addr()?;
 
     Ok((
@@ -89,17 +87,32 @@ where
     T: std::future::Future<Output = ()> + Send + 'static,
 {
     let (stop_channel, stop_callback) = futures::channel::oneshot::channel::<()>();
+    let connections = ConnectionCount::default();
     let task_handle = async_rt::task::spawn(async move {
         let mut stop_callback = stop_callback.fuse();
         loop {
             select! {
                 incoming = listener.accept().fuse() => {
+                    let backoff = incoming.as_ref().err().and_then(accept_backoff);
+                    let incoming = match incoming {
+                        Ok((raw_socket, remote_addr)) => {
+                            match connections.admit(options.max_connections) {
+                                Some(slot) => Ok((Counted::new(raw_socket, slot), remote_addr)),
+                                None => {
+                                    log::warn!("Connection from {} refused: too many connections", remote_addr);
+                                    continue;
+                                }
+                            }
+                        }
+                        Err(error) => Err(error),
+                    };
                     let maybe_accepted: Result<_, _> = incoming
                         .and_then(|(raw_socket, remote_addr)| {
                             raw_socket
+                                .stream()
                                 .set_nodelay(true)
                                 .map(|_| {
-                                    tune_socket_buffers(&raw_socket);
+                                    tune_socket_buffers(raw_socket.stream(), options.tcp_buffer_size);
                                     (raw_socket, remote_addr)
                                 })
                         })
@@ -111,6 +124,9 @@ where
                         })
                         .map_err(|err| err.into());
                     async_rt::task::spawn(cback(maybe_accepted));
+                    if let Some(pause) = backoff {
+                        async_rt::task::sleep(pause).await;
+                    }
                 }
                 _ = stop_callback => {
                     break
@@ -126,15 +142,17 @@ where
 }
 
 #[cfg(feature = "tokio-runtime")]
-fn tune_socket_buffers(raw_socket: &TcpStream) {
+fn tune_socket_buffers(raw_socket: &TcpStream, size: Option<usize>) {
+    // `None` leaves the kernel's autotuning in charge.
+    let Some(size) = size else { return };
     let socket = socket2::SockRef::from(raw_socket);
-    if let Err(error) = socket.set_recv_buffer_size(TCP_SOCKET_BUFFER_SIZE) {
+    if let Err(error) = socket.set_recv_buffer_size(size) {
         log::debug!("failed to set TCP receive buffer size: {error}");
     }
-    if let Err(error) = socket.set_send_buffer_size(TCP_SOCKET_BUFFER_SIZE) {
+    if let Err(error) = socket.set_send_buffer_size(size) {
         log::debug!("failed to set TCP send buffer size: {error}");
     }
 }
 
 #[cfg(not(feature = "tokio-runtime"))]
-fn tune_socket_buffers(_raw_socket: &TcpStream) {}
+fn tune_socket_buffers(_raw_socket: &TcpStream, _size: Option<usize>) {}
