@@ -15,7 +15,7 @@ TEST_PACKAGES := jackd2 jack-capture jack-midi-clock jack-tools fluidsynth fluid
 # For the comparison against librosa only (installed from PyPI into target/bench-venv).
 BENCH_PACKAGES := python3-venv python3-pip
 
-.PHONY: run test build deps test-deps bench-deps bench soak install ci
+.PHONY: run test build deps test-deps bench-deps bench soak soak-hostile install ci
 
 # Installs whichever of the given Debian packages are missing.
 define apt_install
@@ -67,6 +67,11 @@ bench: bench-deps build
 ## soak: ten minutes on jackd -R at 64 frames with 16 layers; prints the xruns
 soak: test-deps build
 	/usr/bin/python3 clients/python/soak.py --djinnd ./target/release/djinnd
+
+## soak-hostile: ten minutes of a DJ set under attack (stuck subscribers, connection
+##   floods, malformed frames, NaN layers); prints RSS, xruns and pings
+soak-hostile: test-deps build
+	/usr/bin/python3 clients/python/soak_hostile.py --djinnd ./target/release/djinnd
 
 ## install: binaries, systemd unit and user (run as root), then
 ##   systemctl daemon-reload && systemctl enable --now djinnd

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use djinn_daemon::Daemon;
 use djinn_daemon::config::{ConfigLoader, Flags};
-use djinn_daemon::rpc::{Request, Response};
+use djinn_daemon::rpc::{self, Request, Response};
 use serde_json::json;
 use zeromq::{ReqSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
@@ -24,7 +24,7 @@ fn parsing(c: &mut Criterion) {
     c.bench_function("rpc/parse garbage", |b| {
         b.iter(|| Request::parse(black_box(b"\x00\x01 not json at all")))
     });
-    let reply = Response::new(json!(1), Ok(json!("pong")));
+    let reply = Response::new(rpc::peek_id(ping), Ok(json!("pong")));
     c.bench_function("rpc/encode pong", |b| {
         b.iter(|| black_box(&reply).to_bytes())
     });

@@ -22,7 +22,17 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub audio: AudioConfig,
     pub transport: TransportConfig,
+    pub http: HttpConfig,
     pub debug: DebugConfig,
+}
+
+/// The HTTP server (JSON-RPC on `POST /rpc`, events on `GET /events`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to serve on, as HOST:PORT (e.g. "127.0.0.1:7702"); unset: no HTTP server.
+    /// Beyond loopback it needs control.token, which every request must carry.
+    pub bind: Option<String>,
 }
 
 /// The ZeroMQ sockets.
@@ -35,10 +45,20 @@ pub struct ControlConfig {
     pub events: String,
     /// Shared secret every request must carry; required when binding beyond loopback.
     pub token: Option<String>,
-    /// Largest request (all frames together) accepted, in bytes.
+    /// Largest request (all frames together) accepted, in bytes. A request up to 64 KiB
+    /// over it gets an error reply; a frame header announcing more closes the connection
+    /// before anything is read or reserved for it.
     pub max_frame_bytes: usize,
     /// Requests answered concurrently; more get a busy error.
     pub max_in_flight: usize,
+    /// Bytes of requests held at once, all clients together; more get a busy error.
+    pub max_in_flight_bytes: usize,
+    /// Connections each socket (control, events) accepts at once; more are closed as they
+    /// arrive.
+    pub max_connections: usize,
+    /// Events queued for one subscriber that does not keep up; past it the oldest are
+    /// dropped and counted (`control.events_dropped` in daemon.status).
+    pub events_queue: usize,
 }
 
 impl Default for ControlConfig {
@@ -49,6 +69,9 @@ impl Default for ControlConfig {
             token: None,
             max_frame_bytes: 16 * 1024 * 1024,
             max_in_flight: 256,
+            max_in_flight_bytes: 256 * 1024 * 1024,
+            max_connections: 256,
+            events_queue: 1000,
         }
     }
 }
@@ -205,6 +228,9 @@ pub struct Flags {
     /// Offline driver: render as fast as possible instead of at realtime pace.
     #[arg(long, env = "DJINN_FAST")]
     pub fast: bool,
+    /// HTTP address (HOST:PORT) for JSON-RPC and events [default: none].
+    #[arg(long, env = "DJINN_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
     /// Log filter (error, warn, info, debug, trace) [default: info].
     #[arg(long, env = "DJINN_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -277,6 +303,9 @@ impl ConfigLoader {
         if f.fast {
             config.audio.fast = true;
         }
+        if f.http.is_some() {
+            config.http.bind.clone_from(&f.http);
+        }
     }
 }
 
@@ -302,19 +331,46 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 impl Config {
     /// Refuses configurations the daemon cannot run safely with.
     pub fn check(&self) -> anyhow::Result<()> {
-        for endpoint in [&self.control.endpoint, &self.control.events] {
-            if !is_local(endpoint)? && self.control.token.is_none() {
-                bail!(
-                    "refusing to bind {endpoint} beyond loopback without a token: set \
-                     control.token in the config or DJINN_TOKEN in the environment"
-                );
-            }
+        let endpoint = &self.control.endpoint;
+        if !is_local(endpoint)? && self.control.token.is_none() {
+            bail!(
+                "refusing to bind {endpoint} beyond loopback without a token: set \
+                 control.token in the config or DJINN_TOKEN in the environment"
+            );
+        }
+        // NOTE: ZeroMQ subscribers send no token, so events stay on this machine; remote
+        // clients read them from the HTTP server, which checks the token.
+        let events = &self.control.events;
+        if !is_local(events)? {
+            bail!(
+                "refusing to bind the event socket {events} beyond loopback: ZeroMQ \
+                 subscribers cannot be authenticated; set http.bind and read GET /events \
+                 with the token instead"
+            );
+        }
+        if let Some(bind) = &self.http.bind
+            && !is_local(&format!("tcp://{bind}"))?
+            && self.control.token.is_none()
+        {
+            bail!(
+                "refusing to serve HTTP on {bind} beyond loopback without a token: set \
+                 control.token in the config or DJINN_TOKEN in the environment"
+            );
         }
         if self.control.max_frame_bytes < 1024 {
             bail!("control.max_frame_bytes must be at least 1024");
         }
         if self.control.max_in_flight == 0 {
             bail!("control.max_in_flight must be at least 1");
+        }
+        if self.control.max_in_flight_bytes < self.control.max_frame_bytes {
+            bail!("control.max_in_flight_bytes must be at least control.max_frame_bytes");
+        }
+        if self.control.max_connections == 0 {
+            bail!("control.max_connections must be at least 1");
+        }
+        if self.control.events_queue == 0 {
+            bail!("control.events_queue must be at least 1");
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod http;
 pub mod logging;
 pub mod offline;
 pub mod publisher;
@@ -38,7 +39,7 @@ use kameo::actor::{ActorRef, Spawn};
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-use zeromq::{PubSocket, RouterSocket, Socket};
+use zeromq::{PubSocket, RouterSocket, Socket, SocketOptions};
 
 use crate::config::{AudioBackend, Config, ConfigLoader};
 
@@ -88,6 +89,8 @@ pub struct Shared {
     pub state_dir: PathBuf,
     pub control_endpoint: String,
     pub events_endpoint: String,
+    /// The HTTP server's address as bound, when it serves.
+    pub http_endpoint: Option<String>,
     pub transport: ActorRef<TransportActor>,
     pub transport_watch: watch::Receiver<Transport>,
     pub profiles: ActorRef<ProfileLibrary>,
@@ -105,6 +108,10 @@ pub struct Shared {
     pub started_at: SystemTime,
     pub shutdown: Shutdown,
     pub stats: ControlStats,
+    /// Requests being answered, over every transport, within the configured limits.
+    pub in_flight: control::InFlight,
+    /// The event publisher's subscriber counts.
+    pub publisher: Arc<publisher::PublisherStats>,
 }
 
 impl Shared {
@@ -128,6 +135,7 @@ pub struct Daemon {
     loader: ConfigLoader,
     supervisor: ActorRef<Supervisor>,
     server: JoinHandle<()>,
+    http_server: Option<JoinHandle<()>>,
     publisher: JoinHandle<()>,
     watchdog: Option<JoinHandle<()>>,
     _watcher: djinn_actors::watcher::Watcher,
@@ -294,32 +302,57 @@ impl Daemon {
             },
         );
 
-        let mut events_socket = PubSocket::new();
+        let mut events_socket = PubSocket::with_options(events_options(&config.control));
         let events_endpoint = events_socket
             .bind(&config.control.events)
             .await
             .with_context(|| format!("cannot bind the event socket {}", config.control.events))?
             .to_string();
-        let mut control_socket = RouterSocket::new();
+        let mut control_socket = RouterSocket::with_options(control_options(&config.control));
         let control_endpoint = control_socket
             .bind(&config.control.endpoint)
             .await
             .with_context(|| format!("cannot bind the control socket {}", config.control.endpoint))?
             .to_string();
 
+        let http_listener = match &config.http.bind {
+            Some(bind) => {
+                let listener = tokio::net::TcpListener::bind(bind)
+                    .await
+                    .with_context(|| format!("cannot serve HTTP on {bind}"))?;
+                Some(http::BoundedListener::new(
+                    listener,
+                    config.control.max_connections,
+                ))
+            }
+            None => None,
+        };
+        let http_endpoint = http_listener
+            .as_ref()
+            .and_then(|l| axum::serve::Listener::local_addr(l).ok())
+            .map(|addr| format!("http://{addr}"));
+
+        let publisher_stats = Arc::new(publisher::PublisherStats::default());
+        // NOTE: one ring of events_queue events for every HTTP stream together; a stream
+        // that falls further behind skips ahead and is told how many it missed.
+        let (streams, _) = tokio::sync::broadcast::channel(config.control.events_queue);
         let publisher = tokio::spawn(publisher::publish(
             events_socket,
             events_rx,
             transport_watch.clone(),
+            publisher_stats.clone(),
+            streams.clone(),
         ));
         let backends = BackendProbe {
             models_dir: config.models_dir(),
         };
+        let in_flight = control::InFlight::new(&config.control);
         let shared = Arc::new(Shared {
             config: RwLock::new(config),
             state_dir,
             control_endpoint,
             events_endpoint,
+            http_endpoint,
             transport,
             transport_watch,
             profiles,
@@ -337,11 +370,16 @@ impl Daemon {
             started_at: SystemTime::now(),
             shutdown: Shutdown::default(),
             stats: ControlStats::default(),
+            in_flight,
+            publisher: publisher_stats,
         });
         let server = tokio::spawn(control::serve(control_socket, shared.clone()));
+        let http_server =
+            http_listener.map(|l| tokio::spawn(http::serve(l, shared.clone(), streams)));
         tracing::info!(
             control = %shared.control_endpoint,
             events = %shared.events_endpoint,
+            http = shared.http_endpoint.as_deref().unwrap_or("off"),
             state_dir = %shared.state_dir.display(),
             profile = %shared.selection.borrow().active,
             "djinnd ready"
@@ -358,6 +396,7 @@ impl Daemon {
             loader,
             supervisor,
             server,
+            http_server,
             publisher,
             watchdog,
             _watcher: watcher,
@@ -442,6 +481,13 @@ impl Daemon {
         if let Err(e) = self.server.await {
             tracing::error!(error = %e, "control server ended abnormally");
         }
+        if let Some(http_server) = self.http_server {
+            match tokio::time::timeout(DRAIN_TIMEOUT, http_server).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "HTTP server ended abnormally"),
+                Ok(Ok(())) => {}
+                Err(_) => tracing::warn!("HTTP connections still open at shutdown"),
+            }
+        }
         if let Some(watchdog) = self.watchdog {
             watchdog.abort();
         }
@@ -461,6 +507,48 @@ impl Daemon {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// How long a connection may take to complete the ZMTP handshake before it is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request may run this far over `max_frame_bytes` and still get an error reply; a
+/// frame header announcing more closes the connection as it arrives.
+pub const OVERSIZE_GRACE: usize = 64 * 1024;
+
+/// Largest message a subscriber may send: subscriptions are topic prefixes.
+const SUBSCRIPTION_MAX_BYTES: usize = 4096;
+
+/// Kernel socket buffers of each event subscriber's connection.
+const EVENTS_TCP_BUFFER: usize = 64 * 1024;
+
+/// Subscriptions one subscriber may hold.
+const MAX_SUBSCRIPTIONS: usize = 256;
+
+/// The control socket's bounds: message size, connections, handshake time.
+fn control_options(control: &config::ControlConfig) -> SocketOptions {
+    let mut options = SocketOptions::default();
+    options
+        .max_message_size(control.max_frame_bytes.saturating_add(OVERSIZE_GRACE))
+        .max_connections(control.max_connections)
+        .handshake_timeout(HANDSHAKE_TIMEOUT);
+    options
+}
+
+/// The event socket's bounds: what a subscriber may send and hold, and its queue.
+fn events_options(control: &config::ControlConfig) -> SocketOptions {
+    let mut options = SocketOptions::default();
+    options
+        .max_message_size(SUBSCRIPTION_MAX_BYTES)
+        .max_subscriptions(MAX_SUBSCRIPTIONS)
+        .send_high_water_mark(control.events_queue)
+        // NOTE: events are small and steady; the crate's 4 MiB buffers would let each
+        // subscriber that stops reading hold 8 MiB of kernel memory before its queue
+        // (and its bound) even comes into play.
+        .tcp_buffer_size(Some(EVENTS_TCP_BUFFER))
+        .max_connections(control.max_connections)
+        .handshake_timeout(HANDSHAKE_TIMEOUT);
+    options
 }
 
 /// The master effects a profile starts with.

@@ -4,7 +4,10 @@
 //! follow as further frames. Every request is answered, even one without an `id` (answered
 //! with `"id": null`), because REQ clients wait for a reply to every request they send.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// Parse error: the frame is not JSON.
@@ -69,11 +72,69 @@ impl std::fmt::Display for RpcError {
     }
 }
 
+/// A request's id exactly as the client wrote it (a string, a number or null), so that
+/// it comes back byte for byte: a number beyond 64 bits or with an exponent is not
+/// rounded through a float on the way.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct RequestId(Box<RawValue>);
+
+impl RequestId {
+    /// The id of a request whose own id could not be read.
+    pub fn null() -> Self {
+        Self(RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!()))
+    }
+
+    /// Takes the raw id member of a request, or refuses it (`None`) when it is not a
+    /// string, a number or null.
+    fn read(raw: Box<RawValue>) -> Option<Self> {
+        match raw.get().as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9') => Some(Self(raw)),
+            Some(b'n') => Some(Self::null()),
+            _ => None,
+        }
+    }
+
+    /// The id as the client wrote it.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+/// Reads just the id of a frame, for a reply that must not wait for (or cost) a full
+/// parse, such as "busy": null when the frame is not an object with a valid id.
+pub fn peek_id(frame: &[u8]) -> RequestId {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<Box<RawValue>>,
+    }
+    serde_json::from_slice::<IdOnly>(frame)
+        .ok()
+        .and_then(|r| r.id)
+        .and_then(RequestId::read)
+        .unwrap_or_else(RequestId::null)
+}
+
+/// Reads just the method name of a frame, when it has one.
+pub fn peek_method(frame: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct MethodOnly {
+        method: Option<String>,
+    }
+    serde_json::from_slice::<MethodOnly>(frame).ok()?.method
+}
+
 /// A reply, serialized with its members in the order the spec lists them.
 #[derive(Debug, Serialize)]
 pub struct Response {
     jsonrpc: &'static str,
-    id: Value,
+    id: RequestId,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,7 +142,7 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn new(id: Value, outcome: Result<Value, RpcError>) -> Self {
+    pub fn new(id: RequestId, outcome: Result<Value, RpcError>) -> Self {
         let (result, error) = match outcome {
             Ok(result) => (Some(result), None),
             Err(error) => (None, Some(error)),
@@ -103,7 +164,7 @@ impl Response {
 /// A validated request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    pub id: Value,
+    pub id: RequestId,
     pub method: String,
     pub params: Params,
     pub token: Option<String>,
@@ -112,49 +173,60 @@ pub struct Request {
 /// Why a frame is not a request; carries the id when one could be read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejected {
-    pub id: Value,
+    pub id: RequestId,
     pub error: RpcError,
 }
 
 impl Request {
     /// Validates one frame as a JSON-RPC 2.0 request.
     pub fn parse(frame: &[u8]) -> Result<Request, Box<Rejected>> {
-        let reject = |id: Value, code, message: &str| {
+        let reject = |id: RequestId, code, message: &str| {
             Box::new(Rejected {
                 id,
                 error: RpcError::new(code, message),
             })
         };
-        let value: Value = serde_json::from_slice(frame)
-            .map_err(|e| reject(Value::Null, PARSE_ERROR, &format!("parse error: {e}")))?;
-        let mut object = match value {
-            Value::Object(object) => object,
-            Value::Array(_) => {
-                return Err(reject(
-                    Value::Null,
-                    INVALID_REQUEST,
-                    "invalid request: batches are not supported; send one request per message",
-                ));
-            }
-            _ => {
-                return Err(reject(
-                    Value::Null,
-                    INVALID_REQUEST,
-                    "invalid request: expected a JSON-RPC 2.0 object",
-                ));
-            }
-        };
-        let id = match object.remove("id") {
-            None | Some(Value::Null) => Value::Null,
-            Some(id @ (Value::String(_) | Value::Number(_))) => id,
-            Some(_) => {
-                return Err(reject(
-                    Value::Null,
-                    INVALID_REQUEST,
-                    "invalid request: id must be a string, a number or null",
-                ));
+        // NOTE: members are read raw first so that the id can be echoed exactly as sent;
+        // the others are then parsed as values.
+        let members: HashMap<String, Box<RawValue>> = match serde_json::from_slice(frame) {
+            Ok(members) => members,
+            Err(e) => {
+                return Err(match serde_json::from_slice::<Value>(frame) {
+                    Err(e) => reject(RequestId::null(), PARSE_ERROR, &format!("parse error: {e}")),
+                    Ok(Value::Array(_)) => reject(
+                        RequestId::null(),
+                        INVALID_REQUEST,
+                        "invalid request: batches are not supported; send one request per message",
+                    ),
+                    Ok(_) => {
+                        tracing::debug!(error = %e, "not a request object");
+                        reject(
+                            RequestId::null(),
+                            INVALID_REQUEST,
+                            "invalid request: expected a JSON-RPC 2.0 object",
+                        )
+                    }
+                });
             }
         };
+        let mut object = Map::new();
+        let mut id = RequestId::null();
+        for (name, raw) in members {
+            if name == "id" {
+                id = RequestId::read(raw).ok_or_else(|| {
+                    reject(
+                        RequestId::null(),
+                        INVALID_REQUEST,
+                        "invalid request: id must be a string, a number or null",
+                    )
+                })?;
+                continue;
+            }
+            let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
+                reject(RequestId::null(), PARSE_ERROR, &format!("parse error: {e}"))
+            })?;
+            object.insert(name, value);
+        }
         if object.get("jsonrpc") != Some(&Value::String("2.0".into())) {
             return Err(reject(
                 id,
@@ -308,14 +380,39 @@ mod tests {
     #[test]
     fn the_id_is_kept_when_it_can_be_read() {
         let rejected = Request::parse(br#"{"jsonrpc":"1.0","method":"a","id":"x"}"#).unwrap_err();
-        assert_eq!(rejected.id, json!("x"));
+        assert_eq!(rejected.id.as_str(), r#""x""#);
+    }
+
+    #[test]
+    fn ids_come_back_exactly_as_sent() {
+        for id in [
+            "18446744073709551617",
+            "-99999999999999999999999",
+            "1.5e300",
+            "0.1000000000000000055511151231257827",
+            r#""\u00e9t\u00e9""#,
+            "null",
+        ] {
+            let frame = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"daemon.ping"}}"#);
+            let request = Request::parse(frame.as_bytes()).unwrap();
+            let reply = Response::new(request.id, Ok(json!("pong"))).to_bytes();
+            let expected = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"pong"}}"#);
+            assert_eq!(String::from_utf8(reply).unwrap(), expected);
+            assert_eq!(peek_id(frame.as_bytes()).as_str(), id);
+        }
+        assert_eq!(peek_id(b"{not json").as_str(), "null");
+        assert_eq!(peek_id(br#"{"id":[1]}"#).as_str(), "null");
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","method":"a","id":true}"#),
+            INVALID_REQUEST
+        );
     }
 
     #[test]
     fn a_good_request_parses() {
         let frame = br#"{"jsonrpc":"2.0","id":7,"method":"transport.set","params":{"tempo":128},"token":"t"}"#;
         let request = Request::parse(frame).unwrap();
-        assert_eq!(request.id, json!(7));
+        assert_eq!(request.id.as_str(), "7");
         assert_eq!(request.method, "transport.set");
         assert_eq!(request.params.opt_f64("tempo").unwrap(), Some(128.0));
         assert_eq!(request.token.as_deref(), Some("t"));
@@ -329,12 +426,15 @@ mod tests {
 
     #[test]
     fn replies_keep_the_spec_member_order() {
-        let ok = Response::new(json!(1), Ok(json!("pong")));
+        let ok = Response::new(peek_id(br#"{"id":1}"#), Ok(json!("pong")));
         assert_eq!(
             ok.to_bytes(),
             br#"{"jsonrpc":"2.0","id":1,"result":"pong"}"#
         );
-        let err = Response::new(Value::Null, Err(RpcError::new(PARSE_ERROR, "parse error")));
+        let err = Response::new(
+            RequestId::null(),
+            Err(RpcError::new(PARSE_ERROR, "parse error")),
+        );
         assert_eq!(
             err.to_bytes(),
             br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}"#

@@ -93,6 +93,14 @@ async fn success_and_every_error_code_on_the_wire() {
             r#"{"jsonrpc":"2.0","id":1,"result":"pong"}"#,
         ),
         (
+            r#"{"jsonrpc":"2.0","id":340282366920938463463374607431768211457,"method":"daemon.ping"}"#,
+            r#"{"jsonrpc":"2.0","id":340282366920938463463374607431768211457,"result":"pong"}"#,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":-1.25e-300,"method":"daemon.ping"}"#,
+            r#"{"jsonrpc":"2.0","id":-1.25e-300,"result":"pong"}"#,
+        ),
+        (
             r#"{"jsonrpc":"2.0","id":"a-string-id","method":"daemon.ping","params":{}}"#,
             r#"{"jsonrpc":"2.0","id":"a-string-id","result":"pong"}"#,
         ),

@@ -83,7 +83,9 @@ pub async fn status(shared: &Shared, params: &Params) -> Result<Value, RpcError>
             "auth": if config.control.token.is_some() { "token" } else { "none" },
             "requests": shared.stats.requests.load(Ordering::Relaxed),
             "rejected": shared.stats.rejected.load(Ordering::Relaxed),
-            "events_dropped": shared.health.events().dropped(),
+            "events_dropped": shared.health.events().dropped() + shared.publisher.dropped(),
+            "http": shared.http_endpoint,
+            "subscribers": shared.publisher.subscribers.load(Ordering::Relaxed),
         },
     }))
 }

@@ -25,11 +25,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use kameo::error::SendError;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use zeromq::{RouterSendHalf, RouterSocket, SocketRecv, SocketSend, ZmqMessage};
 
-use crate::rpc::{self, Params, Request, Response, RpcError};
+use crate::rpc::{self, Params, Request, RequestId, Response, RpcError};
 use crate::{DRAIN_TIMEOUT, Shared};
 
 /// How long a reply may wait for a client that does not read before it is dropped.
@@ -40,7 +40,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(socket: RouterSocket, shared: Arc<Shared>) {
     let (sender, mut receiver) = socket.split();
     let limit = shared.config().control;
-    let in_flight = Arc::new(Semaphore::new(limit.max_in_flight));
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
@@ -55,17 +54,24 @@ pub async fn serve(socket: RouterSocket, shared: Arc<Shared>) {
                         continue;
                     }
                 };
-                let Some(envelope) = Envelope::split(message) else { continue };
-                let permit = in_flight.clone().try_acquire_owned();
+                let Some(mut envelope) = Envelope::split(message) else { continue };
+                let size = envelope.size();
+                let admitted = shared.in_flight.admit(size);
                 let shared = shared.clone();
                 let sender = sender.clone();
                 let max_bytes = limit.max_frame_bytes;
                 tasks.spawn(async move {
-                    let reply = match permit {
-                        Ok(_permit) => answer(&shared, &envelope, max_bytes).await,
-                        Err(_) => {
-                            let error = RpcError::new(rpc::BUSY, "busy: too many requests in flight; retry shortly");
-                            (reject(&shared, &envelope, Value::Null, error), Vec::new())
+                    let peer = envelope.peer();
+                    let reply = match admitted {
+                        Some(_admitted) => {
+                            let incoming = Incoming { frames: &envelope.frames, peer: &peer, bearer: None };
+                            answer(&shared, incoming, max_bytes).await
+                        }
+                        None => {
+                            // Only the id is kept: a busy reply holds no request body.
+                            let id = envelope.frames.first().map_or_else(RequestId::null, |f| rpc::peek_id(f));
+                            envelope.frames.clear();
+                            (reject(&shared, &peer, id, busy()), Vec::new())
                         }
                     };
                     envelope.reply(sender, reply).await;
@@ -113,6 +119,11 @@ impl Envelope {
         })
     }
 
+    /// The request's bytes, routing frames excluded.
+    fn size(&self) -> usize {
+        self.frames.iter().map(Bytes::len).sum()
+    }
+
     fn peer(&self) -> String {
         self.routing
             .first()
@@ -150,48 +161,59 @@ impl From<Value> for Reply {
     }
 }
 
-/// Validates and answers one request.
-async fn answer(shared: &Shared, envelope: &Envelope, max_bytes: usize) -> (Response, Vec<Bytes>) {
+/// A transport's view of one request: its frames, who sent it (for logs) and a token
+/// the transport carried outside the JSON (an HTTP `Authorization: Bearer` header).
+pub(crate) struct Incoming<'a> {
+    pub frames: &'a [Bytes],
+    pub peer: &'a str,
+    pub bearer: Option<&'a str>,
+}
+
+/// Validates and answers one request, from whichever transport it came.
+pub(crate) async fn answer(
+    shared: &Shared,
+    incoming: Incoming<'_>,
+    max_bytes: usize,
+) -> (Response, Vec<Bytes>) {
+    let peer = incoming.peer;
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let size: usize = envelope.frames.iter().map(Bytes::len).sum();
+    let size: usize = incoming.frames.iter().map(Bytes::len).sum();
     if size > max_bytes {
         let error = RpcError::new(
             rpc::INVALID_REQUEST,
             format!("invalid request: {size} bytes is over the {max_bytes}-byte limit"),
         );
-        return (reject(shared, envelope, Value::Null, error), Vec::new());
+        return (reject(shared, peer, RequestId::null(), error), Vec::new());
     }
-    let Some(first) = envelope.frames.first() else {
+    let Some((first, payload)) = incoming.frames.split_first() else {
         let error = RpcError::new(rpc::INVALID_REQUEST, "invalid request: empty message");
-        return (reject(shared, envelope, Value::Null, error), Vec::new());
+        return (reject(shared, peer, RequestId::null(), error), Vec::new());
     };
     let request = match Request::parse(first) {
         Ok(request) => request,
         Err(rejected) => {
             return (
-                reject(shared, envelope, rejected.id, rejected.error),
+                reject(shared, peer, rejected.id, rejected.error),
                 Vec::new(),
             );
         }
     };
-    let token = shared.config().control.token;
-    if let Some(expected) = token {
-        let given = request.token.as_deref().unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            let message = if request.token.is_none() {
+    if let Some(expected) = shared.config().control.token {
+        let given = request.token.as_deref().or(incoming.bearer);
+        if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
+            let message = if given.is_none() {
                 "unauthorized: this daemon requires a \"token\" member in every request"
             } else {
                 "unauthorized: wrong token"
             };
             let error = RpcError::new(rpc::UNAUTHORIZED, message);
-            return (reject(shared, envelope, request.id, error), Vec::new());
+            return (reject(shared, peer, request.id, error), Vec::new());
         }
     }
-    let payload = &envelope.frames[1..];
     let outcome = dispatch(shared, &request.method, &request.params, payload).await;
     if let Err(error) = &outcome {
         shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(peer = %envelope.peer(), method = %request.method, code = error.code, error = %error.message, "request failed");
+        tracing::info!(peer = %peer, method = %request.method, code = error.code, error = %error.message, "request failed");
     }
     match outcome {
         Ok(reply) => (Response::new(request.id, Ok(reply.result)), reply.payload),
@@ -199,9 +221,9 @@ async fn answer(shared: &Shared, envelope: &Envelope, max_bytes: usize) -> (Resp
     }
 }
 
-fn reject(shared: &Shared, envelope: &Envelope, id: Value, error: RpcError) -> Response {
+pub(crate) fn reject(shared: &Shared, peer: &str, id: RequestId, error: RpcError) -> Response {
     shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(peer = %envelope.peer(), code = error.code, error = %error.message, "request rejected");
+    tracing::warn!(peer = %peer, code = error.code, error = %error.message, "request rejected");
     Response::new(id, Err(error))
 }
 
@@ -266,6 +288,44 @@ async fn dispatch(
         )),
     };
     result.map(Reply::from)
+}
+
+/// The requests, and their bytes, being answered at once over every transport.
+pub struct InFlight {
+    requests: Arc<Semaphore>,
+    kib: Arc<Semaphore>,
+}
+
+/// A request's place within [`InFlight`], given back when dropped.
+pub(crate) type Admitted = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+impl InFlight {
+    pub fn new(control: &crate::config::ControlConfig) -> Self {
+        Self {
+            requests: Arc::new(Semaphore::new(control.max_in_flight)),
+            kib: Arc::new(Semaphore::new(kib(control.max_in_flight_bytes) as usize)),
+        }
+    }
+
+    /// A place for a request of `size` bytes, or `None` when either limit is reached.
+    pub(crate) fn admit(&self, size: usize) -> Option<Admitted> {
+        let request = self.requests.clone().try_acquire_owned().ok()?;
+        let bytes = self.kib.clone().try_acquire_many_owned(kib(size)).ok()?;
+        Some((request, bytes))
+    }
+}
+
+/// The reply to a request over the in-flight limits.
+pub(crate) fn busy() -> RpcError {
+    RpcError::new(
+        rpc::BUSY,
+        "busy: too many requests in flight; retry shortly",
+    )
+}
+
+/// A request's size in whole KiB (at least one), the unit of the in-flight byte budget.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
 }
 
 /// Turns a failed ask into the reply the client should see: the handler's own error
@@ -339,7 +399,7 @@ fn payload_frames(payload: &[Bytes], channels: usize) -> Result<Vec<[f32; 2]>, R
     })
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
