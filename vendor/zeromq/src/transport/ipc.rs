@@ -154,7 +154,7 @@ where
                             match connections.admit(options.max_connections) {
                                 Some(slot) => Ok((Counted::new(raw_socket, slot), peer_addr)),
                                 None => {
-                                    log::warn!("ipc connection refused: too many connections");
+                                    log::debug!("ipc connection refused: too many connections");
                                     continue;
                                 }
                             }

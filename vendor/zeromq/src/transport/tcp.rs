@@ -99,7 +99,7 @@ where
                             match connections.admit(options.max_connections) {
                                 Some(slot) => Ok((Counted::new(raw_socket, slot), remote_addr)),
                                 None => {
-                                    log::warn!("Connection from {} refused: too many connections", remote_addr);
+                                    log::debug!("Connection from {} refused: too many connections", remote_addr);
                                     continue;
                                 }
                             }
