@@ -24,7 +24,7 @@ use djinn_engine::chain::ChainSettings;
 use djinn_engine::dsp::{FilterMode, gain_to_db};
 use djinn_engine::mix::{
     Command, FilterSettings, Group, LayerAudio, LayerId, LayerParams, MasterFx, MixerHandle,
-    Notification, Processor, Quantize, Refusal,
+    Notification, Processor, Quantize, Refusal, Stage,
 };
 use djinn_engine::transport::Transport;
 use kameo::Reply;
@@ -55,6 +55,9 @@ const TICK: Duration = Duration::from_millis(10);
 const HEALTH_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How often a lost JACK server is looked for.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two `health` events of one mixer stage's non-finite resets: a
+/// stage spoiled every period is reported once a second, with the count in between.
+const NONFINITE_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Which driver to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +160,12 @@ pub struct AudioActor {
     /// The ALSA sequencer port followed, once connected, and how that went.
     alsa: Option<alsa::AlsaClock>,
     alsa_state: Option<String>,
+    /// Times a mixer stage's output went non-finite and the stage was reset.
+    nonfinite_resets: u64,
+    /// Per stage ([`Stage::ALL`] order): when its last event went out, and the resets
+    /// since that were not published.
+    nonfinite_reported: [Option<std::time::Instant>; 3],
+    nonfinite_quiet: [u64; 3],
 }
 
 impl AudioActor {
@@ -364,6 +373,11 @@ impl AudioActor {
                     self.events()
                         .publish("meter", serde_json::Value::Object(outputs));
                 }
+                Notification::NonFinite {
+                    stage,
+                    layer,
+                    frame,
+                } => self.nonfinite_reset(stage, layer, frame),
             }
         }
         if let Some((frame, beats, rolling)) = position {
@@ -377,6 +391,45 @@ impl AudioActor {
             let _ = self.args.transport.tell(sync).try_send();
         }
         self.watch_jack();
+    }
+
+    /// A mixer stage went non-finite and reset itself: counted, logged and published as a
+    /// `health` event, at most once a second per stage (with the resets in between).
+    fn nonfinite_reset(&mut self, stage: Stage, layer: Option<LayerId>, frame: u64) {
+        self.nonfinite_resets += 1;
+        let index = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+        let now = std::time::Instant::now();
+        let (Some(last), Some(quiet)) = (
+            self.nonfinite_reported.get_mut(index),
+            self.nonfinite_quiet.get_mut(index),
+        ) else {
+            return;
+        };
+        if last.is_some_and(|at| now.duration_since(at) < NONFINITE_REPORT_EVERY) {
+            *quiet += 1;
+            return;
+        }
+        let unreported = std::mem::take(quiet);
+        *last = Some(now);
+        tracing::warn!(
+            stage = stage.name(),
+            layer,
+            frame,
+            unreported,
+            "mixer output went non-finite: that block silenced, the stage reset"
+        );
+        let total = self.nonfinite_resets;
+        self.events().publish(
+            "health",
+            json!({
+                "kind": "nonfinite_reset",
+                "stage": stage.name(),
+                "layer": layer,
+                "frame": frame,
+                "unreported": unreported,
+                "nonfinite_resets": total,
+            }),
+        );
     }
 
     /// A launch or replace came too late for its bar: a new layer is dropped, a replaced
@@ -518,6 +571,9 @@ impl Actor for AudioActor {
             clock: clock::ClockWatch::default(),
             alsa: None,
             alsa_state: None,
+            nonfinite_resets: 0,
+            nonfinite_reported: [None; 3],
+            nonfinite_quiet: [0; 3],
         };
         match actor.args.backend {
             Backend::None => {}
@@ -1118,6 +1174,9 @@ pub struct AudioReport {
     pub connections_waiting: Vec<[String; 2]>,
     /// Pipe mode.
     pub pipe: PipeReport,
+    /// Times a mixer stage's output went non-finite: each time that block of the stage
+    /// played silence and the stage reset itself.
+    pub nonfinite_resets: u64,
 }
 
 impl Message<AudioStatus> for AudioActor {
@@ -1171,6 +1230,7 @@ impl Message<AudioStatus> for AudioActor {
                 _ => Vec::new(),
             },
             pipe: self.pipe_report(),
+            nonfinite_resets: self.nonfinite_resets,
         }
     }
 }
