@@ -183,6 +183,29 @@ impl Chain {
         }
     }
 
+    /// Comes back from state that went non-finite: empties the filters and the limiter,
+    /// lets go of the compressor's reduction and brings any glide that is not a number back
+    /// to where it is going (or to leaving the sound alone).
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn reset(&mut self) {
+        let d = ChainSettings::default();
+        self.tilt.heal(d.tilt_db);
+        self.low.heal(d.low_db);
+        self.high.heal(d.high_db);
+        self.low_cut.heal(MIN_LOW_CUT_HZ);
+        self.drive.heal(d.drive);
+        self.compress.heal(d.compress);
+        self.width.heal(d.width);
+        self.cut.reset();
+        self.shelves.iter_mut().for_each(Biquad::reset);
+        self.compressor.reset();
+        if let Some(limiter) = &mut self.limiter {
+            limiter.reset();
+        }
+        self.update_coefficients();
+    }
+
     /// Frames of delay the chain adds (the live limiter's lookahead).
     pub fn latency(&self) -> usize {
         self.limiter.as_ref().map_or(0, Limiter::latency)

@@ -3,8 +3,15 @@
 //! Any format symphonia decodes (WAV 16/24/32-bit, FLAC, Ogg Vorbis, MP3, …); mono is
 //! spread to both sides, extra channels beyond two are dropped. Rate conversion uses
 //! rubato's FFT resampler, which is exact for the fixed ratios between common rates.
+//!
+//! Audio that enters djinn holds only finite samples: a NaN or an infinity in a float file
+//! or a client's frames would spread through every filter, effect and sum it meets, so
+//! [`zero_nonfinite`] turns each into silence, counted, before anything else sees it (a
+//! resampler would smear one over a whole window). Every decode goes through it; other
+//! entries (a client's frames, a generated buffer) call it themselves.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
@@ -20,6 +27,75 @@ use symphonia::core::meta::MetadataOptions;
 pub struct Decoded {
     pub sample_rate: u32,
     pub frames: Vec<[f32; 2]>,
+    /// The file's non-finite samples, zeroed.
+    pub nonfinite: NonFinite,
+}
+
+/// Non-finite samples (NaN, ±infinity) found in audio and replaced with silence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NonFinite {
+    /// Samples zeroed (a frame of two such samples counts two).
+    pub samples: u64,
+    /// The frame the first was in, from the start of the audio.
+    pub first_frame: Option<u64>,
+}
+
+impl NonFinite {
+    /// Whether there were none.
+    pub fn is_none(&self) -> bool {
+        self.samples == 0
+    }
+
+    /// Where the first was, in seconds at `sample_rate`.
+    pub fn first_s(&self, sample_rate: u32) -> Option<f64> {
+        self.first_frame
+            .map(|frame| frame as f64 / f64::from(sample_rate.max(1)))
+    }
+
+    /// These and `later`, found `offset` frames further on.
+    fn and(self, later: NonFinite, offset: u64) -> NonFinite {
+        NonFinite {
+            samples: self.samples + later.samples,
+            first_frame: self
+                .first_frame
+                .or(later.first_frame.map(|frame| frame + offset)),
+        }
+    }
+}
+
+/// Replaces every non-finite sample (NaN, ±infinity) of `samples`, interleaved with
+/// `channels` to a frame, with silence, and says how many there were and in which frame
+/// the first was. Clean audio costs one vectorised pass ([`crate::dsp::all_finite`]) per
+/// stretch; only a stretch that holds such a sample is looked at sample by sample.
+pub fn zero_nonfinite(samples: &mut [f32], channels: usize) -> NonFinite {
+    const STRETCH: usize = 4096;
+    let channels = channels.max(1);
+    let mut found = NonFinite::default();
+    for (index, stretch) in samples.chunks_mut(STRETCH).enumerate() {
+        if crate::dsp::all_finite(stretch) {
+            continue;
+        }
+        for (i, sample) in stretch.iter_mut().enumerate() {
+            if !sample.is_finite() {
+                *sample = 0.0;
+                found.samples += 1;
+                let frame = (index * STRETCH + i) / channels;
+                found.first_frame.get_or_insert(frame as u64);
+            }
+        }
+    }
+    found
+}
+
+/// Shared stereo frames with their non-finite samples zeroed: the same frames where there
+/// are none (one pass, no copy), a cleaned copy otherwise.
+pub fn zero_nonfinite_shared(frames: Arc<[[f32; 2]]>) -> (Arc<[[f32; 2]]>, NonFinite) {
+    if crate::dsp::all_finite(frames.as_flattened()) {
+        return (frames, NonFinite::default());
+    }
+    let mut copy = frames.to_vec();
+    let found = zero_nonfinite(copy.as_flattened_mut(), 2);
+    (copy.into(), found)
 }
 
 /// Why a file could not be read.
@@ -45,7 +121,7 @@ pub enum DecodeError {
 /// Decodes a whole file.
 pub fn read(path: &Path) -> Result<Decoded, DecodeError> {
     let mut frames = Vec::new();
-    let sample_rate = decode_with(path, |interleaved, channels, _, expected| {
+    let (sample_rate, nonfinite) = decode_with(path, |interleaved, channels, _, expected| {
         // Reserved up front where the container says how long it is: growing a vector of
         // a whole song by doubling copies it several times over.
         if frames.is_empty() {
@@ -60,6 +136,7 @@ pub fn read(path: &Path) -> Result<Decoded, DecodeError> {
     Ok(Decoded {
         sample_rate,
         frames,
+        nonfinite,
     })
 }
 
@@ -73,7 +150,7 @@ pub fn for_each_mono(
 ) -> Result<(u32, usize), DecodeError> {
     let mut mono = Vec::new();
     let mut frames = 0;
-    let rate = decode_with(path, |interleaved, channels, rate, _| {
+    let (rate, _) = decode_with(path, |interleaved, channels, rate, _| {
         mono.clear();
         mono.extend(interleaved.chunks_exact(channels).map(|frame| match frame {
             [one] => *one,
@@ -88,11 +165,12 @@ pub fn for_each_mono(
 
 /// Decodes `path` packet by packet: `push` gets each packet's interleaved samples with their
 /// channel count, their rate, and the file's length in frames when the container tells it
-/// (else 0). Returns the sample rate.
+/// (else 0), with every non-finite sample zeroed. Returns the sample rate and what was
+/// zeroed.
 fn decode_with(
     path: &Path,
     mut push: impl FnMut(&[f32], usize, u32, usize),
-) -> Result<u32, DecodeError> {
+) -> Result<(u32, NonFinite), DecodeError> {
     let name = path.display().to_string();
     let format_error = |message: String| DecodeError::Format {
         path: name.clone(),
@@ -132,6 +210,7 @@ fn decode_with(
     let mut frames = 0usize;
     let mut sample_rate = params.sample_rate.unwrap_or(0);
     let mut interleaved: Vec<f32> = Vec::new();
+    let mut nonfinite = NonFinite::default();
     loop {
         let packet = match format.next_packet() {
             Ok(Some(packet)) => packet,
@@ -155,13 +234,15 @@ fn decode_with(
         let channels = spec.channels().count().max(1);
         interleaved.resize(buffer.samples_interleaved(), 0.0);
         buffer.copy_to_slice_interleaved(&mut interleaved);
+        let zeroed = zero_nonfinite(&mut interleaved, channels);
+        nonfinite = nonfinite.and(zeroed, frames as u64);
         frames += interleaved.len() / channels;
         push(&interleaved, channels, sample_rate, track_frames);
     }
     if frames == 0 || sample_rate == 0 {
         return Err(DecodeError::Empty { path: name });
     }
-    Ok(sample_rate)
+    Ok((sample_rate, nonfinite))
 }
 
 /// Converts stereo frames from one rate to another; the output has
@@ -259,6 +340,52 @@ mod tests {
             mid.iter().all(|f| (f[0] + f[1]).abs() < 1e-3),
             "channels stay apart"
         );
+    }
+
+    #[test]
+    fn non_finite_samples_are_zeroed_counted_and_located() {
+        let mut samples = vec![0.25f32; 20_000];
+        samples[9_001] = f32::NAN;
+        samples[12_000] = f32::INFINITY;
+        samples[12_001] = f32::NEG_INFINITY;
+        let found = zero_nonfinite(&mut samples, 2);
+        assert_eq!(found.samples, 3);
+        assert_eq!(found.first_frame, Some(4_500));
+        assert_eq!(found.first_s(48_000), Some(4_500.0 / 48_000.0));
+        assert!(samples.iter().all(|s| s.is_finite()));
+        assert_eq!(samples[9_001], 0.0);
+        assert_eq!(samples[9_000], 0.25);
+        let clean = zero_nonfinite(&mut samples, 2);
+        assert!(clean.is_none());
+        assert_eq!(clean.first_frame, None);
+    }
+
+    #[test]
+    fn a_float_wav_with_a_nan_decodes_with_it_zeroed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nan.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 48_000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        for i in 0..48_000 {
+            let s = if i == 30_001 { f32::NAN } else { 0.1 };
+            w.write_sample(s).unwrap();
+            w.write_sample(0.1f32).unwrap();
+        }
+        w.finalize().unwrap();
+        let decoded = read(&path).unwrap();
+        assert_eq!(decoded.nonfinite.samples, 1);
+        assert_eq!(decoded.nonfinite.first_frame, Some(30_001));
+        assert!(decoded.frames.iter().flatten().all(|s| s.is_finite()));
+        assert_eq!(decoded.frames[30_001], [0.0, 0.1]);
+        let shared: Arc<[[f32; 2]]> = vec![[f32::NAN, 0.5], [0.5, 0.5]].into();
+        let (clean, found) = zero_nonfinite_shared(shared);
+        assert_eq!((found.samples, found.first_frame), (1, Some(0)));
+        assert_eq!(&clean[..], &[[0.0, 0.5], [0.5, 0.5]]);
     }
 
     #[test]

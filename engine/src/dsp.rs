@@ -96,6 +96,25 @@ pub fn gain_to_db(gain: f32) -> f32 {
     20.0 * gain.abs().max(1.0e-10).log10()
 }
 
+/// Whether every one of `samples` is finite (no NaN, no infinity): one multiply-add per
+/// sample in eight running sums (so the loop vectorises), no branch per sample. A finite
+/// sample times zero is zero; a NaN or an infinity times zero is NaN, and stays NaN.
+///
+/// Runs on the JACK thread: no allocation, locks, system calls or logging.
+#[inline]
+pub fn all_finite(samples: &[f32]) -> bool {
+    const LANES: usize = 8;
+    let mut sums = [0.0f32; LANES];
+    let (chunks, rest) = samples.as_chunks::<LANES>();
+    for chunk in chunks {
+        for (sum, &s) in sums.iter_mut().zip(chunk) {
+            *sum += s * 0.0;
+        }
+    }
+    let tail = rest.iter().fold(0.0f32, |sum, &s| sum + s * 0.0);
+    sums.into_iter().fold(tail, |a, b| a + b) == 0.0
+}
+
 /// A one-pole parameter smoother: changes glide over about `time` instead of jumping,
 /// which is what keeps gain, pan and cutoff moves free of zipper noise and clicks.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +143,18 @@ impl Smoother {
     pub fn reset(&mut self, value: f32) {
         self.value = value;
         self.target = value;
+    }
+
+    /// Comes back from a value or target that went non-finite: jumps to the target where
+    /// it is finite, else to `fallback`; a finite smoother is left as it is.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn heal(&mut self, fallback: f32) {
+        if !self.target.is_finite() {
+            self.reset(fallback);
+        } else if !self.value.is_finite() {
+            self.reset(self.target);
+        }
     }
 
     pub fn target(&self) -> f32 {
@@ -258,6 +289,23 @@ impl Svf {
             ic1: self.ic1,
             ic2: self.ic2,
         })
+    }
+
+    /// Whether the filter's state and cutoff are finite.
+    pub fn is_finite(&self) -> bool {
+        let state = [self.ic1, self.ic2].into_iter().flatten();
+        state.chain([self.cutoff.value()]).all(f32::is_finite)
+    }
+
+    /// Forgets the sound so far (the next sample starts from silence) and brings a cutoff
+    /// that went non-finite back to its target.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn reset(&mut self) {
+        self.ic1 = [0.0; 2];
+        self.ic2 = [0.0; 2];
+        self.cutoff.heal(1000.0);
+        self.coeff_cutoff = -1.0;
     }
 
     /// Takes back the state a caller of [`Svf::steady`] ran the filter to.
@@ -431,6 +479,14 @@ impl Delay {
             time: Smoother::new(sample_rate * 0.375, 0.05, sample_rate),
             feedback: 0.35,
         }
+    }
+
+    /// Empties the line: the echoes so far are gone.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn reset(&mut self) {
+        self.line.iter_mut().for_each(|line| line.fill(0.0));
+        self.time.heal(1.0);
     }
 
     /// Delay time in frames (clamped to the line).
@@ -886,6 +942,19 @@ impl Reverb {
         self.damping = damping.clamp(0.0, 1.0);
     }
 
+    /// Empties every comb and allpass: the tail so far is gone.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn reset(&mut self) {
+        for comb in self.combs.iter_mut().flatten() {
+            comb.buf.fill(0.0);
+            comb.store = 0.0;
+        }
+        for allpass in self.allpasses.iter_mut().flatten() {
+            allpass.buf.fill(0.0);
+        }
+    }
+
     pub fn size(&self) -> f32 {
         self.size
     }
@@ -1006,6 +1075,13 @@ impl Compressor {
         let coeff = |ms: f32| (-1.0 / (ms.max(0.1) * 0.001 * self.sample_rate)).exp();
         self.attack = coeff(attack_ms);
         self.release = coeff(release_ms);
+    }
+
+    /// Lets go of any gain reduction at once.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn reset(&mut self) {
+        self.envelope_db = 0.0;
     }
 
     /// Gain reduction currently applied, dB (≥ 0).
@@ -1301,6 +1377,20 @@ impl LimiterGain {
         self.envelope.min(1.0)
     }
 
+    /// Forgets every need so far: the law is at rest, at a gain of 1.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn reset(&mut self) {
+        self.minima.clear();
+        self.minima_stale = false;
+        self.recent.fill(1.0);
+        self.averaged.fill(1.0);
+        self.pos = 0;
+        self.sum = self.averaged.len() as f64;
+        self.envelope = 1.0;
+        self.unreduced = 0;
+    }
+
     /// Makes room for [`LimiterGain::run`] over `max_block` needs at a time, so that it does
     /// not allocate on the realtime thread.
     pub fn reserve(&mut self, max_block: usize) {
@@ -1556,6 +1646,15 @@ impl Limiter {
 
     pub fn set_ceiling(&mut self, ceiling_db: f32) {
         self.ceiling = ceiling_gain(ceiling_db);
+    }
+
+    /// Empties the lookahead line and lets go of any gain reduction.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub fn reset(&mut self) {
+        self.delay.iter_mut().for_each(|line| line.fill(0.0));
+        self.peaks = StereoPeaks::default();
+        self.law.reset();
     }
 
     /// The current gain, 0–1.

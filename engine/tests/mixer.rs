@@ -7,7 +7,7 @@ use assert_no_alloc::{AllocDisabler, assert_no_alloc};
 use djinn_engine::dsp::FilterMode;
 use djinn_engine::mix::{
     Command, FilterSettings, GROUPS, Group, LayerAudio, LayerParams, MasterFx, MixerHandle,
-    Notification, OutputBuffers, Processor, Quantize,
+    Notification, OutputBuffers, Processor, Quantize, Stage,
 };
 use djinn_engine::transport::Transport;
 
@@ -520,4 +520,180 @@ fn the_live_chain_plays_the_inputs_and_changes_allocate_nothing() {
     }
     assert!(heard[0] > 0.15, "on: {}", heard[0]);
     assert!(heard[1] < 1e-4, "off: {}", heard[1]);
+}
+
+/// A one-shot of white noise (a fixed sequence) at `amp`.
+fn noise(frames: usize, amp: f32) -> Vec<[f32; 2]> {
+    let mut state = 0x2545_f491u32;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        amp * (state as f32 / u32::MAX as f32 * 2.0 - 1.0)
+    };
+    (0..frames).map(|_| [next(), next()]).collect()
+}
+
+fn rms(samples: &[f32]) -> f32 {
+    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
+}
+
+/// Runs `periods` periods with the callback under `assert_no_alloc`.
+fn run_guarded(p: &mut Processor, h: &mut MixerHandle, period: usize, periods: usize) -> Run {
+    let mut buffers = OutputBuffers::new(period);
+    let mut result = Run {
+        master_l: Vec::new(),
+        master_r: Vec::new(),
+        groups: vec![[Vec::new(), Vec::new()]; GROUPS],
+        notes: Vec::new(),
+    };
+    for _ in 0..periods {
+        let mut outputs = buffers.outputs();
+        assert_no_alloc(|| p.process(&mut outputs));
+        result.master_l.extend_from_slice(&buffers.master[0]);
+        result.master_r.extend_from_slice(&buffers.master[1]);
+        for (dst, src) in result.groups.iter_mut().zip(&buffers.groups) {
+            dst[0].extend_from_slice(&src[0]);
+            dst[1].extend_from_slice(&src[1]);
+        }
+        while let Some(note) = h.poll() {
+            result.notes.push(note);
+        }
+    }
+    result
+}
+
+#[test]
+fn a_nan_in_a_layer_silences_one_block_and_the_next_layer_in_its_slot_is_heard() {
+    // The master as a set plays it: reverb, delay, compressor and limiter all on, so a NaN
+    // that reached them would stay in their state for good.
+    let period = 256;
+    let mut transport = Transport::default();
+    transport.tempo = 120.0;
+    transport.rolling = true;
+    let (mut p, mut h) = Processor::new(SR, period, transport);
+    let pad = LayerParams {
+        reverb_send: 0.3,
+        delay_send: 0.2,
+        ..LayerParams::default()
+    };
+    h.send(Command::Launch {
+        id: 1,
+        audio: sine_loop(220.0, 48_000, 0.3),
+        group: Group::Music,
+        params: pad,
+        at: Quantize::Now,
+    })
+    .unwrap();
+    let before = run_guarded(&mut p, &mut h, period, 40);
+    // One NaN in a quiet one-shot: the mixer gets it straight, as no control method
+    // would hand it over.
+    let mut poisoned = noise(24_000, 0.5);
+    poisoned[10_000][0] = f32::NAN;
+    let one_shot = |id, frames: Vec<[f32; 2]>, gain| Command::Launch {
+        id,
+        audio: Box::new(LayerAudio {
+            frames: frames.into(),
+            looped: false,
+        }),
+        group: Group::Drums,
+        params: LayerParams {
+            gain,
+            ..LayerParams::default()
+        },
+        at: Quantize::Now,
+    };
+    h.send(one_shot(2, poisoned, 0.01)).unwrap();
+    let during = run_guarded(&mut p, &mut h, period, 150);
+    assert!(
+        during
+            .notes
+            .iter()
+            .any(|n| matches!(n, Notification::Ended { id: 2, .. })),
+        "the poisoned one-shot ran out"
+    );
+    // The next layer takes the slot the poisoned one left: a clean one-shot of noise.
+    h.send(one_shot(3, noise(48_000, 0.5), 1.0)).unwrap();
+    let after = run_guarded(&mut p, &mut h, period, 150);
+
+    let mut master = [&before, &during, &after]
+        .into_iter()
+        .flat_map(|r| r.master_l.iter().chain(&r.master_r));
+    assert!(master.all(|s| s.is_finite()), "the master stays finite");
+    let resets: Vec<_> = during
+        .notes
+        .iter()
+        .filter_map(|n| match n {
+            Notification::NonFinite { stage, layer, .. } => Some((*stage, *layer)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        resets,
+        [(Stage::Layers, Some(2))],
+        "one reset, of the layer at fault"
+    );
+    // Everything plays on: the pad through the master, the clean noise in its group.
+    let pad_level = rms(&before.master_l[period * 20..]);
+    let tail = after.master_l.len() - period * 40;
+    assert!(pad_level > 0.1, "the pad is heard: {pad_level}");
+    assert!(
+        rms(&after.master_l[tail..]) > pad_level,
+        "pad and noise are heard together: {} vs {pad_level}",
+        rms(&after.master_l[tail..])
+    );
+    let drums = rms(&after.groups[0][0][period * 10..period * 100]);
+    assert!(drums > 0.2, "the clean one-shot is heard: {drums}");
+    // While the quiet one-shot played (its 24,000 frames from the first period on), the
+    // block with the NaN is the only one the drums lost.
+    let silent_blocks = during.groups[0][0][..period * 90]
+        .chunks(period)
+        .filter(|b| b.iter().all(|s| *s == 0.0))
+        .count();
+    assert_eq!(silent_blocks, 1);
+}
+
+#[test]
+fn a_nan_on_an_input_resets_the_live_chain_and_the_inputs_come_back() {
+    use djinn_engine::chain::ChainSettings;
+    let period = 128;
+    let (mut processor, mut handle) = rolling(period);
+    handle
+        .send(Command::SetLiveChain {
+            settings: ChainSettings {
+                compress: 0.5,
+                low_cut_hz: 80.0,
+                ..ChainSettings::default()
+            },
+            on: true,
+        })
+        .unwrap();
+    let mut buffers = OutputBuffers::new(period);
+    let mut tone: Vec<f32> = (0..period * 600)
+        .map(|i| 0.2 * (2.0 * PI * 440.0 * i as f32 / SR as f32).sin())
+        .collect();
+    tone[period * 200 + 5] = f32::NAN;
+    let mut notes = Vec::new();
+    let mut last = 0.0f32;
+    for p in 0..600 {
+        let input = &tone[p * period..(p + 1) * period];
+        let mut outputs = buffers.outputs();
+        outputs.input = [input, input];
+        assert_no_alloc(|| processor.process(&mut outputs));
+        assert!(
+            buffers.master.iter().flatten().all(|s| s.is_finite()),
+            "period {p}"
+        );
+        last = buffers.master[0]
+            .iter()
+            .map(|s| s.abs())
+            .fold(0.0, f32::max);
+        while let Some(note) = handle.poll() {
+            if let Notification::NonFinite { stage, .. } = note {
+                notes.push(stage);
+            }
+        }
+    }
+    assert_eq!(notes, [Stage::Live]);
+    assert!(last > 0.1, "the inputs are heard again: {last}");
 }

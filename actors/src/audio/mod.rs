@@ -21,10 +21,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use djinn_engine::chain::ChainSettings;
+use djinn_engine::decode::zero_nonfinite_shared;
 use djinn_engine::dsp::{FilterMode, gain_to_db};
 use djinn_engine::mix::{
     Command, FilterSettings, Group, LayerAudio, LayerId, LayerParams, MasterFx, MixerHandle,
-    Notification, Processor, Quantize, Refusal,
+    Notification, Processor, Quantize, Refusal, Stage,
 };
 use djinn_engine::transport::Transport;
 use kameo::Reply;
@@ -55,6 +56,9 @@ const TICK: Duration = Duration::from_millis(10);
 const HEALTH_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How often a lost JACK server is looked for.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two `health` events of one mixer stage's non-finite resets: a
+/// stage spoiled every period is reported once a second, with the count in between.
+const NONFINITE_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Which driver to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +161,14 @@ pub struct AudioActor {
     /// The ALSA sequencer port followed, once connected, and how that went.
     alsa: Option<alsa::AlsaClock>,
     alsa_state: Option<String>,
+    /// Non-finite samples zeroed on their way into layers.
+    nonfinite_zeroed: u64,
+    /// Times a mixer stage's output went non-finite and the stage was reset.
+    nonfinite_resets: u64,
+    /// Per stage ([`Stage::ALL`] order): when its last event went out, and the resets
+    /// since that were not published.
+    nonfinite_reported: [Option<std::time::Instant>; 3],
+    nonfinite_quiet: [u64; 3],
 }
 
 impl AudioActor {
@@ -364,6 +376,11 @@ impl AudioActor {
                     self.events()
                         .publish("meter", serde_json::Value::Object(outputs));
                 }
+                Notification::NonFinite {
+                    stage,
+                    layer,
+                    frame,
+                } => self.nonfinite_reset(stage, layer, frame),
             }
         }
         if let Some((frame, beats, rolling)) = position {
@@ -377,6 +394,79 @@ impl AudioActor {
             let _ = self.args.transport.tell(sync).try_send();
         }
         self.watch_jack();
+    }
+
+    /// A mixer stage went non-finite and reset itself: counted, logged and published as a
+    /// `health` event, at most once a second per stage (with the resets in between).
+    fn nonfinite_reset(&mut self, stage: Stage, layer: Option<LayerId>, frame: u64) {
+        self.nonfinite_resets += 1;
+        let index = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+        let now = std::time::Instant::now();
+        let (Some(last), Some(quiet)) = (
+            self.nonfinite_reported.get_mut(index),
+            self.nonfinite_quiet.get_mut(index),
+        ) else {
+            return;
+        };
+        if last.is_some_and(|at| now.duration_since(at) < NONFINITE_REPORT_EVERY) {
+            *quiet += 1;
+            return;
+        }
+        let unreported = std::mem::take(quiet);
+        *last = Some(now);
+        tracing::warn!(
+            stage = stage.name(),
+            layer,
+            frame,
+            unreported,
+            "mixer output went non-finite: that block silenced, the stage reset"
+        );
+        let total = self.nonfinite_resets;
+        self.events().publish(
+            "health",
+            json!({
+                "kind": "nonfinite_reset",
+                "stage": stage.name(),
+                "layer": layer,
+                "frame": frame,
+                "unreported": unreported,
+                "nonfinite_resets": total,
+            }),
+        );
+    }
+
+    /// Non-finite samples were zeroed on their way into a layer from `source`: counted,
+    /// logged and published as a `health` event.
+    fn nonfinite_zeroed(&mut self, source: &str, samples: u64, first_s: Option<f64>) {
+        self.nonfinite_zeroed += samples;
+        tracing::warn!(
+            %source,
+            samples,
+            first_s,
+            "non-finite samples in a layer's audio zeroed"
+        );
+        let total = self.nonfinite_zeroed;
+        self.events().publish(
+            "health",
+            json!({
+                "kind": "nonfinite_input",
+                "source": source,
+                "samples": samples,
+                "first_s": first_s,
+                "nonfinite_zeroed": total,
+            }),
+        );
+    }
+
+    /// `frames` as a layer may hold them: any non-finite sample zeroed and reported. The
+    /// control methods zero them before resampling; this catches every other way in.
+    fn finite(&mut self, frames: Arc<[[f32; 2]]>, source: &str) -> Arc<[[f32; 2]]> {
+        let (frames, found) = zero_nonfinite_shared(frames);
+        if !found.is_none() {
+            let first_s = found.first_s(self.sample_rate);
+            self.nonfinite_zeroed(source, found.samples, first_s);
+        }
+        frames
     }
 
     /// A launch or replace came too late for its bar: a new layer is dropped, a replaced
@@ -518,6 +608,10 @@ impl Actor for AudioActor {
             clock: clock::ClockWatch::default(),
             alsa: None,
             alsa_state: None,
+            nonfinite_zeroed: 0,
+            nonfinite_resets: 0,
+            nonfinite_reported: [None; 3],
+            nonfinite_quiet: [0; 3],
         };
         match actor.args.backend {
             Backend::None => {}
@@ -657,6 +751,8 @@ impl Message<AddLayer> for AudioActor {
         if self.layers.len() >= djinn_engine::mix::MAX_LAYERS {
             return Err(AudioError::NoFreeSlot);
         }
+        let mut msg = msg;
+        msg.frames = self.finite(msg.frames, &msg.source);
         let id = self.next_id;
         let audio = Box::new(LayerAudio {
             frames: msg.frames.clone(),
@@ -711,6 +807,8 @@ impl Message<ReplaceLayer> for AudioActor {
             .get(&msg.id)
             .ok_or(AudioError::UnknownLayer(msg.id))?
             .looped;
+        let mut msg = msg;
+        msg.frames = self.finite(msg.frames, &msg.source);
         let audio = Box::new(LayerAudio {
             frames: msg.frames.clone(),
             looped,
@@ -735,6 +833,25 @@ impl Message<ReplaceLayer> for AudioActor {
             layer.previous = Some((source, audio));
         }
         Ok(layer.clone())
+    }
+}
+
+/// Says that non-finite samples were zeroed in audio on its way into a layer (before it
+/// was resampled, where the count is the source's own): counted in `daemon.status` and
+/// published as a `health` event.
+#[derive(Debug, Clone)]
+pub struct NonFiniteZeroed {
+    pub source: String,
+    pub samples: u64,
+    /// Where the first was, seconds into the source.
+    pub first_s: Option<f64>,
+}
+
+impl Message<NonFiniteZeroed> for AudioActor {
+    type Reply = ();
+
+    async fn handle(&mut self, msg: NonFiniteZeroed, _: &mut Context<Self, Self::Reply>) {
+        self.nonfinite_zeroed(&msg.source, msg.samples, msg.first_s);
     }
 }
 
@@ -1118,6 +1235,11 @@ pub struct AudioReport {
     pub connections_waiting: Vec<[String; 2]>,
     /// Pipe mode.
     pub pipe: PipeReport,
+    /// Non-finite samples (NaN, infinity) zeroed on their way into layers.
+    pub nonfinite_zeroed: u64,
+    /// Times a mixer stage's output went non-finite: each time that block of the stage
+    /// played silence and the stage reset itself.
+    pub nonfinite_resets: u64,
 }
 
 impl Message<AudioStatus> for AudioActor {
@@ -1171,6 +1293,8 @@ impl Message<AudioStatus> for AudioActor {
                 _ => Vec::new(),
             },
             pipe: self.pipe_report(),
+            nonfinite_zeroed: self.nonfinite_zeroed,
+            nonfinite_resets: self.nonfinite_resets,
         }
     }
 }

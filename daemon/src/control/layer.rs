@@ -6,16 +6,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{ask_error, payload_channels, payload_frames, payload_rate, session_rate, unavailable};
+use super::{ask_error, payload_audio, payload_channels, payload_rate, session_rate, unavailable};
 use crate::Shared;
 use crate::rpc::{self, Params, RpcError};
 use djinn_actors::audio::{
-    AddLayer, AudioError, LayerPatch, ListLayers, RemoveLayer, ReplaceLayer, SetLayer,
+    AddLayer, AudioError, LayerPatch, ListLayers, NonFiniteZeroed, RemoveLayer, ReplaceLayer,
+    SetLayer,
 };
 use djinn_actors::generator::GetBuffer;
 use djinn_actors::profiles::GetProfile;
 use djinn_actors::transport::GetTransport;
 use djinn_engine::analysis::tempo;
+use djinn_engine::decode::{NonFinite, zero_nonfinite_shared};
 use djinn_engine::dsp::FilterMode;
 use djinn_engine::mix::{Group, LayerParams, Quantize};
 use djinn_engine::music::Key;
@@ -148,6 +150,9 @@ struct Source {
     role: Option<Role>,
     /// The tempo and root a file says it has.
     tagged: Option<LoopInfo>,
+    /// Non-finite samples zeroed in it, and where the first was (seconds into it).
+    zeroed: NonFinite,
+    first_zeroed_s: Option<f64>,
 }
 
 /// The layer's audio from `path`, `buffer` or a payload frame, at the mixer's rate.
@@ -167,19 +172,26 @@ async fn source(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<S
     if let Some(path) = path {
         let path = PathBuf::from(path);
         let shown = path.display().to_string();
-        let (frames, tagged) = tokio::task::spawn_blocking(move || {
-            let frames = djinn_engine::decode::read_at(&path, rate)?;
+        let (decoded, frames, tagged) = tokio::task::spawn_blocking(move || {
+            // Decoding zeroes non-finite samples before the resampler could spread them.
+            let decoded = djinn_engine::decode::read(&path)?;
+            let frames =
+                djinn_engine::decode::resample(&decoded.frames, decoded.sample_rate, rate)?;
             // Loop information that cannot be read is as good as none: the audio is there.
-            anyhow::Ok((frames, LoopInfo::read(&path).ok().flatten()))
+            let tagged = LoopInfo::read(&path).ok().flatten();
+            anyhow::Ok(((decoded.nonfinite, decoded.sample_rate), frames, tagged))
         })
         .await
         .map_err(RpcError::internal)?
         .map_err(|e| RpcError::invalid_param("path", e))?;
+        let (zeroed, file_rate) = decoded;
         return Ok(Source {
             frames: frames.into(),
             shown,
             role: None,
             tagged,
+            zeroed,
+            first_zeroed_s: zeroed.first_s(file_rate),
         });
     }
     if let Some(buffer) = buffer {
@@ -196,11 +208,12 @@ async fn source(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<S
                     data: Some(json!({ "field": "buffer" })),
                 })
             })?;
+        let (frames, zeroed) = zero_nonfinite_shared(stored.frames);
         let frames = if stored.sample_rate == rate {
-            stored.frames
+            frames
         } else {
             // The server's rate changed since the loop was made.
-            djinn_engine::decode::resample(&stored.frames, stored.sample_rate, rate)
+            djinn_engine::decode::resample(&frames, stored.sample_rate, rate)
                 .map_err(|e| RpcError::invalid_param("buffer", e))?
                 .into()
         };
@@ -209,11 +222,13 @@ async fn source(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<S
             shown: buffer.to_owned(),
             role: stored.role,
             tagged: None,
+            zeroed,
+            first_zeroed_s: zeroed.first_s(stored.sample_rate),
         });
     }
     let channels = payload_channels(params)?;
     let from = payload_rate(params)?.unwrap_or(rate);
-    let frames = payload_frames(payload, channels)?;
+    let (frames, zeroed) = payload_audio(payload, channels)?;
     let frames = djinn_engine::decode::resample(&frames, from, rate)
         .map_err(|e| RpcError::invalid_param("rate", e))?;
     let shown = format!("frames ({} at {from} Hz)", frames.len());
@@ -222,7 +237,35 @@ async fn source(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<S
         shown,
         role: None,
         tagged: None,
+        zeroed,
+        first_zeroed_s: zeroed.first_s(from),
     })
+}
+
+/// Reports the non-finite samples zeroed in a layer's source to the audio actor (which
+/// counts them in `daemon.status` and publishes a `health` event) and adds them to the
+/// reply: `nonfinite_zeroed` always, `nonfinite_first_s` where there were any.
+async fn report_zeroed(
+    shared: &Shared,
+    source: &str,
+    zeroed: NonFinite,
+    first_s: Option<f64>,
+    reply: &mut Value,
+) -> Result<(), RpcError> {
+    reply["nonfinite_zeroed"] = json!(zeroed.samples);
+    if zeroed.is_none() {
+        return Ok(());
+    }
+    reply["nonfinite_first_s"] = json!(first_s);
+    shared
+        .audio
+        .ask(NonFiniteZeroed {
+            source: source.to_owned(),
+            samples: zeroed.samples,
+            first_s,
+        })
+        .await
+        .map_err(|e| unavailable("audio", e))
 }
 
 /// The params that fit a loop made at another tempo or key to the session.
@@ -353,10 +396,14 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
         shown: source,
         role,
         tagged,
+        zeroed,
+        first_zeroed_s,
     } = source(shared, params, payload).await?;
     let (frames, fitted) = fit(shared, frames, fitting, tagged).await?;
     // A generated single-role loop goes to its role's group unless told otherwise.
     let group = group.unwrap_or_else(|| role.map_or(Group::Music, Group::for_role));
+    let mut reply = json!({});
+    report_zeroed(shared, &source, zeroed, first_zeroed_s, &mut reply).await?;
     let info = shared
         .audio
         .ask(AddLayer {
@@ -369,7 +416,7 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
         })
         .await
         .map_err(|e| ask_error("audio", e, audio_error))?;
-    let mut reply = json!(info);
+    let mut reply = merged(json!(info), reply);
     if let Some(fitted) = fitted {
         reply["fit"] = fitted;
     }
@@ -401,9 +448,13 @@ pub async fn replace(
         frames,
         shown: source,
         tagged,
+        zeroed,
+        first_zeroed_s,
         ..
     } = source(shared, params, payload).await?;
     let (frames, fitted) = fit(shared, frames, fitting, tagged).await?;
+    let mut reply = json!({});
+    report_zeroed(shared, &source, zeroed, first_zeroed_s, &mut reply).await?;
     let info = shared
         .audio
         .ask(ReplaceLayer {
@@ -415,11 +466,19 @@ pub async fn replace(
         })
         .await
         .map_err(|e| ask_error("audio", e, audio_error))?;
-    let mut reply = json!(info);
+    let mut reply = merged(json!(info), reply);
     if let Some(fitted) = fitted {
         reply["fit"] = fitted;
     }
     Ok(reply)
+}
+
+/// `base` with the fields of `extra` added.
+fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    base
 }
 
 pub async fn remove(shared: &Shared, params: &Params) -> Result<Value, RpcError> {

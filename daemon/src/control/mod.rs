@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use djinn_engine::decode::{NonFinite, zero_nonfinite};
 use kameo::error::SendError;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -379,8 +380,18 @@ fn payload_rate(params: &Params) -> Result<Option<u32>, RpcError> {
     }
 }
 
-/// Payload frames of interleaved little-endian f32 samples as stereo frames (mono doubled).
+/// Payload frames of interleaved little-endian f32 samples as stereo frames (mono doubled),
+/// with every non-finite sample zeroed.
 fn payload_frames(payload: &[Bytes], channels: usize) -> Result<Vec<[f32; 2]>, RpcError> {
+    payload_audio(payload, channels).map(|(frames, _)| frames)
+}
+
+/// [`payload_frames`] and the non-finite samples zeroed in them, counted as the client sent
+/// them (a mono NaN is one).
+fn payload_audio(
+    payload: &[Bytes],
+    channels: usize,
+) -> Result<(Vec<[f32; 2]>, NonFinite), RpcError> {
     let bytes: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
     if bytes.is_empty() || !bytes.len().is_multiple_of(4 * channels) {
         return Err(RpcError::invalid_param(
@@ -388,15 +399,17 @@ fn payload_frames(payload: &[Bytes], channels: usize) -> Result<Vec<[f32; 2]>, R
             format!("the payload must be whole frames of {channels} little-endian f32 samples"),
         ));
     }
-    let samples: Vec<f32> = bytes
+    let mut samples: Vec<f32> = bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    Ok(if channels == 1 {
+    let zeroed = zero_nonfinite(&mut samples, channels);
+    let frames = if channels == 1 {
         samples.iter().map(|s| [*s, *s]).collect()
     } else {
         samples.chunks_exact(2).map(|f| [f[0], f[1]]).collect()
-    })
+    };
+    Ok((frames, zeroed))
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -5,7 +5,7 @@ use std::f32::consts::FRAC_PI_2;
 
 use super::bank::Steady;
 use super::{GROUPS, Group, LayerAudio, LayerId, LayerParams};
-use crate::dsp::{Smoother, Svf};
+use crate::dsp::{Smoother, Svf, all_finite};
 use crate::transport::ON_BEAT;
 
 /// Frames over which a stopped layer fades out, so a stop never clicks.
@@ -28,6 +28,43 @@ impl Voice {
         if self.pos >= self.audio.frames.len() && self.audio.looped {
             self.pos = 0;
         }
+    }
+}
+
+impl Voice {
+    /// Whether the last `n` frames the voice played (up to where it is now, a loop's end
+    /// included where it wrapped) are finite.
+    fn played_finite(&self, n: usize) -> bool {
+        let frames = &self.audio.frames;
+        let pos = self.pos.min(frames.len());
+        let recent = frames.get(pos.saturating_sub(n)..pos).unwrap_or_default();
+        let wrapped = if self.audio.looped && pos < n {
+            frames
+                .get(frames.len().saturating_sub(n - pos)..)
+                .unwrap_or_default()
+        } else {
+            &[]
+        };
+        all_finite(recent.as_flattened()) && all_finite(wrapped.as_flattened())
+    }
+}
+
+/// `params` with any setting that is not a number (a script's 0/0) at its default: one
+/// such value would otherwise glide every sample of the layer to NaN.
+fn settled(params: LayerParams) -> LayerParams {
+    let d = LayerParams::default();
+    let or = |v: f32, default: f32| if v.is_nan() { default } else { v };
+    LayerParams {
+        gain: or(params.gain, d.gain),
+        pan: or(params.pan, d.pan),
+        filter: super::FilterSettings {
+            cutoff_hz: or(params.filter.cutoff_hz, d.filter.cutoff_hz),
+            resonance: or(params.filter.resonance, d.filter.resonance),
+            ..params.filter
+        },
+        reverb_send: or(params.reverb_send, d.reverb_send),
+        delay_send: or(params.delay_send, d.delay_send),
+        ..params
     }
 }
 
@@ -173,6 +210,7 @@ impl Layer {
         params: LayerParams,
         target: Option<f64>,
     ) {
+        let params = settled(params);
         self.id = Some(id);
         self.group = group;
         self.stop_at = None;
@@ -217,6 +255,7 @@ impl Layer {
     }
 
     pub(super) fn set_params(&mut self, params: LayerParams) {
+        let params = settled(params);
         self.params = params;
         self.gain.set(params.gain.clamp(0.0, 4.0));
         self.pan.set(params.pan.clamp(-1.0, 1.0));
@@ -251,6 +290,42 @@ impl Layer {
         self.id = None;
         self.stop_at = None;
         self.stopping = None;
+    }
+
+    /// Whether the layer is where a block's sums went non-finite: its own state (filter,
+    /// glides) is not finite, or the last `n` frames its voices played hold a non-finite
+    /// sample. Its state is then reset (the filter emptied, the glides at its settings) so
+    /// the next block starts clean; audio that holds such a sample plays on, and the mixer
+    /// silences the blocks it spoils. Looked at only after a block whose sums were not
+    /// finite: the cost is the layer's state and `n` frames a voice.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub(super) fn recover(&mut self, n: usize) -> bool {
+        if self.id.is_none() {
+            return false;
+        }
+        let smoothers = [&self.gain, &self.pan, &self.gate, &self.reverb, &self.delay];
+        let state_finite = self.filter.is_finite()
+            && self.pan_gains.iter().all(|g| g.is_finite())
+            && smoothers
+                .iter()
+                .all(|s| s.value().is_finite() && s.target().is_finite());
+        let audio_finite = [&self.current, &self.outgoing]
+            .into_iter()
+            .flatten()
+            .all(|voice| voice.played_finite(n));
+        if !state_finite {
+            let p = self.params;
+            self.filter.reset();
+            self.gain.heal(p.gain.clamp(0.0, 4.0));
+            self.pan.heal(p.pan.clamp(-1.0, 1.0));
+            self.gate.heal(if p.mute { 0.0 } else { 1.0 });
+            self.reverb.heal(p.reverb_send.clamp(0.0, 1.0));
+            self.delay.heal(p.delay_send.clamp(0.0, 1.0));
+            self.pan_cached = self.pan.value();
+            self.pan_gains = Self::balance(self.pan_cached);
+        }
+        !(state_finite && audio_finite)
     }
 
     /// Moves the playing voices on by `frames` without sounding them: the frames an xrun

@@ -58,23 +58,28 @@ impl Default for MasterFx {
 }
 
 impl MasterFx {
-    /// The same settings with every value clamped into its range.
+    /// The same settings with every value clamped into its range; a value that is not a
+    /// number (a script's 0/0) takes its default instead.
     pub fn clamped(self) -> Self {
+        let d = MasterFx::default();
+        let c = |v: f32, lo: f32, hi: f32, default: f32| {
+            if v.is_nan() { default } else { v.clamp(lo, hi) }
+        };
         Self {
-            reverb_size: self.reverb_size.clamp(0.0, 1.0),
-            reverb_damping: self.reverb_damping.clamp(0.0, 1.0),
-            reverb_mix: self.reverb_mix.clamp(0.0, 1.0),
-            delay_beats: self.delay_beats.clamp(0.0, 16.0),
-            delay_feedback: self.delay_feedback.clamp(0.0, 0.95),
-            delay_mix: self.delay_mix.clamp(0.0, 1.0),
-            eq_low_db: self.eq_low_db.clamp(-18.0, 18.0),
-            eq_high_db: self.eq_high_db.clamp(-18.0, 18.0),
-            comp_threshold_db: self.comp_threshold_db.clamp(-60.0, 0.0),
-            comp_ratio: self.comp_ratio.clamp(1.0, 20.0),
-            comp_attack_ms: self.comp_attack_ms.clamp(0.1, 500.0),
-            comp_release_ms: self.comp_release_ms.clamp(1.0, 5000.0),
-            comp_makeup_db: self.comp_makeup_db.clamp(0.0, 24.0),
-            limiter_ceiling_db: self.limiter_ceiling_db.clamp(-12.0, 0.0),
+            reverb_size: c(self.reverb_size, 0.0, 1.0, d.reverb_size),
+            reverb_damping: c(self.reverb_damping, 0.0, 1.0, d.reverb_damping),
+            reverb_mix: c(self.reverb_mix, 0.0, 1.0, d.reverb_mix),
+            delay_beats: c(self.delay_beats, 0.0, 16.0, d.delay_beats),
+            delay_feedback: c(self.delay_feedback, 0.0, 0.95, d.delay_feedback),
+            delay_mix: c(self.delay_mix, 0.0, 1.0, d.delay_mix),
+            eq_low_db: c(self.eq_low_db, -18.0, 18.0, d.eq_low_db),
+            eq_high_db: c(self.eq_high_db, -18.0, 18.0, d.eq_high_db),
+            comp_threshold_db: c(self.comp_threshold_db, -60.0, 0.0, d.comp_threshold_db),
+            comp_ratio: c(self.comp_ratio, 1.0, 20.0, d.comp_ratio),
+            comp_attack_ms: c(self.comp_attack_ms, 0.1, 500.0, d.comp_attack_ms),
+            comp_release_ms: c(self.comp_release_ms, 1.0, 5000.0, d.comp_release_ms),
+            comp_makeup_db: c(self.comp_makeup_db, 0.0, 24.0, d.comp_makeup_db),
+            limiter_ceiling_db: c(self.limiter_ceiling_db, -12.0, 0.0, d.limiter_ceiling_db),
         }
     }
 }
@@ -159,6 +164,32 @@ impl MasterBus {
         self.compressor
             .set_times(fx.comp_attack_ms, fx.comp_release_ms);
         self.limiter.set_ceiling(fx.limiter_ceiling_db);
+    }
+
+    /// Comes back from state that went non-finite: empties the reverb, the delay, the
+    /// shelves and the limiter, lets go of the compressor's reduction and brings the
+    /// glides to their settings. What the effects held is lost; the next span starts clean.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    pub(super) fn reset(&mut self) {
+        let fx = self.fx;
+        self.reverb.reset();
+        self.delay.reset();
+        self.low.reset();
+        self.high.reset();
+        self.compressor.reset();
+        self.limiter.reset();
+        self.reverb_mix.heal(fx.reverb_mix);
+        self.delay_mix.heal(fx.delay_mix);
+        self.low_db.heal(fx.eq_low_db);
+        self.high_db.heal(fx.eq_high_db);
+        // The shelves' coefficients again, from gains known to be finite now.
+        let (low_db, high_db) = (self.low_db.value(), self.high_db.value());
+        self.low
+            .set_shelf(false, LOW_SHELF_HZ, low_db, self.sample_rate);
+        self.high
+            .set_shelf(true, HIGH_SHELF_HZ, high_db, self.sample_rate);
+        self.mix.iter_mut().for_each(|f| *f = [0.0; 2]);
     }
 
     /// Mixes the groups and effect returns through the master chain into `out`.

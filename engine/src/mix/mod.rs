@@ -24,7 +24,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::{Chain, ChainSettings};
-use crate::dsp::{FilterMode, Smoother, larger};
+use crate::dsp::{FilterMode, Smoother, all_finite, larger};
 use crate::music::Meter;
 use crate::transport::{ON_BEAT, Transport};
 
@@ -283,6 +283,39 @@ pub enum Notification {
         peak: [[f32; 2]; OUTPUTS],
         rms: [[f32; 2]; OUTPUTS],
     },
+    /// A stage's output went non-finite (NaN or infinite) in the block from transport
+    /// frame `frame`: that block of the stage played silence and its state was reset, so
+    /// the next block is clean. `layer` names a layer found at fault (its state reset, or
+    /// its audio holding such a sample); one notification per layer found.
+    NonFinite {
+        stage: Stage,
+        layer: Option<LayerId>,
+        frame: u64,
+    },
+}
+
+/// A stage of the mixer that recovers on its own when its output goes non-finite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// The layers, summed into the groups and the effect sends.
+    Layers,
+    /// The inputs through the pipe and the live effect chain.
+    Live,
+    /// The master bus: effect returns, EQ, compressor, limiter.
+    Master,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Layers, Stage::Live, Stage::Master];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Layers => "layers",
+            Stage::Live => "live",
+            Stage::Master => "master",
+        }
+    }
 }
 
 /// Why a layer command was refused.
@@ -796,7 +829,9 @@ impl Processor {
     /// have played `offset..offset + n`.
     fn finish_render(&mut self, out: &mut Outputs<'_>, offset: usize, n: usize) {
         let rolling = self.transport.rolling;
+        self.guard_layers(n);
         self.render_live(out, offset, n);
+        self.guard_live(n);
         let delay_frames = (f64::from(self.master.delay_beats()) * self.frames_per_beat()) as f32;
         self.master.render(
             master::BusInput {
@@ -809,6 +844,7 @@ impl Processor {
             offset,
             n,
         );
+        self.guard_master(out, offset, n);
         for (group, outs) in self.group_buf.iter().zip(out.groups.iter_mut()) {
             for (src, dst) in group.iter().zip(outs.iter_mut()) {
                 if let (Some(dst), Some(src)) = (dst.get_mut(offset..offset + n), src.get(..n)) {
@@ -831,6 +867,110 @@ impl Processor {
                 clock: self.sync.report(),
             });
         }
+    }
+
+    /// Silences each group sum and effect send whose first `n` samples are not all finite
+    /// before the master bus and the group outputs take them, and resets the layers found
+    /// at fault ([`Layer::recover`]). One check per buffer per block; the search for the
+    /// layers only after a failed one.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    fn guard_layers(&mut self, n: usize) {
+        let mut spoiled = false;
+        for buf in self
+            .group_buf
+            .iter_mut()
+            .chain(&mut self.send_buf)
+            .flatten()
+        {
+            let Some(block) = buf.get_mut(..n) else {
+                continue;
+            };
+            if !all_finite(block) {
+                block.fill(0.0);
+                spoiled = true;
+            }
+        }
+        if !spoiled {
+            return;
+        }
+        let frame = self.transport.frame;
+        let mut found = false;
+        for index in 0..MAX_LAYERS {
+            let Some(layer) = self.layers.get_mut(index) else {
+                continue;
+            };
+            if layer.recover(n) {
+                found = true;
+                let id = layer.id();
+                self.notify(Notification::NonFinite {
+                    stage: Stage::Layers,
+                    layer: id,
+                    frame,
+                });
+            }
+        }
+        if !found {
+            // A layer that ended in this block takes its part with it.
+            self.notify(Notification::NonFinite {
+                stage: Stage::Layers,
+                layer: None,
+                frame,
+            });
+        }
+    }
+
+    /// Silences the live inputs' span and resets the live chain and the pipe when it is not
+    /// all finite (a NaN on an input port, or from the pipe's command).
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    fn guard_live(&mut self, n: usize) {
+        let Some(span) = self.live.buf.get_mut(..n) else {
+            return;
+        };
+        if all_finite(span.as_flattened()) {
+            return;
+        }
+        span.fill([0.0; 2]);
+        self.live.chain.reset();
+        self.live.level.heal(0.0);
+        self.pipe.reset();
+        let frame = self.transport.frame;
+        self.notify(Notification::NonFinite {
+            stage: Stage::Live,
+            layer: None,
+            frame,
+        });
+    }
+
+    /// Silences the master's span and resets the master bus when the span is not all
+    /// finite. Its inputs were checked before it ran, so the fault is its own state.
+    ///
+    /// Runs on the JACK thread: no allocation, locks, system calls or logging.
+    fn guard_master(&mut self, out: &mut Outputs<'_>, offset: usize, n: usize) {
+        let mut spoiled = false;
+        for ch in out.master.iter_mut() {
+            if let Some(span) = ch.get_mut(offset..offset + n)
+                && !all_finite(span)
+            {
+                spoiled = true;
+            }
+        }
+        if !spoiled {
+            return;
+        }
+        for ch in out.master.iter_mut() {
+            if let Some(span) = ch.get_mut(offset..offset + n) {
+                span.fill(0.0);
+            }
+        }
+        self.master.reset();
+        let frame = self.transport.frame;
+        self.notify(Notification::NonFinite {
+            stage: Stage::Master,
+            layer: None,
+            frame,
+        });
     }
 
     fn meter_block(&mut self, out: &Outputs<'_>, offset: usize, n: usize) {
@@ -1053,6 +1193,77 @@ mod tests {
             while h.poll().is_some() {}
         }
         bits
+    }
+
+    #[test]
+    fn a_master_bus_whose_state_went_non_finite_resets_itself_and_plays_on() {
+        let period = 128;
+        let mut transport = Transport::default();
+        transport.rolling = true;
+        let (mut p, mut h) = Processor::new(48_000, period, transport);
+        // Poison the reverb, delay, compressor and limiter as a NaN in their input would.
+        let mut groups: [[Vec<f32>; 2]; GROUPS] =
+            std::array::from_fn(|_| [vec![0.1; period], vec![0.1; period]]);
+        groups[2][0][7] = f32::NAN;
+        let sends = [
+            [vec![f32::NAN; period], vec![0.1; period]],
+            [vec![0.1; period], vec![f32::INFINITY; period]],
+        ];
+        let mut scratch = OutputBuffers::new(period);
+        let mut outputs = scratch.outputs();
+        let live = vec![[0.0; 2]; period];
+        let input = master::BusInput {
+            groups: &groups,
+            sends: &sends,
+            live: &live,
+        };
+        p.master
+            .render(input, 4800.0, &mut outputs.master, 0, period);
+        assert!(scratch.master[0].iter().any(|s| !s.is_finite()));
+
+        let launched = h.send(Command::Launch {
+            id: 9,
+            audio: tone(330.0, 4800, true),
+            group: Group::Music,
+            params: LayerParams::default(),
+            at: Quantize::Now,
+        });
+        assert!(launched.is_ok());
+        let mut buffers = OutputBuffers::new(period);
+        let mut stages = Vec::new();
+        let mut peak = 0.0f32;
+        for block in 0..200 {
+            p.process(&mut buffers.outputs());
+            let master = buffers.master.iter().flatten();
+            assert!(master.clone().all(|s| s.is_finite()), "block {block}");
+            if block > 100 {
+                peak = master.fold(peak, |m, s| m.max(s.abs()));
+            }
+            while let Some(note) = h.poll() {
+                if let Notification::NonFinite { stage, layer, .. } = note {
+                    stages.push((stage, layer));
+                }
+            }
+        }
+        assert_eq!(stages, [(Stage::Master, None)]);
+        assert!(peak > 0.1, "the layer is heard through the master: {peak}");
+    }
+
+    #[test]
+    fn settings_that_are_not_numbers_take_their_defaults() {
+        let fx = MasterFx {
+            reverb_mix: f32::NAN,
+            limiter_ceiling_db: f32::NAN,
+            comp_ratio: 3.0,
+            ..MasterFx::default()
+        }
+        .clamped();
+        assert_eq!(fx.reverb_mix, MasterFx::default().reverb_mix);
+        assert_eq!(
+            fx.limiter_ceiling_db,
+            MasterFx::default().limiter_ceiling_db
+        );
+        assert_eq!(fx.comp_ratio, 3.0);
     }
 
     #[test]
