@@ -80,6 +80,7 @@ pub async fn status(shared: &Shared, params: &Params) -> Result<Value, RpcError>
         "state_dir": shared.state_dir,
         "profile": shared.selection.borrow().active,
         "profile_errors": profile_errors,
+        "state": shared.state_report(),
         "audio": audio,
         "transport": super::transport::describe(&transport),
         "actors": actors,
