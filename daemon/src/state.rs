@@ -80,7 +80,12 @@ pub fn save(state_dir: &Path, state: &SavedState) -> std::io::Result<()> {
 
 /// How keeping state.json is going: what `daemon.status` shows under `state`.
 #[derive(Debug, Default)]
-pub struct Saving(Mutex<SaveRecord>);
+pub struct Saving {
+    record: Mutex<SaveRecord>,
+    /// Held while writing: the periodic save and the one at shutdown share the temporary
+    /// file. A separate lock, so that `daemon.status` never waits on an fsync.
+    writing: Mutex<()>,
+}
 
 #[derive(Debug, Default)]
 struct SaveRecord {
@@ -99,14 +104,17 @@ fn rfc3339(time: SystemTime) -> String {
 impl Saving {
     /// A record that starts from what is on disk.
     pub fn new(on_disk: Option<SavedState>) -> Saving {
-        Saving(Mutex::new(SaveRecord {
-            saved: on_disk,
-            ..SaveRecord::default()
-        }))
+        Saving {
+            record: Mutex::new(SaveRecord {
+                saved: on_disk,
+                ..SaveRecord::default()
+            }),
+            writing: Mutex::new(()),
+        }
     }
 
     fn record(&self) -> std::sync::MutexGuard<'_, SaveRecord> {
-        self.0
+        self.record
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -130,6 +138,10 @@ impl Saving {
         force: bool,
         events: &EventSink,
     ) -> std::io::Result<()> {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         {
             let record = self.record();
             let unchanged = record.saved.as_ref().is_some_and(|s| s.same_as(state));
