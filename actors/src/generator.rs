@@ -19,7 +19,9 @@ use djinn_engine::profile::{Profile, ProfileSet};
 use djinn_engine::synth::Role;
 use djinn_engine::synth::preset::{self, Preset};
 
-use crate::moods::{ChainChoice, ChainHints, ChainScript, Interpretation, MoodError, MoodScript};
+use crate::moods::{
+    ChainChoice, ChainHints, ChainScript, Interpretation, MoodError, MoodScript, Versions,
+};
 use crate::supervisor::Health;
 
 /// The generator's name in health reports and `daemon.status`.
@@ -47,8 +49,8 @@ pub struct StoredBuffer {
 }
 
 pub struct Generator {
-    moods: MoodScript,
-    chains: ChainScript,
+    moods: Versions<MoodScript>,
+    chains: Versions<ChainScript>,
     presets: BTreeMap<String, Preset>,
     preset_errors: Vec<String>,
     buffers: BTreeMap<String, StoredBuffer>,
@@ -89,8 +91,8 @@ impl Actor for Generator {
         }
         args.health.started(NAME);
         Ok(Generator {
-            moods,
-            chains,
+            moods: Versions::new(moods),
+            chains: Versions::new(chains),
             presets,
             preset_errors: errors.iter().map(ToString::to_string).collect(),
             buffers: BTreeMap::new(),
@@ -110,16 +112,16 @@ impl Actor for Generator {
     }
 }
 
-impl Generator {
-    fn report(&self, error: &MoodError) {
-        let event = match error {
-            MoodError::Script(e) => e.event(),
-            MoodError::Result { script, .. } => serde_json::json!({
-                "script": script, "line": 0, "message": error.to_string()
-            }),
-        };
-        self.health.events().publish("script.error", event);
-    }
+/// Publishes a `script.error` event for a failed mood or render script call.
+fn report(events: &crate::events::EventSink, error: &MoodError) {
+    tracing::warn!(%error, "script call failed");
+    let event = match error {
+        MoodError::Script(e) => e.event(),
+        MoodError::Result { script, .. } => serde_json::json!({
+            "script": script, "line": 0, "message": error.to_string()
+        }),
+    };
+    events.publish("script.error", event);
 }
 
 /// Turns a prompt into a processing chain with the render script.
@@ -137,11 +139,12 @@ impl Message<ChooseChain> for Generator {
         msg: ChooseChain,
         _: &mut Context<Self, Self::Reply>,
     ) -> Self::Reply {
-        let result = self.chains.choose(&msg.prompt, &msg.hints);
-        if let Err(error) = &result {
-            self.report(error);
-        }
-        result
+        let events = self.health.events();
+        self.chains.run(
+            events,
+            |e| report(events, e),
+            |script| script.choose(&msg.prompt, &msg.hints),
+        )
     }
 }
 
@@ -157,13 +160,12 @@ impl Message<Interpret> for Generator {
     type Reply = Result<Interpretation, MoodError>;
 
     async fn handle(&mut self, msg: Interpret, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
-        let result = self
-            .moods
-            .interpret(&msg.prompt, &msg.profile, &msg.profiles);
-        if let Err(error) = &result {
-            self.report(error);
-        }
-        result
+        let events = self.health.events();
+        self.moods.run(
+            events,
+            |e| report(events, e),
+            |script| script.interpret(&msg.prompt, &msg.profile, &msg.profiles),
+        )
     }
 }
 
@@ -275,8 +277,8 @@ impl Message<GetGeneratorStatus> for Generator {
         _: &mut Context<Self, Self::Reply>,
     ) -> GeneratorStatus {
         GeneratorStatus {
-            mood_script: self.moods.name().to_owned(),
-            render_script: self.chains.name().to_owned(),
+            mood_script: self.moods.running().name().to_owned(),
+            render_script: self.chains.running().name().to_owned(),
             buffers: self.buffers.len(),
             presets: self.presets.len(),
         }
@@ -302,7 +304,7 @@ impl Message<ReloadMoods> for Generator {
         match ChainScript::load(msg.scripts_dir.as_deref()) {
             Ok(script) => {
                 tracing::info!(script = script.name(), "render script reloaded");
-                self.chains = script;
+                self.chains.load(script);
             }
             Err(error) => {
                 tracing::warn!(%error, "render script not reloaded; keeping the running one");
@@ -312,12 +314,13 @@ impl Message<ReloadMoods> for Generator {
         match MoodScript::load(msg.scripts_dir.as_deref()) {
             Ok(script) => {
                 tracing::info!(script = script.name(), "mood script reloaded");
-                self.moods = script;
+                self.moods.load(script);
+                let name = self.moods.running().name().to_owned();
                 self.health.events().publish(
                     "script",
-                    serde_json::json!({ "kind": "loaded", "script": self.moods.name() }),
+                    serde_json::json!({ "kind": "loaded", "script": name }),
                 );
-                Ok(self.moods.name().to_owned())
+                Ok(name)
             }
             Err(error) => {
                 tracing::warn!(%error, "mood script not reloaded; keeping the running one");

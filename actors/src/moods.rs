@@ -4,7 +4,8 @@
 //!
 //! The script is `moods/default.rhai` in the scripts directory when there is one, else the
 //! copy built into djinn. Words the script does not understand are reported, never
-//! silently dropped.
+//! silently dropped. A version that fails when it runs is rolled back to the last one that
+//! worked ([`Versions`]).
 
 use std::path::Path;
 
@@ -12,7 +13,8 @@ use rhai::AST;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::scripting::{Sandbox, ScriptError, ScriptLimits};
+use crate::events::EventSink;
+use crate::scripting::{Record, Sandbox, ScriptError, ScriptLimits};
 use djinn_engine::chain::ChainSettings;
 use djinn_engine::music::Key;
 use djinn_engine::profile::{Profile, ProfileSet};
@@ -205,6 +207,130 @@ impl MoodScript {
             mood: result.mood,
             unknown: result.unknown,
         })
+    }
+}
+
+/// A script the generator runs: what [`Versions`] needs to roll it back.
+pub trait ScriptVersion: Sized {
+    /// Where the script came from (a file, or a built-in name).
+    fn name(&self) -> &str;
+    /// The copy built into djinn, the last resort.
+    fn built_in() -> Self;
+    fn is_built_in(&self) -> bool;
+}
+
+impl ScriptVersion for MoodScript {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn built_in() -> Self {
+        MoodScript::built_in()
+    }
+    fn is_built_in(&self) -> bool {
+        self.name == BUILT_IN_NAME
+    }
+}
+
+impl ScriptVersion for ChainScript {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn built_in() -> Self {
+        ChainScript::built_in()
+    }
+    fn is_built_in(&self) -> bool {
+        self.name == RENDER_BUILT_IN_NAME
+    }
+}
+
+/// The running version of a script and the last one that worked.
+///
+/// A call that fails is reported; when [`Record`] says the running version should go, the
+/// last version that completed a call (or the built-in script) takes its place, a `script`
+/// event says so, and the call is made again with it, so the set goes on.
+#[derive(Debug)]
+pub struct Versions<T> {
+    running: T,
+    record: Record,
+    last_good: Option<T>,
+}
+
+impl<T: ScriptVersion> Versions<T> {
+    pub fn new(running: T) -> Versions<T> {
+        let record = if running.is_built_in() {
+            Record::proven()
+        } else {
+            Record::default()
+        };
+        Versions {
+            running,
+            record,
+            last_good: None,
+        }
+    }
+
+    pub fn running(&self) -> &T {
+        &self.running
+    }
+
+    /// Puts a newly loaded version in; the running one is kept as the last good version if
+    /// it ever completed a call.
+    pub fn load(&mut self, script: T) {
+        let previous = std::mem::replace(&mut self.running, script);
+        if self.record.proven {
+            self.last_good = Some(previous);
+        }
+        self.record = if self.running.is_built_in() {
+            Record::proven()
+        } else {
+            Record::default()
+        };
+    }
+
+    /// Runs `call` with the running version, rolling back once if it fails and should go.
+    pub fn run<R>(
+        &mut self,
+        events: &EventSink,
+        report: impl Fn(&MoodError),
+        call: impl Fn(&T) -> Result<R, MoodError>,
+    ) -> Result<R, MoodError> {
+        let error = match call(&self.running) {
+            Ok(value) => {
+                self.record.succeeded();
+                return Ok(value);
+            }
+            Err(error) => error,
+        };
+        report(&error);
+        if !self.record.failed() {
+            return Err(error);
+        }
+        let fallback = match self.last_good.take() {
+            Some(previous) => previous,
+            None if !self.running.is_built_in() => T::built_in(),
+            None => return Err(error),
+        };
+        let from = std::mem::replace(&mut self.running, fallback);
+        self.record = Record::proven();
+        tracing::warn!(script = self.running.name(), from = from.name(), %error, "script rolled back");
+        events.publish(
+            "script",
+            json!({
+                "kind": "reverted",
+                "script": self.running.name(),
+                "from": from.name(),
+                "error": error.to_string(),
+            }),
+        );
+        let retried = call(&self.running);
+        match &retried {
+            Ok(_) => self.record.succeeded(),
+            Err(error) => {
+                report(error);
+                self.record.failed();
+            }
+        }
+        retried
     }
 }
 
@@ -455,6 +581,46 @@ mod tests {
         let i = interpret("wobbly kazoo techno", "deep_house");
         assert_eq!(i.style, "techno_minimal");
         assert_eq!(i.unknown, vec!["wobbly".to_owned(), "kazoo".to_owned()]);
+    }
+
+    #[test]
+    fn a_mood_script_that_fails_when_it_runs_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("moods")).unwrap();
+        let path = dir.path().join("moods/default.rhai");
+        let (events, mut rx) = EventSink::channel(16);
+        let profiles = ProfileSet::built_in();
+        let profile = profiles.get("dub").unwrap();
+        let interpret = |s: &MoodScript| s.interpret("dark dub", profile, &profiles);
+
+        // A version that works, then one that throws: the working one comes back.
+        std::fs::write(&path, "fn interpret(prompt, profile) { #{ tempo: 75.0 } }").unwrap();
+        let mut versions = Versions::new(MoodScript::load(Some(dir.path())).unwrap());
+        let i = versions.run(&events, |_| {}, interpret).unwrap();
+        assert_eq!(i.recipe.tempo, 75.0);
+        std::fs::write(
+            &path,
+            "fn interpret(prompt, profile) {\n  throw \"broken\";\n}",
+        )
+        .unwrap();
+        versions.load(MoodScript::load(Some(dir.path())).unwrap());
+        let i = versions.run(&events, |_| {}, interpret).unwrap();
+        assert_eq!(i.recipe.tempo, 75.0, "the last good version answered");
+        let event = rx.try_recv().unwrap();
+        assert_eq!(event.topic, "script");
+        assert_eq!(event.data["kind"], "reverted");
+        assert!(
+            event.data["error"].as_str().unwrap().contains(":2:"),
+            "{:?}",
+            event.data
+        );
+
+        // With no earlier version, the built-in script stands in.
+        std::fs::write(&path, "fn interpret(prompt, profile) { loop { } }").unwrap();
+        let mut versions = Versions::new(MoodScript::load(Some(dir.path())).unwrap());
+        let i = versions.run(&events, |_| {}, interpret).unwrap();
+        assert_eq!(i.style, "dub");
+        assert!(versions.running().is_built_in());
     }
 
     #[test]

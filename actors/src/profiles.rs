@@ -2,7 +2,11 @@
 //!
 //! Profiles come from the built-in set, overridden by the configured directories. Selecting
 //! a profile moves the transport to its default tempo, meter and key. Reloading re-reads
-//! the directories; files that fail are reported with path and line and skipped.
+//! the directories; files that fail are reported with path and line. A profile whose file
+//! breaks keeps its last good version (as a broken configuration keeps the running one), so
+//! a typo saved in the active profile never switches the style; a deleted active profile
+//! stays active from memory until another is set. A reload that changes the active
+//! profile's default tempo, meter or key moves the transport there, as `profile.set` does.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -43,25 +47,81 @@ pub struct ProfileArgs {
     pub health: Health,
 }
 
+/// A profile file that did not load, and what djinn did about it.
+#[derive(Debug, Clone)]
+struct ProfileFault {
+    error: ProfileError,
+    /// The profile the file defines, when it had loaded before and its last good version
+    /// stays in use.
+    kept: Option<String>,
+}
+
+impl std::fmt::Display for ProfileFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kept {
+            Some(name) => write!(
+                f,
+                "{} (the last good version of {name} stays in use)",
+                self.error
+            ),
+            None => self.error.fmt(f),
+        }
+    }
+}
+
 /// Holds the loaded profiles.
 pub struct ProfileLibrary {
     set: ProfileSet,
-    errors: Vec<ProfileError>,
+    errors: Vec<ProfileFault>,
     selection: watch::Sender<ProfileSelection>,
     transport: ActorRef<TransportActor>,
     health: Health,
 }
 
 impl ProfileLibrary {
+    /// Re-reads the directories. Profiles whose files no longer load keep their last good
+    /// version; the active one is kept even when its file is gone.
     fn load(&mut self) {
         let dirs = self.selection.borrow().dirs.clone();
-        let (set, errors) = ProfileSet::load_over_built_in(&dirs);
-        for error in &errors {
-            tracing::warn!(%error, "profile skipped");
+        let (mut set, errors) = ProfileSet::load_over_built_in(&dirs);
+        let previous = std::mem::take(&mut self.set);
+        let mut faults = Vec::with_capacity(errors.len());
+        for error in errors {
+            let name = error
+                .path
+                .extension()
+                .is_some_and(|e| e == "toml")
+                .then(|| error.path.file_stem().and_then(|s| s.to_str()))
+                .flatten();
+            let kept = name.and_then(|n| previous.get(n)).cloned();
+            tracing::warn!(%error, kept = kept.is_some(), "profile file not loaded");
+            faults.push(ProfileFault {
+                error,
+                kept: kept.as_ref().map(|p| p.name.clone()),
+            });
+            if let Some(profile) = kept {
+                set.insert(profile);
+            }
+        }
+        let active = self.selection.borrow().active.clone();
+        if set.get(&active).is_none()
+            && let Some(profile) = previous.get(&active)
+        {
+            tracing::warn!(profile = %active, "the active profile's file is gone; it stays active from memory");
+            faults.push(ProfileFault {
+                error: ProfileError {
+                    path: PathBuf::from(format!("{active}.toml")),
+                    line: None,
+                    message: "the active profile's file is gone: it stays active until another \
+                              profile is set"
+                        .into(),
+                },
+                kept: None,
+            });
+            set.insert(profile.clone());
         }
         self.set = set;
-        self.errors = errors;
-        let active = self.selection.borrow().active.clone();
+        self.errors = faults;
         if self.set.get(&active).is_none() {
             let fallback = if self.set.get(DEFAULT_PROFILE).is_some() {
                 DEFAULT_PROFILE.to_owned()
@@ -73,6 +133,11 @@ impl ProfileLibrary {
                     .unwrap_or_default()
             };
             tracing::error!(wanted = %active, using = %fallback, "active profile not found");
+            self.health.events().publish(
+                "profile",
+                json!({ "kind": "changed", "profile": fallback, "previous": active,
+                        "reason": "the profile did not load" }),
+            );
             self.selection.send_modify(|s| s.active = fallback);
         }
     }
@@ -222,6 +287,14 @@ impl Message<SetProfile> for ProfileLibrary {
             "profile",
             json!({ "kind": "changed", "profile": profile.name, "previous": previous }),
         );
+        self.move_transport(&profile).await;
+        Ok(profile)
+    }
+}
+
+impl ProfileLibrary {
+    /// Moves the transport to `profile`'s default tempo, meter and key.
+    async fn move_transport(&self, profile: &Profile) {
         let change = TransportChange {
             tempo: Some(profile.tempo.default),
             meter: Some(profile.meter),
@@ -235,9 +308,8 @@ impl Message<SetProfile> for ProfileLibrary {
         // NOTE: tell, not ask: the transport publishes its own event, and the profile library
         // must not wait on another actor while holding its mailbox.
         if let Err(e) = self.transport.tell(set).await {
-            tracing::warn!(error = %e, "could not move the transport to the new profile");
+            tracing::warn!(error = %e, "could not move the transport to the profile");
         }
-        Ok(profile)
     }
 }
 
@@ -265,7 +337,30 @@ impl Message<ReloadProfiles> for ProfileLibrary {
         if let Some(dirs) = msg.dirs {
             self.selection.send_modify(|s| s.dirs = dirs);
         }
+        let before = self.active().cloned();
         self.load();
+        for fault in &self.errors {
+            self.health.events().publish(
+                "profile",
+                json!({
+                    "kind": "error",
+                    "path": fault.error.path,
+                    "line": fault.error.line,
+                    "message": fault.error.message,
+                    "error": fault.to_string(),
+                    "kept": fault.kept,
+                }),
+            );
+        }
+        if let (Some(before), Some(after)) = (before, self.active().cloned())
+            && before.name == after.name
+            && (before.tempo.default != after.tempo.default
+                || before.meter != after.meter
+                || before.key != after.key)
+        {
+            tracing::info!(profile = %after.name, "the active profile changed; moving the transport to it");
+            self.move_transport(&after).await;
+        }
         let report = ReloadReport {
             loaded: self.set.len(),
             errors: self.error_texts(),

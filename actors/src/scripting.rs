@@ -4,7 +4,10 @@
 //! (no `import`, no `eval`), with limits on operations, call depth, expression depth,
 //! string, array and map sizes, and a wall-clock budget per call enforced from
 //! `on_progress`. Scripts compile to an AST once, when they are loaded; errors carry the
-//! script's name and line.
+//! script's name and line, limit errors included (see [`Trace`]).
+//!
+//! [`Record`] is the one policy for a script version that fails when it runs: the owner of
+//! a script (the director, the generator) rolls back to the last version that worked.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -75,11 +78,43 @@ impl ScriptError {
     }
 }
 
-/// The deadline of the call in progress, in microseconds since `epoch`.
+/// The deadline of the call in progress, in microseconds since `epoch`, and where the
+/// call is.
 #[derive(Debug)]
 struct Budget {
     epoch: Instant,
     deadline_us: AtomicU64,
+    trace: Trace,
+}
+
+/// The line and column the call in progress reached last.
+///
+/// NOTE: Rhai reports the errors that stop a script (too many operations, stack overflow,
+/// data too large, terminated from `on_progress`) with the position where they arose, then
+/// overwrites it with the call site at every function boundary: a function called from Rust
+/// has none, so every limit error would say line 0. A debugger that steps through every node
+/// keeps the last position here instead; it costs a callback per node, which is small beside
+/// what a script's call is allowed (and a runaway script is stopped by its limits anyway).
+#[derive(Debug, Default)]
+struct Trace(AtomicU64);
+
+impl Trace {
+    fn record(&self, position: Position) {
+        if let (Some(line), column) = (position.line(), position.position().unwrap_or(0)) {
+            self.0
+                .store(((line as u64) << 32) | column as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn clear(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// The last (line, column) reached; `None` before the first.
+    fn last(&self) -> Option<(usize, usize)> {
+        let packed = self.0.load(Ordering::Relaxed);
+        (packed != 0).then_some(((packed >> 32) as usize, (packed & 0xffff_ffff) as usize))
+    }
 }
 
 impl Budget {
@@ -133,12 +168,28 @@ impl Sandbox {
         let budget = Arc::new(Budget {
             epoch: Instant::now(),
             deadline_us: AtomicU64::new(u64::MAX),
+            trace: Trace::default(),
         });
         let watch = budget.clone();
         engine.on_progress(move |_| {
             (watch.now_us() > watch.deadline_us.load(Ordering::Relaxed))
                 .then(|| Dynamic::from("the script ran past its time budget"))
         });
+        let tracer = budget.clone();
+        // NOTE: Rhai marks the debugger API "volatile", not deprecated; it is pinned with the
+        // crate's version, and the unit tests catch a change in what it reports.
+        #[allow(deprecated)]
+        engine.register_debugger(
+            |_, debugger| debugger,
+            move |_, event, _, _, position| {
+                // Only steps: a function's exit (even with the error that stops it) reports
+                // the end of its body, which is not where the script was.
+                if let rhai::debugger::DebuggerEvent::Step = event {
+                    tracer.trace.record(position);
+                }
+                Ok(rhai::debugger::DebuggerCommand::StepInto)
+            },
+        );
         Sandbox {
             engine,
             budget,
@@ -186,6 +237,7 @@ impl Sandbox {
         args: impl FuncArgs,
     ) -> Result<Dynamic, ScriptError> {
         let budget_us = self.limits.budget.as_micros() as u64;
+        self.budget.trace.clear();
         self.budget
             .deadline_us
             .store(self.budget.now_us() + budget_us, Ordering::Relaxed);
@@ -194,21 +246,72 @@ impl Sandbox {
             .call_fn::<Dynamic>(&mut Scope::new(), ast, function, args);
         self.budget.deadline_us.store(u64::MAX, Ordering::Relaxed);
         result.map_err(|e: Box<EvalAltResult>| {
-            let message = match &*e {
+            let inner = e.unwrap_inner();
+            let message = match inner {
                 EvalAltResult::ErrorTerminated(reason, _) => reason.to_string(),
                 EvalAltResult::ErrorTooManyOperations(_) => format!(
                     "the script ran past its limit of {} operations",
                     self.limits.max_operations
                 ),
+                EvalAltResult::ErrorStackOverflow(_) => format!(
+                    "the script nested calls deeper than its limit of {}",
+                    self.limits.max_call_levels
+                ),
                 other => other.to_string(),
+            };
+            // The innermost error knows best where it arose, unless Rhai overwrote it (limit
+            // errors): then the trace says where the script was when it was stopped.
+            let line = match (inner.position().line(), self.budget.trace.last()) {
+                (_, Some((line, _))) if inner.is_system_exception() => line,
+                (Some(line), _) => line,
+                (None, traced) => traced.map_or(0, |(line, _)| line),
             };
             ScriptError::Runtime {
                 script: script.to_owned(),
                 function: function.to_owned(),
-                line: line_of(e.position()),
+                line,
                 message,
             }
         })
+    }
+}
+
+/// How a script version has fared since it was loaded: the rule for when its owner rolls
+/// back to the last version that worked.
+///
+/// A version that fails its first call is rolled back at once (it never worked); one that
+/// has worked is rolled back after [`Record::ROLL_BACK_AFTER`] failed calls in a row, so a
+/// call that runs past its time budget once on a loaded host does not throw away a good
+/// script, while one that now fails on every call does not silence the set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Record {
+    /// The version completed a call.
+    pub proven: bool,
+    /// Calls failed since the last that completed.
+    pub failures_in_row: u32,
+}
+
+impl Record {
+    /// Failed calls in a row after which a version that had worked is rolled back.
+    pub const ROLL_BACK_AFTER: u32 = 3;
+
+    /// A record for a version known to work (a built-in script, a rolled-back one).
+    pub fn proven() -> Record {
+        Record {
+            proven: true,
+            failures_in_row: 0,
+        }
+    }
+
+    pub fn succeeded(&mut self) {
+        self.proven = true;
+        self.failures_in_row = 0;
+    }
+
+    /// Counts a failed call; true when the version should be rolled back.
+    pub fn failed(&mut self) -> bool {
+        self.failures_in_row += 1;
+        !self.proven || self.failures_in_row >= Self::ROLL_BACK_AFTER
     }
 }
 
@@ -221,7 +324,13 @@ mod tests {
         let sandbox = Sandbox::new(ScriptLimits::default());
         let ast = sandbox.compile("spin", "fn run() { loop { } }").unwrap();
         let err = sandbox.call("spin", &ast, "run", ()).unwrap_err();
-        assert!(err.to_string().contains("operations"), "{err}");
+        // Whichever limit comes first on this host: the operations or the time budget.
+        let text = err.to_string();
+        assert!(
+            text.contains("operations") || text.contains("time budget"),
+            "{err}"
+        );
+        assert!(text.starts_with("spin:1:"), "{err}");
     }
 
     #[test]
@@ -261,6 +370,75 @@ mod tests {
         let ast = sandbox.compile("y", "fn f() {\n\n  1 / 0\n}").unwrap();
         let err = sandbox.call("y", &ast, "f", ()).unwrap_err();
         assert!(err.to_string().starts_with("y:3: in f()"), "{err}");
+    }
+
+    /// Each limit stops the script where it was: the error names that line, not 0.
+    #[test]
+    fn limit_errors_name_the_line_where_the_script_was_stopped() {
+        let sandbox = Sandbox::new(ScriptLimits {
+            max_operations: 50_000,
+            ..ScriptLimits::default()
+        });
+        let cases = [
+            (
+                "fn run() {\n  let x = 0;\n  loop {\n    x += 1;\n  }\n}",
+                3..=4,
+            ),
+            (
+                "fn spin(n) {\n  while true {\n    n += 1;\n  }\n}\nfn run() {\n  spin(0)\n}",
+                2..=3,
+            ),
+            (
+                "fn dive(n) {\n\n  dive(n + 1)\n}\nfn run() { dive(0) }",
+                3..=3,
+            ),
+            (
+                "fn run() {\n  let s = \"x\";\n  loop {\n    s += s;\n  }\n}",
+                3..=4,
+            ),
+            (
+                "fn run() {\n  let a = [];\n  loop {\n    a.push(1);\n  }\n}",
+                3..=4,
+            ),
+        ];
+        for (source, lines) in cases {
+            let ast = sandbox.compile("limits", source).unwrap();
+            let err = sandbox.call("limits", &ast, "run", ()).unwrap_err();
+            let ScriptError::Runtime { line, .. } = &err else {
+                panic!("{err}");
+            };
+            assert!(lines.contains(line), "{source}\n-> {err}");
+        }
+        let timed = Sandbox::new(ScriptLimits {
+            max_operations: u64::MAX,
+            budget: Duration::from_millis(20),
+            ..ScriptLimits::default()
+        });
+        let ast = timed
+            .compile(
+                "slow",
+                "fn run() {\n  let x = 0;\n  loop {\n    x += 1;\n  }\n}",
+            )
+            .unwrap();
+        let err = timed.call("slow", &ast, "run", ()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("slow:3:") || err.to_string().starts_with("slow:4:"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("time budget"), "{err}");
+    }
+
+    #[test]
+    fn a_version_that_never_worked_rolls_back_at_once_a_proven_one_after_three() {
+        let mut fresh = Record::default();
+        assert!(fresh.failed());
+        let mut good = Record::default();
+        good.succeeded();
+        assert!(!good.failed());
+        assert!(!good.failed());
+        assert!(good.failed());
+        good.succeeded();
+        assert!(!good.failed());
     }
 
     #[test]

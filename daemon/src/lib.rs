@@ -112,6 +112,8 @@ pub struct Shared {
     pub in_flight: control::InFlight,
     /// The event publisher's subscriber counts.
     pub publisher: Arc<publisher::PublisherStats>,
+    /// How keeping state.json is going.
+    pub saving: state::Saving,
 }
 
 impl Shared {
@@ -121,6 +123,11 @@ impl Shared {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The `state` section of `daemon.status`.
+    pub fn state_report(&self) -> serde_json::Value {
+        self.saving.report()
     }
 }
 
@@ -138,6 +145,8 @@ pub struct Daemon {
     http_server: Option<JoinHandle<()>>,
     publisher: JoinHandle<()>,
     watchdog: Option<JoinHandle<()>>,
+    /// Saves the state as it changes.
+    state_keeper: JoinHandle<()>,
     _watcher: djinn_actors::watcher::Watcher,
 }
 
@@ -149,6 +158,7 @@ impl Daemon {
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
         let saved = state::load(&state_dir);
+        let saving = state::Saving::new(saved.clone());
 
         let (events, events_rx) = EventSink::channel(4096);
         let health = Health::new(events.clone());
@@ -372,6 +382,7 @@ impl Daemon {
             stats: ControlStats::default(),
             in_flight,
             publisher: publisher_stats,
+            saving,
         });
         let server = tokio::spawn(control::serve(control_socket, shared.clone()));
         let http_server =
@@ -391,7 +402,9 @@ impl Daemon {
         );
         let watchdog = systemd::watchdog_interval()
             .map(|every| tokio::spawn(keep_watchdog_fed(shared.clone(), every)));
+        let state_keeper = tokio::spawn(keep_state_saved(shared.clone()));
         Ok(Daemon {
+            state_keeper,
             shared,
             loader,
             supervisor,
@@ -491,6 +504,7 @@ impl Daemon {
         if let Some(watchdog) = self.watchdog {
             watchdog.abort();
         }
+        self.state_keeper.abort();
         save_state(&self.shared).await;
         // NOTE: the supervisor stops its children before itself.
         let _ = self.supervisor.stop_gracefully().await;
@@ -565,25 +579,58 @@ pub(crate) fn master_fx(profile: &djinn_engine::profile::Profile) -> djinn_engin
     }
 }
 
-async fn save_state(shared: &Shared) {
-    let transport = match shared.transport.ask(GetTransport).await {
-        Ok(snapshot) => snapshot.0,
-        Err(_) => shared.transport_watch.borrow().clone(),
-    };
-    let saved = state::SavedState {
+/// How often the state is compared with what was saved (and a failed save retried).
+const STATE_SAVE_EVERY: Duration = Duration::from_secs(3);
+
+fn current_state(shared: &Shared, transport: &Transport) -> state::SavedState {
+    state::SavedState {
         profile: shared.selection.borrow().active.clone(),
         tempo: transport.tempo,
         meter: transport.meter,
         key: transport.key,
-    };
-    let dir = shared.state_dir.clone();
-    let result = tokio::task::spawn_blocking(move || state::save(&dir, &saved)).await;
+    }
+}
+
+/// Saves the state on the blocking pool; `force` writes even when nothing changed.
+async fn write_state(shared: &Arc<Shared>, saved: state::SavedState, force: bool) {
+    let keeper = shared.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        keeper
+            .saving
+            .save(&keeper.state_dir, &saved, force, keeper.health.events())
+    })
+    .await;
     match result {
-        Ok(Ok(())) => {
-            tracing::info!(path = %state::path(&shared.state_dir).display(), "state saved")
-        }
-        Ok(Err(e)) => tracing::error!(error = %e, "state not saved"),
+        Ok(Ok(())) => {}
+        // Reported (once per outage) by `Saving`, and retried by the keeper.
+        Ok(Err(_)) => {}
         Err(e) => tracing::error!(error = %e, "state not saved"),
+    }
+}
+
+/// Saves the state whenever it changes, and retries a failed save, every few seconds: a
+/// crash loses little, and a full disk is seen when it happens, not at the next restart.
+async fn keep_state_saved(shared: Arc<Shared>) {
+    let first = tokio::time::Instant::now() + STATE_SAVE_EVERY;
+    let mut ticker = tokio::time::interval_at(first, STATE_SAVE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let transport = shared.transport_watch.borrow().clone();
+        let saved = current_state(&shared, &transport);
+        write_state(&shared, saved, false).await;
+    }
+}
+
+async fn save_state(shared: &Arc<Shared>) {
+    let transport = match shared.transport.ask(GetTransport).await {
+        Ok(snapshot) => snapshot.0,
+        Err(_) => shared.transport_watch.borrow().clone(),
+    };
+    let saved = current_state(shared, &transport);
+    write_state(shared, saved, true).await;
+    if shared.saving.report()["error"].is_null() {
+        tracing::info!(path = %state::path(&shared.state_dir).display(), "state saved");
     }
 }
 

@@ -329,6 +329,12 @@ impl ProfileSet {
         self.profiles.get(name)
     }
 
+    /// Adds `profile`, replacing any of the same name (a reload keeps the last good version
+    /// of a profile whose file broke).
+    pub fn insert(&mut self, profile: Profile) {
+        self.profiles.insert(profile.name.clone(), profile);
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Profile> {
         self.profiles.values()
     }

@@ -281,6 +281,7 @@ impl AudioActor {
             self.args.fast,
             self.args.keep_recordings,
             self.hold.clone(),
+            self.events().clone(),
         ) {
             Ok(driver) => {
                 self.reason = format!(
@@ -1215,6 +1216,8 @@ pub struct AudioReport {
     pub period: usize,
     pub layers: usize,
     pub recording: Option<PathBuf>,
+    /// Why the offline driver records nothing (a full disk), while it retries.
+    pub recording_error: Option<String>,
     pub xruns: u64,
     pub dsp_load: Option<f32>,
     pub longest_callback_us: Option<u64>,
@@ -1262,7 +1265,7 @@ impl Message<AudioStatus> for AudioActor {
             Driver::Offline(d) => (
                 "offline",
                 "running",
-                d.recording.borrow().clone(),
+                d.recording.borrow().path.clone(),
                 0,
                 None,
                 None,
@@ -1278,6 +1281,10 @@ impl Message<AudioStatus> for AudioActor {
             period: self.period,
             layers: self.layers.len(),
             recording,
+            recording_error: match &self.driver {
+                Driver::Offline(d) => d.recording.borrow().error.clone(),
+                _ => None,
+            },
             xruns,
             dsp_load,
             longest_callback_us: longest,

@@ -4,6 +4,11 @@
 //! master output to 32-bit float WAV files in a directory, starting a new file after every
 //! hour of audio. It is the embedded default that lets djinnd play on a machine with no
 //! sound card.
+//!
+//! A recording that cannot be written (a full disk) stops, but the set plays on: the failure
+//! shows in the driver's [`Recording`] and as a `health` event, and every
+//! [`RETRY_EVERY`] the driver checks the free space (one `statvfs`) and starts a new file
+//! once there is room for [`MIN_FREE_SECONDS`] of audio.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +17,26 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use djinn_engine::mix::{OutputBuffers, Processor};
+use serde_json::json;
 use tokio::sync::watch;
+
+use crate::events::EventSink;
+
+/// How often a failed recording checks whether it can start again.
+pub const RETRY_EVERY: Duration = Duration::from_secs(3);
+
+/// Free space, in seconds of audio, a failed recording waits for before it starts again:
+/// starting on the last few kilobytes would only fail again at once.
+pub const MIN_FREE_SECONDS: u64 = 10;
+
+/// What the offline driver is recording, for `daemon.status`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recording {
+    /// The file being written now; `None` while recording fails.
+    pub path: Option<PathBuf>,
+    /// Why nothing is being recorded, while it fails.
+    pub error: Option<String>,
+}
 
 /// Frames of audio per file before a new one starts.
 pub fn rotate_after(sample_rate: u32) -> u64 {
@@ -49,12 +73,13 @@ impl Hold {
 pub struct OfflineDriver {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    /// The file being written now.
-    pub recording: watch::Receiver<Option<PathBuf>>,
+    /// The file being written now, or why none is.
+    pub recording: watch::Receiver<Recording>,
 }
 
 impl OfflineDriver {
-    /// Starts rendering `processor` into files under `dir`, keeping the newest `keep` files.
+    /// Starts rendering `processor` into files under `dir`, keeping the newest `keep` files;
+    /// recording failures and recoveries go to `events`.
     pub fn start(
         processor: Processor,
         dir: PathBuf,
@@ -62,10 +87,11 @@ impl OfflineDriver {
         fast: bool,
         keep: usize,
         hold: Hold,
+        events: EventSink,
     ) -> std::io::Result<OfflineDriver> {
         std::fs::create_dir_all(&dir)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (recording_tx, recording) = watch::channel(None);
+        let (recording_tx, recording) = watch::channel(Recording::default());
         let thread = std::thread::Builder::new()
             .name("djinn-offline".into())
             .spawn({
@@ -76,7 +102,9 @@ impl OfflineDriver {
                     } else {
                         Pace::Realtime
                     };
-                    run(processor, &dir, period, pace, keep, &stop, &recording_tx)
+                    let recorder =
+                        Recorder::new(dir, processor.sample_rate(), keep, recording_tx, events);
+                    run(processor, recorder, period, pace, &stop)
                 }
             })?;
         Ok(OfflineDriver {
@@ -98,7 +126,7 @@ impl Drop for OfflineDriver {
 
 type Writer = hound::WavWriter<std::io::BufWriter<std::fs::File>>;
 
-fn open(dir: &Path, sample_rate: u32) -> Option<(Writer, PathBuf)> {
+fn open(dir: &Path, sample_rate: u32) -> Result<(Writer, PathBuf), String> {
     let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
         .to_string()
         .replace(':', "-");
@@ -109,14 +137,189 @@ fn open(dir: &Path, sample_rate: u32) -> Option<(Writer, PathBuf)> {
         bits_per_sample: 32,
         sample_format: hound::SampleFormat::Float,
     };
-    match hound::WavWriter::create(&path, spec) {
+    // The header is written (and flushed) now, so a file that cannot be written at all
+    // fails here rather than a buffer later.
+    let created = hound::WavWriter::create(&path, spec).and_then(|mut w| w.flush().map(|()| w));
+    match created {
         Ok(writer) => {
             tracing::info!(path = %path.display(), "offline driver writing");
-            Some((writer, path))
+            Ok((writer, path))
         }
         Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot write the offline recording");
-            None
+            // NOTE: a header that could not be written leaves an empty or torn file that no
+            // player can open; it goes.
+            let _ = std::fs::remove_file(&path);
+            Err(format!("cannot write {}: {e}", path.display()))
+        }
+    }
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `stat` is writable memory of the
+    // right type; statvfs fills it only when it returns 0.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `stat`.
+    let stat = unsafe { stat.assume_init() };
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// The recording side of the offline driver: the file being written, rotation, and what
+/// happens when a write fails.
+struct Recorder {
+    dir: PathBuf,
+    sample_rate: u32,
+    keep: usize,
+    file: Option<(Writer, PathBuf)>,
+    in_file: u64,
+    since_flush: u64,
+    /// While recording fails: since when, and when to look again.
+    failed: Option<(Instant, Instant)>,
+    state: watch::Sender<Recording>,
+    events: EventSink,
+}
+
+impl Recorder {
+    fn new(
+        dir: PathBuf,
+        sample_rate: u32,
+        keep: usize,
+        state: watch::Sender<Recording>,
+        events: EventSink,
+    ) -> Recorder {
+        let mut recorder = Recorder {
+            dir,
+            sample_rate,
+            keep,
+            file: None,
+            in_file: 0,
+            since_flush: 0,
+            failed: None,
+            state,
+            events,
+        };
+        recorder.start_file();
+        recorder
+    }
+
+    /// Bytes one second of stereo float audio takes.
+    fn bytes_per_second(&self) -> u64 {
+        u64::from(self.sample_rate) * 2 * 4
+    }
+
+    /// Starts a new file; on failure, records why and when to try again.
+    fn start_file(&mut self) {
+        match open(&self.dir, self.sample_rate) {
+            Ok((writer, path)) => {
+                prune(&self.dir, self.keep);
+                if let Some((since, _)) = self.failed.take() {
+                    let after_s = since.elapsed().as_secs_f64();
+                    tracing::info!(path = %path.display(), after_s, "offline recording resumed");
+                    self.events.publish(
+                        "health",
+                        json!({ "kind": "recording_resumed", "path": path,
+                                "after_s": (after_s * 10.0).round() / 10.0 }),
+                    );
+                }
+                self.state.send_replace(Recording {
+                    path: Some(path.clone()),
+                    error: None,
+                });
+                self.file = Some((writer, path));
+                self.in_file = 0;
+                self.since_flush = 0;
+            }
+            Err(error) => self.fail(error, None),
+        }
+    }
+
+    /// Stops recording after `error`; the set plays on.
+    fn fail(&mut self, error: String, path: Option<PathBuf>) {
+        // NOTE: dropping the writer closes the file (its last header update fails too, which
+        // hound ignores), so deleting it frees its space at once.
+        self.file = None;
+        let retry = Instant::now() + RETRY_EVERY;
+        let first = self.failed.is_none();
+        let since = self.failed.map_or_else(Instant::now, |(since, _)| since);
+        self.failed = Some((since, retry));
+        let shown = format!(
+            "{error}; recording stopped (the set plays on) and retries every {} s",
+            RETRY_EVERY.as_secs()
+        );
+        if first {
+            tracing::error!(%error, "offline recording failed; the set plays on");
+            self.events.publish(
+                "health",
+                json!({ "kind": "recording_failed", "path": path, "error": error,
+                        "retry_s": RETRY_EVERY.as_secs() }),
+            );
+        }
+        self.state.send_replace(Recording {
+            path: None,
+            error: Some(shown),
+        });
+    }
+
+    /// Writes one period of the master, rotates, flushes, or retries a failed recording.
+    fn write(&mut self, left: &[f32], right: &[f32]) {
+        if let Some((due, since)) = self.failed.map(|(since, due)| (due, since)) {
+            if Instant::now() >= due {
+                let needed = MIN_FREE_SECONDS * self.bytes_per_second();
+                match free_bytes(&self.dir) {
+                    Some(free) if free < needed => {
+                        self.failed = Some((since, Instant::now() + RETRY_EVERY));
+                    }
+                    _ => self.start_file(),
+                }
+            }
+            return;
+        }
+        let Some((writer, path)) = &mut self.file else {
+            return;
+        };
+        let mut result = Ok(());
+        for (l, r) in left.iter().zip(right) {
+            result = writer
+                .write_sample(*l)
+                .and_then(|()| writer.write_sample(*r));
+            if result.is_err() {
+                break;
+            }
+        }
+        let frames = left.len() as u64;
+        self.in_file += frames;
+        self.since_flush += frames;
+        // A flush rewrites the header, so the file is playable even if djinnd dies; it is
+        // also where a full disk shows first.
+        if result.is_ok() && self.since_flush >= u64::from(self.sample_rate) {
+            result = writer.flush();
+            self.since_flush = 0;
+        }
+        if let Err(e) = result {
+            let path = path.clone();
+            self.fail(format!("cannot write {}: {e}", path.display()), Some(path));
+            return;
+        }
+        if self.in_file >= rotate_after(self.sample_rate) {
+            if let Some((writer, _)) = self.file.take() {
+                let _ = writer.finalize();
+            }
+            self.start_file();
+        }
+    }
+
+    fn close(self) {
+        if let Some((writer, path)) = self.file {
+            match writer.finalize() {
+                Ok(()) => tracing::info!(path = %path.display(), "offline recording closed"),
+                Err(e) => tracing::error!(error = %e, "offline recording not closed cleanly"),
+            }
         }
     }
 }
@@ -155,21 +358,14 @@ enum Pace {
 
 fn run(
     mut processor: Processor,
-    dir: &Path,
+    mut recorder: Recorder,
     period: usize,
     pace: Pace,
-    keep: usize,
     stop: &AtomicBool,
-    recording: &watch::Sender<Option<PathBuf>>,
 ) {
     let sample_rate = processor.sample_rate();
     let mut buffers = OutputBuffers::new(period);
-    let mut file = open(dir, sample_rate);
-    prune(dir, keep);
-    recording.send_replace(file.as_ref().map(|(_, p)| p.clone()));
-    let mut in_file: u64 = 0;
     let mut rendered: u64 = 0;
-    let mut since_flush: u64 = 0;
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if let Pace::Fast(hold) = &pace
@@ -183,36 +379,8 @@ fn run(
             }
         }
         processor.process(&mut buffers.outputs());
-        if let Some((writer, _)) = &mut file {
-            let mut ok = true;
-            for (l, r) in buffers.master[0].iter().zip(&buffers.master[1]) {
-                ok &= writer.write_sample(*l).is_ok() && writer.write_sample(*r).is_ok();
-            }
-            if !ok {
-                tracing::error!("offline recording write failed; recording stops");
-                file = None;
-                recording.send_replace(None);
-            }
-        }
+        recorder.write(&buffers.master[0], &buffers.master[1]);
         rendered += period as u64;
-        in_file += period as u64;
-        since_flush += period as u64;
-        if since_flush >= u64::from(sample_rate) {
-            // A flush rewrites the header, so the file is playable even if djinnd dies.
-            if let Some((writer, _)) = &mut file {
-                let _ = writer.flush();
-            }
-            since_flush = 0;
-        }
-        if in_file >= rotate_after(sample_rate) {
-            if let Some((writer, _)) = file.take() {
-                let _ = writer.finalize();
-            }
-            file = open(dir, sample_rate);
-            prune(dir, keep);
-            recording.send_replace(file.as_ref().map(|(_, p)| p.clone()));
-            in_file = 0;
-        }
         if let Pace::Realtime = pace {
             let due = Duration::from_secs_f64(rendered as f64 / f64::from(sample_rate));
             if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -220,12 +388,7 @@ fn run(
             }
         }
     }
-    if let Some((writer, path)) = file {
-        match writer.finalize() {
-            Ok(()) => tracing::info!(path = %path.display(), "offline recording closed"),
-            Err(e) => tracing::error!(error = %e, "offline recording not closed cleanly"),
-        }
-    }
+    recorder.close();
 }
 
 #[cfg(test)]
@@ -254,5 +417,33 @@ mod tests {
                 "notes.txt"
             ]
         );
+    }
+
+    /// A recording that cannot start reports why, and starts once it can.
+    #[test]
+    fn a_recording_that_cannot_be_written_fails_honestly_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("recordings");
+        // A file where the directory should be: nothing can be created in it.
+        std::fs::write(&target, b"in the way").unwrap();
+        let (events, mut rx) = EventSink::channel(8);
+        let (tx, state) = watch::channel(Recording::default());
+        let mut recorder = Recorder::new(target.clone(), 48_000, 2, tx, events);
+        let failed = state.borrow().clone();
+        assert_eq!(failed.path, None);
+        assert!(failed.error.unwrap().contains("recordings"));
+        assert_eq!(rx.try_recv().unwrap().data["kind"], "recording_failed");
+        let silence = vec![0.0f32; 256];
+        recorder.write(&silence, &silence);
+        assert_eq!(state.borrow().path, None, "no retry before it is due");
+        std::fs::remove_file(&target).unwrap();
+        std::fs::create_dir(&target).unwrap();
+        recorder.failed = recorder.failed.map(|(since, _)| (since, Instant::now()));
+        recorder.write(&silence, &silence);
+        let resumed = state.borrow().clone();
+        assert!(resumed.path.unwrap().starts_with(&target));
+        assert_eq!(resumed.error, None);
+        assert_eq!(rx.try_recv().unwrap().data["kind"], "recording_resumed");
+        recorder.close();
     }
 }

@@ -42,7 +42,7 @@ use self::script::LoadedScript;
 use crate::audio::{AudioActor, HoldAt, LayerPatch};
 use crate::generator::Generator;
 use crate::profiles::{ProfileLibrary, SnapshotProfiles};
-use crate::scripting::{Sandbox, ScriptError};
+use crate::scripting::{Record, Sandbox, ScriptError};
 use crate::supervisor::Health;
 use crate::transport::TransportActor;
 
@@ -201,8 +201,11 @@ pub struct Director {
     args: DirectorArgs,
     sandbox: Sandbox,
     script: LoadedScript,
-    /// The script that last ran without error: a new version that throws falls back to it.
+    /// The last version that completed a call, kept while a newer one runs: a version that
+    /// fails is rolled back to it (or to the built-in script for the style).
     last_good: Option<LoadedScript>,
+    /// How the running version has fared since it was loaded.
+    record: Record,
     /// The style the script was chosen for.
     script_style: String,
     loaded_at: SystemTime,
@@ -247,7 +250,15 @@ impl Director {
                     "script",
                     json!({ "kind": "loaded", "script": script.name, "style": style }),
                 );
-                self.last_good = Some(std::mem::replace(&mut self.script, script));
+                let previous = std::mem::replace(&mut self.script, script);
+                if self.record.proven {
+                    self.last_good = Some(previous);
+                }
+                self.record = if self.script.path.is_none() {
+                    Record::proven()
+                } else {
+                    Record::default()
+                };
                 self.script_style = style.to_owned();
                 self.loaded_at = SystemTime::now();
                 self.last_error = None;
@@ -394,6 +405,7 @@ impl Actor for Director {
             sandbox,
             script: placeholder,
             last_good: None,
+            record: Record::default(),
             script_style: style.clone(),
             loaded_at: SystemTime::now(),
             last_error: None,

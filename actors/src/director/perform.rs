@@ -15,6 +15,7 @@ use djinn_engine::transport::{Transport, TransportChange};
 
 use super::plan::LoopFile;
 use super::plan::{self, FxPatch, Planned, Transition, When, role_gain};
+use super::script::{self, Decision};
 use super::state::{self, StateInput};
 use super::{
     DecisionRecord, Director, DirectorError, KEEP_DECISIONS, KEEP_TIMINGS, KEEP_VOICE, Kind,
@@ -26,7 +27,7 @@ use crate::audio::{
 };
 use crate::generator::Interpret;
 use crate::profiles::{ProfileSnapshot, SetProfile};
-use crate::scripting::ScriptError;
+use crate::scripting::{Record, ScriptError};
 use crate::transport::SetTransport;
 
 /// How finely a filter sweep moves, in beats.
@@ -89,14 +90,11 @@ impl Director {
         }
     }
 
-    /// Calls the script, returning what it gave and the function called; a version that
-    /// throws gives way to the one before it, if any.
-    fn call_script(
-        &mut self,
-        kind: Kind,
-        state: Value,
-        request: &str,
-    ) -> Option<(Dynamic, &'static str)> {
+    /// Calls the script and reads its decision. A call that fails (or returns something
+    /// that is not a decision) counts against the running version; when [`Record`] says it
+    /// should go, the last version that worked (or the built-in script for the style) takes
+    /// over and is asked instead, so the set goes on.
+    fn call_script(&mut self, kind: Kind, state: Value, request: &str) -> Option<Decision> {
         let state = match rhai::serde::to_dynamic(&state) {
             Ok(s) => s,
             Err(e) => {
@@ -107,27 +105,58 @@ impl Director {
         for _attempt in 0..2 {
             let function = kind.entry(&self.script.ast);
             let started = Instant::now();
-            match self.sandbox_call(function, state.clone(), request) {
-                Ok(value) => {
-                    self.last_good = None;
-                    return Some((value, function));
+            let result = self
+                .sandbox_call(function, state.clone(), request)
+                .map_err(|e| (e, Some(started.elapsed().as_secs_f64() * 1000.0)))
+                .and_then(|value| {
+                    super::script::decision(value).map_err(|message| {
+                        let error = ScriptError::Runtime {
+                            script: self.script.name.clone(),
+                            function: function.into(),
+                            line: 0,
+                            message,
+                        };
+                        (error, None)
+                    })
+                });
+            let (error, ran_ms) = match result {
+                Ok(decision) => {
+                    self.record.succeeded();
+                    return Some(decision);
                 }
-                Err(error) => {
-                    let ran_ms = started.elapsed().as_secs_f64() * 1000.0;
-                    self.script_error(&error, Some(ran_ms));
-                    match self.last_good.take() {
-                        Some(previous) => {
-                            tracing::warn!(script = %previous.name, "falling back to the previous DJ script");
-                            self.events().publish(
-                                "script",
-                                json!({ "kind": "reverted", "script": previous.name, "from": self.script.name }),
-                            );
-                            self.script = previous;
+                Err(failed) => failed,
+            };
+            self.script_error(&error, ran_ms);
+            if !self.record.failed() {
+                return None;
+            }
+            let fallback = match self.last_good.take() {
+                Some(previous) => previous,
+                None if self.script.path.is_some() => {
+                    match script::locate(None, &self.script_style)
+                        .and_then(|source| source.compile(&self.sandbox))
+                    {
+                        Ok(built_in) => built_in,
+                        Err(e) => {
+                            tracing::error!(error = %e, "no built-in DJ script to fall back to");
+                            return None;
                         }
-                        None => return None,
                     }
                 }
-            }
+                None => return None,
+            };
+            tracing::warn!(script = %fallback.name, from = %self.script.name, "falling back to the last DJ script that worked");
+            self.events().publish(
+                "script",
+                json!({
+                    "kind": "reverted",
+                    "script": fallback.name,
+                    "from": self.script.name,
+                    "error": error.to_string(),
+                }),
+            );
+            self.script = fallback;
+            self.record = Record::proven();
         }
         None
     }
@@ -175,21 +204,7 @@ impl Director {
             loops,
         });
         let playing = set.layers.keys().copied().collect();
-        let value = self.call_script(kind, state, &request);
-        let decision = match value.map(|(v, f)| (super::script::decision(v), f)) {
-            Some((Ok(d), _)) => d,
-            Some((Err(message), function)) => {
-                let error = ScriptError::Runtime {
-                    script: self.script.name.clone(),
-                    function: function.into(),
-                    line: 0,
-                    message,
-                };
-                self.script_error(&error, None);
-                Default::default()
-            }
-            None => Default::default(),
-        };
+        let decision = self.call_script(kind, state, &request).unwrap_or_default();
         let mut context = plan::Context {
             profile: &snapshot.active,
             profiles: &snapshot.set,

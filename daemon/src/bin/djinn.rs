@@ -972,8 +972,19 @@ fn show_status(s: &Value) {
         humantime::format_duration(Duration::from_secs(uptime as u64))
     );
     println!("{:<11}{}", "profile", text(&s["profile"]));
+    for error in s["profile_errors"].as_array().into_iter().flatten() {
+        println!("{:<11}{}", "profile!", text(error));
+    }
+    if let Some(error) = s["state"]["error"].as_str() {
+        println!("{:<11}not saved: {error}", "state");
+    }
     println!("{:<11}{}", "transport", transport_line(&s["transport"]));
     let audio = &s["audio"];
+    if let Some(error) = audio["recording_error"].as_str() {
+        println!("{:<11}FAILED: {error}", "recording");
+    } else if let Some(path) = audio["recording"].as_str() {
+        println!("{:<11}{path}", "recording");
+    }
     println!(
         "{:<11}{} {} ({} Hz, {} frames, {} layers, {} xruns): {}",
         "audio",

@@ -58,6 +58,14 @@ pub async fn status(shared: &Shared, params: &Params) -> Result<Value, RpcError>
         .await
         .map(|d| json!(d))
         .unwrap_or(Value::Null);
+    // Profile files that did not load: a typo in the active profile shows here, not only in
+    // the log (its last good version plays on).
+    let profile_errors = shared
+        .profiles
+        .ask(djinn_actors::profiles::ListProfiles)
+        .await
+        .map(|list| json!(list.errors))
+        .unwrap_or(Value::Null);
     let backends = tokio::task::spawn_blocking({
         let probe = shared.backends.clone();
         move || probe.probe()
@@ -71,6 +79,8 @@ pub async fn status(shared: &Shared, params: &Params) -> Result<Value, RpcError>
         "started_at": humantime::format_rfc3339_millis(shared.started_at).to_string(),
         "state_dir": shared.state_dir,
         "profile": shared.selection.borrow().active,
+        "profile_errors": profile_errors,
+        "state": shared.state_report(),
         "audio": audio,
         "transport": super::transport::describe(&transport),
         "actors": actors,
