@@ -165,7 +165,9 @@ fn modified_ns(meta: &std::fs::Metadata) -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-/// The audio files under `dir`, recursively, sorted; symlinked folders are not followed.
+/// The audio files under `dir`, recursively, sorted. Only regular files count: symlinks
+/// are not followed (they could lead out of the folder a daemon was allowed to read), and a
+/// FIFO named like audio would block the build forever.
 pub fn audio_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
@@ -175,10 +177,11 @@ pub fn audio_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             if kind.is_dir() {
                 // An unreadable subfolder is skipped, not fatal.
                 let _ = walk(&path, out);
-            } else if path
-                .extension()
-                .map(|e| e.to_string_lossy().to_ascii_lowercase())
-                .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.as_str()))
+            } else if kind.is_file()
+                && path
+                    .extension()
+                    .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                    .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.as_str()))
             {
                 out.push(path);
             }

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """A djinn pipe-mode processor: reads audio blocks on stdin, writes them back on stdout.
 
-djinnd runs it for pipe mode (fx.pipe.set) and sends the JACK inputs through it:
+djinnd runs it for pipe mode (fx.pipe.set) and sends the JACK inputs through it, once the
+operator names it in the configuration (clients pick commands by name, never send them):
 
-    djinn raw fx.pipe.set '{"command": "python3 clients/python/pipe_example.py --gain -6"}'
+    [pipe.commands]
+    quieter = "python3 /opt/djinn/clients/python/pipe_example.py --gain -6"
+
+    djinn raw fx.pipe.set '{"name": "quieter"}'
 
 Framing, both ways, for every block: a 16-byte little-endian header (b"DJNP", the block's
 sequence number, its frame count and the sample rate, each a u32), then that many

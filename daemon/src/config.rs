@@ -5,6 +5,7 @@
 //! flags are read by clap (each flag has its `DJINN_*` twin), which already prefers a flag
 //! to its variable. The token is never a flag: it would show in `ps`.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,8 @@ pub struct Config {
     pub audio: AudioConfig,
     pub transport: TransportConfig,
     pub http: HttpConfig,
+    pub media: MediaConfig,
+    pub pipe: PipeConfig,
     pub debug: DebugConfig,
 }
 
@@ -123,6 +126,11 @@ pub struct AudioConfig {
     pub fast: bool,
     /// Offline driver: recordings kept (one per hour of audio, ~1.4 GB each).
     pub keep_recordings: usize,
+    /// The longest a layer may be, in seconds (a layer holds its audio decoded: 10 minutes
+    /// at 48 kHz is 220 MB).
+    pub max_layer_seconds: f64,
+    /// Memory all layers together may hold, in MB; a layer beyond it is refused.
+    pub max_layer_memory_mb: u64,
 }
 
 impl Default for AudioConfig {
@@ -133,6 +141,8 @@ impl Default for AudioConfig {
             connect: Vec::new(),
             fast: false,
             keep_recordings: 6,
+            max_layer_seconds: 600.0,
+            max_layer_memory_mb: 2048,
         }
     }
 }
@@ -164,6 +174,24 @@ pub struct TransportConfig {
     /// An ALSA sequencer input port (part of its name) whose MIDI clock is followed too,
     /// for hardware JACK does not see (no a2jmidid).
     pub alsa_port: Option<String>,
+}
+
+/// The folders whose files clients may name (`layer.add`, `render.file`, `quality.assess`,
+/// `library.build`), like MPD's music directory. The files area (STATE/files) is always one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Absolute folder paths; a relative request path is looked for in the files area,
+    /// then in these, in order.
+    pub roots: Vec<PathBuf>,
+}
+
+/// Pipe mode's allow-list: a client picks a command by name and never sends one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipeConfig {
+    /// Name -> command line, run with `sh -c` as djinnd's user.
+    pub commands: BTreeMap<String, String>,
 }
 
 /// Reads a switch written as true/false or "on"/"off".
@@ -372,7 +400,42 @@ impl Config {
         if self.control.events_queue == 0 {
             bail!("control.events_queue must be at least 1");
         }
+        self.check_media()
+    }
+
+    /// The media roots, pipe commands and layer limits.
+    fn check_media(&self) -> anyhow::Result<()> {
+        if let Some(root) = self.media.roots.iter().find(|r| !r.is_absolute()) {
+            bail!("media.roots: {} is not an absolute path", root.display());
+        }
+        for (name, line) in &self.pipe.commands {
+            let plain = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !plain {
+                bail!(
+                    "pipe.commands: {name:?} is not a plain name (letters, digits, '-', '_', '.')"
+                );
+            }
+            if line.trim().is_empty() {
+                bail!("pipe.commands.{name} is an empty command line");
+            }
+        }
+        let seconds = self.audio.max_layer_seconds;
+        if !(seconds.is_finite() && seconds >= 1.0) {
+            bail!("audio.max_layer_seconds must be at least 1");
+        }
+        if self.audio.max_layer_memory_mb == 0 {
+            bail!("audio.max_layer_memory_mb must be at least 1");
+        }
         Ok(())
+    }
+
+    /// What `audio.max_layer_memory_mb` allows, in bytes.
+    pub fn layer_memory_bytes(&self) -> u64 {
+        self.audio.max_layer_memory_mb.saturating_mul(1024 * 1024)
     }
 
     /// The state directory: configured, else systemd's, else the XDG data directory.
@@ -495,6 +558,19 @@ mod tests {
             "flags beat files"
         );
         assert_eq!(config.audio.backend, Some(AudioBackend::Offline));
+    }
+
+    #[test]
+    fn media_roots_are_absolute_and_pipe_commands_have_plain_names() {
+        let mut config = Config::default();
+        config.media.roots = vec!["music".into()];
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("media.roots"), "{err}");
+        config.media.roots = vec!["/srv/music".into()];
+        config.check().unwrap();
+        config.pipe.commands.insert("bad name".into(), "cat".into());
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("pipe.commands"), "{err}");
     }
 
     #[test]

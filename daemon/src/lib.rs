@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod http;
 pub mod logging;
+pub mod media;
 pub mod offline;
 pub mod publisher;
 pub mod rpc;
@@ -23,7 +24,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use djinn_actors::audio::{AudioActor, AudioArgs, Backend};
+use djinn_actors::audio::{AudioActor, AudioArgs, Backend, LayerMemory};
 use djinn_actors::backends::BackendProbe;
 use djinn_actors::director::{Director, DirectorArgs};
 use djinn_actors::events::EventSink;
@@ -95,6 +96,8 @@ pub struct Shared {
     pub transport_watch: watch::Receiver<Transport>,
     pub profiles: ActorRef<ProfileLibrary>,
     pub audio: ActorRef<AudioActor>,
+    /// The bounds on layer length and layer memory, and the memory in use.
+    pub layer_memory: Arc<LayerMemory>,
     pub generator: ActorRef<Generator>,
     /// The loop library (`library.build`, `library.search`).
     pub library: ActorRef<Library>,
@@ -225,6 +228,8 @@ impl Daemon {
             .await
             .map(|p| master_fx(&p))
             .unwrap_or_default();
+        let layer_memory =
+            LayerMemory::new(config.audio.max_layer_seconds, config.layer_memory_bytes());
         let audio = AudioActor::supervise(
             &supervisor,
             AudioArgs {
@@ -250,6 +255,7 @@ impl Daemon {
                 transport: transport.clone(),
                 transport_watch: transport_watch.clone(),
                 health: health.clone(),
+                layer_memory: layer_memory.clone(),
             },
         )
         .restart_limit(RESTART_LIMIT, RESTART_WINDOW)
@@ -367,6 +373,7 @@ impl Daemon {
             transport_watch,
             profiles,
             audio,
+            layer_memory,
             generator,
             library,
             director,
@@ -451,6 +458,10 @@ impl Daemon {
                     tracing::warn!("log_level changes take effect at the next start");
                 }
                 let dirs = config.daemon.profiles_dir.iter().cloned().collect();
+                // Layers already playing stay; the new limits apply to the next ones.
+                self.shared
+                    .layer_memory
+                    .set_limits(config.audio.max_layer_seconds, config.layer_memory_bytes());
                 *self
                     .shared
                     .config

@@ -116,23 +116,51 @@ pub enum DecodeError {
     /// Rate conversion failed.
     #[error("cannot resample from {from} Hz to {to} Hz: {message}")]
     Resample { from: u32, to: u32, message: String },
+    /// The file is longer than the caller allows ([`read_capped`]).
+    #[error(
+        "{path} is longer than the {max_seconds} s allowed{}",
+        seconds.map(|s| format!(" ({s:.1} s)")).unwrap_or_default()
+    )]
+    TooLong {
+        path: String,
+        /// Its length, where the container tells it.
+        seconds: Option<f64>,
+        max_seconds: f64,
+    },
+}
+
+/// What a file's container says of its audio before any of it is decoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Header {
+    /// 0 where the container does not say.
+    pub sample_rate: u32,
+    /// Its length, where the container tells it.
+    pub seconds: Option<f64>,
 }
 
 /// Decodes a whole file.
 pub fn read(path: &Path) -> Result<Decoded, DecodeError> {
+    read_capped(path, f64::INFINITY)
+}
+
+/// Decodes a whole file no longer than `max_seconds`: one whose container says it is longer
+/// is refused before anything is decoded, and one that does not say is refused as soon as
+/// decoding passes the limit, so a long file never costs more than `max_seconds` of audio.
+pub fn read_capped(path: &Path, max_seconds: f64) -> Result<Decoded, DecodeError> {
     let mut frames = Vec::new();
-    let (sample_rate, nonfinite) = decode_with(path, |interleaved, channels, _, expected| {
-        // Reserved up front where the container says how long it is: growing a vector of
-        // a whole song by doubling copies it several times over.
-        if frames.is_empty() {
-            frames.reserve(expected);
-        }
-        frames.extend(interleaved.chunks_exact(channels).map(|frame| match frame {
-            [mono] => [*mono, *mono],
-            [l, r, ..] => [*l, *r],
-            [] => [0.0, 0.0],
-        }));
-    })?;
+    let (sample_rate, nonfinite) =
+        decode_with(path, max_seconds, |interleaved, channels, _, expected| {
+            // Reserved up front where the container says how long it is: growing a vector of
+            // a whole song by doubling copies it several times over.
+            if frames.is_empty() {
+                frames.reserve(expected);
+            }
+            frames.extend(interleaved.chunks_exact(channels).map(|frame| match frame {
+                [mono] => [*mono, *mono],
+                [l, r, ..] => [*l, *r],
+                [] => [0.0, 0.0],
+            }));
+        })?;
     Ok(Decoded {
         sample_rate,
         frames,
@@ -150,7 +178,7 @@ pub fn for_each_mono(
 ) -> Result<(u32, usize), DecodeError> {
     let mut mono = Vec::new();
     let mut frames = 0;
-    let (rate, _) = decode_with(path, |interleaved, channels, rate, _| {
+    let (rate, _) = decode_with(path, f64::INFINITY, |interleaved, channels, rate, _| {
         mono.clear();
         mono.extend(interleaved.chunks_exact(channels).map(|frame| match frame {
             [one] => *one,
@@ -163,29 +191,62 @@ pub fn for_each_mono(
     Ok((rate, frames))
 }
 
-/// Decodes `path` packet by packet: `push` gets each packet's interleaved samples with their
-/// channel count, their rate, and the file's length in frames when the container tells it
-/// (else 0), with every non-finite sample zeroed. Returns the sample rate and what was
-/// zeroed.
-fn decode_with(
-    path: &Path,
-    mut push: impl FnMut(&[f32], usize, u32, usize),
-) -> Result<(u32, NonFinite), DecodeError> {
+/// Reads what the container says of the file's audio (rate, length), decoding nothing.
+pub fn probe(path: &Path) -> Result<Header, DecodeError> {
+    let opened = open(path)?;
+    let rate = opened.params.sample_rate.unwrap_or(0);
+    Ok(Header {
+        sample_rate: rate,
+        seconds: opened
+            .frames
+            .filter(|_| rate > 0)
+            .map(|n| n as f64 / f64::from(rate)),
+    })
+}
+
+/// A file opened and probed: its format reader, audio track and codec parameters.
+struct Opened {
+    name: String,
+    format: Box<dyn symphonia::core::formats::FormatReader>,
+    track_id: u32,
+    /// The length the container gives, in frames.
+    frames: Option<u64>,
+    params: symphonia::core::codecs::audio::AudioCodecParameters,
+}
+
+/// Opens a regular file for decoding. The open does not block: a FIFO (or a device) put
+/// where a file was expected is refused at once instead of waiting for a writer forever.
+fn open_regular(path: &Path, name: &str) -> Result<std::fs::File, DecodeError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let refuse = |source| DecodeError::Open {
+        path: name.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(refuse)?;
+    // Checked on the open file, not the name, so nothing can be swapped in between.
+    if !file.metadata().map_err(refuse)?.is_file() {
+        return Err(refuse(std::io::Error::other("not a regular file")));
+    }
+    Ok(file)
+}
+
+fn open(path: &Path) -> Result<Opened, DecodeError> {
     let name = path.display().to_string();
     let format_error = |message: String| DecodeError::Format {
         path: name.clone(),
         message,
     };
-    let file = std::fs::File::open(path).map_err(|source| DecodeError::Open {
-        path: name.clone(),
-        source,
-    })?;
+    let file = open_regular(path, &name)?;
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
     let stream = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut format = symphonia::default::get_probe()
+    let format = symphonia::default::get_probe()
         .probe(
             &hint,
             stream,
@@ -197,18 +258,69 @@ fn decode_with(
         .default_track(TrackType::Audio)
         .ok_or_else(|| format_error("no audio track".into()))?;
     let track_id = track.id;
-    let track_frames = track.num_frames.map_or(0, |n| n.min(1 << 28) as usize);
+    let frames = track.num_frames;
     let params = track
         .codec_params
         .as_ref()
         .and_then(|p| p.audio())
         .ok_or_else(|| format_error("no audio codec parameters".into()))?
         .clone();
+    Ok(Opened {
+        name,
+        format,
+        track_id,
+        frames,
+        params,
+    })
+}
+
+/// Decodes `path` packet by packet, at most `max_seconds` of it: `push` gets each packet's
+/// interleaved samples with their channel count, their rate, and the file's length in frames
+/// when the container tells it (else 0; never more than the limit), with every non-finite
+/// sample zeroed. Returns the sample rate and what was zeroed.
+fn decode_with(
+    path: &Path,
+    max_seconds: f64,
+    mut push: impl FnMut(&[f32], usize, u32, usize),
+) -> Result<(u32, NonFinite), DecodeError> {
+    let Opened {
+        name,
+        mut format,
+        track_id,
+        frames: track_frames,
+        params,
+    } = open(path)?;
+    let format_error = |message: String| DecodeError::Format {
+        path: name.clone(),
+        message,
+    };
+    let too_long = |seconds| DecodeError::TooLong {
+        path: name.clone(),
+        seconds,
+        max_seconds,
+    };
+    let mut sample_rate = params.sample_rate.unwrap_or(0);
+    // The most frames allowed at `rate`, +1 so that rounding never refuses a file exactly
+    // at the limit.
+    let cap = |rate: u32| ((max_seconds * f64::from(rate)) as usize).saturating_add(1);
+    if let Some(n) = track_frames
+        && sample_rate > 0
+        && n as f64 > max_seconds * f64::from(sample_rate)
+    {
+        return Err(too_long(Some(n as f64 / f64::from(sample_rate))));
+    }
+    let track_frames = track_frames.map_or(0, |n| {
+        let n = usize::try_from(n).unwrap_or(usize::MAX).min(1 << 28);
+        if sample_rate > 0 {
+            n.min(cap(sample_rate))
+        } else {
+            0
+        }
+    });
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| format_error(e.to_string()))?;
     let mut frames = 0usize;
-    let mut sample_rate = params.sample_rate.unwrap_or(0);
     let mut interleaved: Vec<f32> = Vec::new();
     let mut nonfinite = NonFinite::default();
     loop {
@@ -237,6 +349,9 @@ fn decode_with(
         let zeroed = zero_nonfinite(&mut interleaved, channels);
         nonfinite = nonfinite.and(zeroed, frames as u64);
         frames += interleaved.len() / channels;
+        if frames > cap(sample_rate) {
+            return Err(too_long(None));
+        }
         push(&interleaved, channels, sample_rate, track_frames);
     }
     if frames == 0 || sample_rate == 0 {
@@ -254,11 +369,10 @@ pub fn resample(frames: &[[f32; 2]], from: u32, to: u32) -> Result<Vec<[f32; 2]>
     let error = |message: String| DecodeError::Resample { from, to, message };
     let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 2, FixedSync::Both)
         .map_err(|e| error(e.to_string()))?;
-    let input: Vec<f32> = frames.iter().flatten().copied().collect();
     let needed = resampler.process_all_needed_output_len(frames.len());
     let mut output = vec![0.0f32; needed * 2];
-    let input_adapter =
-        InterleavedSlice::new(&input, 2, frames.len()).map_err(|e| error(e.to_string()))?;
+    let input_adapter = InterleavedSlice::new(frames.as_flattened(), 2, frames.len())
+        .map_err(|e| error(e.to_string()))?;
     let mut output_adapter =
         InterleavedSlice::new_mut(&mut output, 2, needed).map_err(|e| error(e.to_string()))?;
     let (_, produced) = resampler
@@ -295,6 +409,44 @@ mod tests {
             w.write_sample((s * 32767.0) as i16).unwrap();
         }
         w.finalize().unwrap();
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_refused_from_its_header_and_one_under_it_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.wav");
+        write_wav(&path, 8_000, 1, &vec![0.1; 8_000 * 3]);
+        assert_eq!(
+            probe(&path).unwrap(),
+            Header {
+                sample_rate: 8_000,
+                seconds: Some(3.0)
+            }
+        );
+        match read_capped(&path, 2.5) {
+            Err(DecodeError::TooLong { seconds, .. }) => assert_eq!(seconds, Some(3.0)),
+            other => panic!("expected TooLong, got {other:?}"),
+        }
+        assert_eq!(read_capped(&path, 3.0).unwrap().frames.len(), 24_000);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("loop.wav");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        // With no writer, a blocking open would never return.
+        match read(&fifo) {
+            Err(DecodeError::Open { source, .. }) => {
+                assert!(
+                    source.to_string().contains("not a regular file"),
+                    "{source}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[test]

@@ -88,7 +88,9 @@ pub fn scrub(command: &mut Command) {
 /// How to start a djinnd.
 #[derive(Default)]
 pub struct Options {
-    /// TOML written to the --config file.
+    /// TOML written to the --config file. Unless it has a `[media]` table, the system's
+    /// temporary directory is made a media root, so that tests may name the files they
+    /// write to their own temporary directories.
     pub config: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -136,7 +138,15 @@ impl Djinnd {
             .clone()
             .unwrap_or_else(|| dir.path().join("state"));
         let config = dir.path().join("djinn.toml");
-        std::fs::write(&config, &options.config).expect("write config");
+        let mut text = options.config.clone();
+        if !text.contains("[media]") {
+            let temp = std::env::temp_dir();
+            text.push_str(&format!(
+                "\n[media]\nroots = [{:?}]\n",
+                temp.display().to_string()
+            ));
+        }
+        std::fs::write(&config, text).expect("write config");
         let mut command = Command::new(bin("djinnd"));
         scrub(&mut command);
         command

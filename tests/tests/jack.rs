@@ -9,10 +9,15 @@ use djinn_tests::{Djinnd, Jackd, Options, rms};
 use serde_json::{Value, json};
 
 fn djinnd_on(jackd: &Jackd) -> Djinnd {
+    djinnd_on_with(jackd, String::new())
+}
+
+fn djinnd_on_with(jackd: &Jackd, config: String) -> Djinnd {
     Djinnd::start_with(Options {
         audio: Some("jack".into()),
         args: vec!["--jack-name".into(), "djinn".into()],
         env: jackd.env(),
+        config,
         ..Options::default()
     })
 }
@@ -733,9 +738,10 @@ fn onsets(x: &[f32], level: f32) -> Vec<usize> {
     found
 }
 
-async fn pipe_set(client: &mut Client, command: Value) -> Value {
+/// Turns pipe mode on with the allow-listed command `name`, or off (`null`).
+async fn pipe_set(client: &mut Client, name: Value) -> Value {
     client
-        .call("fx.pipe.set", json!({ "command": command }))
+        .call("fx.pipe.set", json!({ "name": name }))
         .await
         .unwrap()
 }
@@ -787,7 +793,20 @@ async fn pipe_mode_delays_by_its_reported_latency_and_bypasses_a_bad_command() {
 async fn pipe_mode_take() -> (u64, u64, u64) {
     // Realtime, with no other JACK test beside it: an xrun here is djinn's.
     let jackd = Jackd::start_alone(true, 256);
-    let daemon = djinnd_on(&jackd);
+    let example = djinn_tests::repo().join("clients/python/pipe_example.py");
+    let short = r#"python3 -c 'import sys,struct
+i,o=sys.stdin.buffer,sys.stdout.buffer
+h=i.read(16); m,s,n,r=struct.unpack("<4sIII",h); i.read(n*8)
+o.write(struct.pack("<4sIII",m,s,n//2,r)+bytes(n*4)); o.flush(); i.read()'"#;
+    let mut commands = toml::Table::new();
+    commands.insert(
+        "echo".into(),
+        format!("python3 {}", example.display()).into(),
+    );
+    commands.insert("stall".into(), "sleep 600".into());
+    commands.insert("die".into(), "exit 3".into());
+    commands.insert("short".into(), short.into());
+    let daemon = djinnd_on_with(&jackd, format!("[pipe.commands]\n{commands}"));
     let mut client = daemon.client();
     wait_audio(&mut client, "running", Duration::from_secs(5)).await;
     let _metro = Peer::metro(&jackd);
@@ -797,10 +816,9 @@ async fn pipe_mode_take() -> (u64, u64, u64) {
     let period_us = 256 * 1_000_000 / 48_000;
     let probe = StallProbe::start(period_us);
     let dir = tempfile::tempdir().unwrap();
-    let example = djinn_tests::repo().join("clients/python/pipe_example.py");
 
     // The shipped example, unchanged gain: an echo.
-    let on = pipe_set(&mut client, json!(format!("python3 {}", example.display()))).await;
+    let on = pipe_set(&mut client, json!("echo")).await;
     assert_eq!(on["latency_frames"], 2048, "{on}");
     next_pipe_event(&mut events, "started", "").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -825,7 +843,7 @@ async fn pipe_mode_take() -> (u64, u64, u64) {
     assert!((db(a) - db(b)).abs() < 1.0, "echo level {b} for {a}");
 
     // A command that never answers: stalled, bypassed; the inputs still play, delayed alike.
-    pipe_set(&mut client, json!("sleep 600")).await;
+    pipe_set(&mut client, json!("stall")).await;
     next_pipe_event(&mut events, "bypassed", "stalled").await;
     let take = jackd.capture(&["metro:60_bpm", "djinn:out_L"], 2.5, dir.path());
     let (clicks, heard) = (onsets(&take[0], 0.05), onsets(&take[1], 0.05));
@@ -838,18 +856,14 @@ async fn pipe_mode_take() -> (u64, u64, u64) {
     );
 
     // A command that dies, and one that answers short: bypassed and restarted, with backoff.
-    pipe_set(&mut client, json!("exit 3")).await;
+    pipe_set(&mut client, json!("die")).await;
     let died = next_pipe_event(&mut events, "bypassed", "exited").await;
     let again = next_pipe_event(&mut events, "bypassed", "exited").await;
     assert!(
         again["retry_ms"].as_u64() > died["retry_ms"].as_u64(),
         "{died} then {again}"
     );
-    let short = r#"python3 -c 'import sys,struct
-i,o=sys.stdin.buffer,sys.stdout.buffer
-h=i.read(16); m,s,n,r=struct.unpack("<4sIII",h); i.read(n*8)
-o.write(struct.pack("<4sIII",m,s,n//2,r)+bytes(n*4)); o.flush(); i.read()'"#;
-    pipe_set(&mut client, json!(short)).await;
+    pipe_set(&mut client, json!("short")).await;
     next_pipe_event(&mut events, "bypassed", "wrong answer").await;
 
     // Off: nothing of the inputs is heard, and no xrun came of any of it.

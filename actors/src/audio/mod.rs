@@ -9,6 +9,7 @@
 mod alsa;
 mod clock;
 mod jack;
+pub mod memory;
 mod offline;
 pub mod pipe;
 mod timebase;
@@ -39,6 +40,7 @@ use tokio::sync::watch;
 pub use self::clock::{ClockSettings, ClockStatus, RampTempo, SetClock};
 use self::jack::JackDriver;
 pub use self::jack::JackStats;
+pub use self::memory::{LayerLimitError, LayerMemory, Reservation};
 pub use self::offline::Hold;
 use self::offline::OfflineDriver;
 use crate::supervisor::Health;
@@ -89,6 +91,8 @@ pub struct AudioArgs {
     pub transport: ActorRef<TransportActor>,
     pub transport_watch: watch::Receiver<Transport>,
     pub health: Health,
+    /// The bounds on layer length and on the memory all layers hold.
+    pub layer_memory: Arc<LayerMemory>,
 }
 
 enum Driver {
@@ -122,8 +126,14 @@ pub struct LayerInfo {
     audio: Arc<[[f32; 2]]>,
     /// What a pending replace swaps out, restored if the replace misses its bar.
     #[serde(skip)]
-    previous: Option<(String, Arc<[[f32; 2]]>)>,
+    previous: Option<Swapped>,
+    /// The layer memory its audio holds, given back when the layer is dropped.
+    #[serde(skip)]
+    reservation: Arc<Reservation>,
 }
+
+/// What a pending replace swaps out: the source, the audio and the memory it holds.
+type Swapped = (String, Arc<[[f32; 2]]>, Arc<Reservation>);
 
 /// The owner of the mixer.
 pub struct AudioActor {
@@ -136,7 +146,7 @@ pub struct AudioActor {
     /// The live effect chain on the inputs, and whether it is heard.
     live: LiveChainSettings,
     /// The pipe's command, when pipe mode is on.
-    pipe_command: Option<String>,
+    pipe_command: Option<PipeCommand>,
     /// Its worker, while the command runs.
     pipe: Option<pipe::PipeWorker>,
     /// The pipe's worker ends while no command runs.
@@ -178,7 +188,7 @@ impl AudioActor {
             && let Some(ends) = self.pipe_ends.take()
         {
             self.pipe = Some(pipe::PipeWorker::start(
-                command.clone(),
+                command.line.clone(),
                 ends,
                 sample_rate,
                 self.events().clone(),
@@ -477,11 +487,12 @@ impl AudioActor {
             return;
         };
         let source = match layer.previous.take() {
-            Some((source, audio)) => {
+            Some((source, audio, reservation)) => {
                 let missed = std::mem::replace(&mut layer.source, source);
                 layer.frames = audio.len();
                 layer.seconds = audio.len() as f64 / f64::from(self.sample_rate);
                 layer.audio = audio;
+                layer.reservation = reservation;
                 missed
             }
             None => {
@@ -704,6 +715,9 @@ pub enum AudioError {
     /// The command queue to the mixer is full.
     #[error("the mixer's command queue is full; retry shortly")]
     QueueFull,
+    /// The layer is too long, or the layers would hold too much memory.
+    #[error(transparent)]
+    Limit(#[from] LayerLimitError),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -743,6 +757,25 @@ pub struct AddLayer {
     pub params: LayerParams,
     pub at: Quantize,
     pub source: String,
+    /// The memory reserved for `frames` while they were prepared; `None`: reserved here.
+    pub reservation: Option<Arc<Reservation>>,
+}
+
+impl AudioActor {
+    /// Checks `frames` against the layer limits, reserving their memory unless the caller
+    /// already did.
+    fn admit(
+        &self,
+        frames: &[[f32; 2]],
+        reservation: Option<Arc<Reservation>>,
+    ) -> Result<Arc<Reservation>, AudioError> {
+        let memory = &self.args.layer_memory;
+        memory.check_length(frames.len(), self.sample_rate)?;
+        Ok(match reservation {
+            Some(reserved) => reserved,
+            None => Arc::new(memory.reserve(frames.len() as u64 * memory::FRAME_BYTES)?),
+        })
+    }
 }
 
 impl Message<AddLayer> for AudioActor {
@@ -754,6 +787,7 @@ impl Message<AddLayer> for AudioActor {
         }
         let mut msg = msg;
         msg.frames = self.finite(msg.frames, &msg.source);
+        let reservation = self.admit(&msg.frames, msg.reservation)?;
         let id = self.next_id;
         let audio = Box::new(LayerAudio {
             frames: msg.frames.clone(),
@@ -779,6 +813,7 @@ impl Message<AddLayer> for AudioActor {
             started_frame: None,
             audio: msg.frames,
             previous: None,
+            reservation,
         };
         self.layers.insert(id, info.clone());
         Ok(info)
@@ -793,6 +828,8 @@ pub struct ReplaceLayer {
     pub at: Quantize,
     pub crossfade_beats: f32,
     pub source: String,
+    /// The memory reserved for `frames` while they were prepared; `None`: reserved here.
+    pub reservation: Option<Arc<Reservation>>,
 }
 
 impl Message<ReplaceLayer> for AudioActor {
@@ -810,6 +847,7 @@ impl Message<ReplaceLayer> for AudioActor {
             .looped;
         let mut msg = msg;
         msg.frames = self.finite(msg.frames, &msg.source);
+        let reservation = self.admit(&msg.frames, msg.reservation)?;
         let audio = Box::new(LayerAudio {
             frames: msg.frames.clone(),
             looped,
@@ -829,9 +867,10 @@ impl Message<ReplaceLayer> for AudioActor {
         layer.seconds = msg.frames.len() as f64 / rate;
         let source = std::mem::replace(&mut layer.source, msg.source);
         let audio = std::mem::replace(&mut layer.audio, msg.frames);
+        let reserved = std::mem::replace(&mut layer.reservation, reservation);
         // A second replace before the first lands keeps the audio that actually plays.
         if layer.previous.is_none() {
-            layer.previous = Some((source, audio));
+            layer.previous = Some((source, audio, reserved));
         }
         Ok(layer.clone())
     }
@@ -1079,7 +1118,16 @@ impl Message<SetLiveChain> for AudioActor {
 
 /// Pipe mode: the inputs through an external command (`None` turns it off).
 #[derive(Debug, Clone)]
-pub struct SetPipe(pub Option<String>);
+pub struct SetPipe(pub Option<PipeCommand>);
+
+/// A command from the operator's allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeCommand {
+    /// Its name in the configuration, which clients pick it by.
+    pub name: String,
+    /// The command line, run with `sh -c`.
+    pub line: String,
+}
 
 /// Reads pipe mode's state.
 #[derive(Debug, Clone, Copy)]
@@ -1088,6 +1136,8 @@ pub struct GetPipe;
 /// Pipe mode as `daemon.status` and `fx.pipe.*` show it.
 #[derive(Debug, Clone, Serialize, Reply)]
 pub struct PipeReport {
+    /// The allow-listed command's name, and its command line.
+    pub name: Option<String>,
     pub command: Option<String>,
     /// off, running, bypassed (waiting to restart), starting or stopped.
     pub state: &'static str,
@@ -1122,7 +1172,8 @@ impl AudioActor {
         let state = self.pipe.as_ref().map(pipe::PipeWorker::state);
         let (processed, bypassed) = self.pipe.as_ref().map_or((0, 0), pipe::PipeWorker::counts);
         PipeReport {
-            command: self.pipe_command.clone(),
+            name: self.pipe_command.as_ref().map(|c| c.name.clone()),
+            command: self.pipe_command.as_ref().map(|c| c.line.clone()),
             state: match (&state, on) {
                 (_, false) => "off",
                 (Some(s), true) => s.state,
@@ -1215,6 +1266,12 @@ pub struct AudioReport {
     pub sample_rate: u32,
     pub period: usize,
     pub layers: usize,
+    /// Memory the layers hold (and layers being prepared have reserved), MB.
+    pub layer_memory_mb: f64,
+    /// What `audio.max_layer_memory_mb` allows them, MB.
+    pub layer_memory_limit_mb: f64,
+    /// The longest a layer may be (`audio.max_layer_seconds`).
+    pub max_layer_seconds: f64,
     pub recording: Option<PathBuf>,
     /// Why the offline driver records nothing (a full disk), while it retries.
     pub recording_error: Option<String>,
@@ -1280,6 +1337,9 @@ impl Message<AudioStatus> for AudioActor {
             sample_rate: self.sample_rate,
             period: self.period,
             layers: self.layers.len(),
+            layer_memory_mb: megabytes(self.args.layer_memory.used_bytes()),
+            layer_memory_limit_mb: megabytes(self.args.layer_memory.limit_bytes()),
+            max_layer_seconds: self.args.layer_memory.max_seconds(),
             recording,
             recording_error: match &self.driver {
                 Driver::Offline(d) => d.recording.borrow().error.clone(),
@@ -1304,6 +1364,11 @@ impl Message<AudioStatus> for AudioActor {
             nonfinite_resets: self.nonfinite_resets,
         }
     }
+}
+
+/// Bytes as MB, to a tenth.
+fn megabytes(bytes: u64) -> f64 {
+    (bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
 }
 
 impl Message<crate::InjectPanic> for AudioActor {

@@ -32,6 +32,9 @@ pub const STALL: Duration = Duration::from_millis(500);
 /// The first wait before a restart, and the longest.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// How long a command whose pipes broke is given to finish exiting, so that its exit is
+/// reported as such.
+const EXIT_GRACE: Duration = Duration::from_millis(250);
 /// Running this long without trouble resets the backoff.
 const SETTLED: Duration = Duration::from_secs(10);
 
@@ -275,7 +278,7 @@ impl Session {
                 .and_then(|()| self.stdin.flush())
             {
                 let _ = ends.empties.push(block);
-                return Some(format!("the command died ({e})"));
+                return Some(self.exited_or(format!("the command died ({e})")));
             }
             let reply = match self.replies.recv_timeout(STALL) {
                 Ok(reply) => reply,
@@ -302,10 +305,27 @@ impl Session {
                 }
                 Err(e) => {
                     let _ = ends.empties.push(block);
-                    return Some(e);
+                    return Some(self.exited_or(e));
                 }
             }
             sequence = sequence.wrapping_add(1);
+        }
+    }
+
+    /// Why the session ended: the command's exit when it has exited (or does within
+    /// [`EXIT_GRACE`]), else `other`. A command that exits is seen first as a broken pipe or
+    /// a closed output whenever a block was on its way, which depends on timing alone; its
+    /// exit status is the reason worth reporting.
+    fn exited_or(&mut self, other: String) -> String {
+        let until = Instant::now() + EXIT_GRACE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return format!("the command exited ({status})"),
+                Ok(None) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => return other,
+            }
         }
     }
 

@@ -743,6 +743,7 @@ impl Director {
                             at,
                             crossfade_beats: job.crossfade_beats.unwrap_or(per_bar as f32 / 4.0),
                             source,
+                            reservation: None,
                         })
                         .await;
                     let gain = job.gain.unwrap_or(old_gain);
@@ -774,6 +775,7 @@ impl Director {
                             },
                             at,
                             source,
+                            reservation: None,
                         })
                         .await
                         .map(|info| (info.id, gain))

@@ -6,7 +6,7 @@ use super::{ask_error, unavailable};
 use crate::Shared;
 use crate::rpc::{Params, RpcError};
 use djinn_actors::audio::{
-    GetFx, GetLiveChain, GetPipe, LiveChainSettings, SetFx, SetLiveChain, SetPipe,
+    GetFx, GetLiveChain, GetPipe, LiveChainSettings, PipeCommand, SetFx, SetLiveChain, SetPipe,
 };
 use djinn_actors::generator::ChooseChain;
 use djinn_actors::moods::ChainHints;
@@ -161,6 +161,11 @@ pub async fn chain_set(shared: &Shared, params: &Params) -> Result<Value, RpcErr
     Ok(result)
 }
 
+/// The names of the allow-listed pipe commands.
+fn available(shared: &Shared) -> Vec<String> {
+    shared.config().pipe.commands.into_keys().collect()
+}
+
 pub async fn pipe_get(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
     params.only(&[])?;
     let pipe = shared
@@ -168,23 +173,59 @@ pub async fn pipe_get(shared: &Shared, params: &Params) -> Result<Value, RpcErro
         .ask(GetPipe)
         .await
         .map_err(|e| unavailable("audio", e))?;
-    Ok(json!(pipe))
+    let mut result = json!(pipe);
+    result["available"] = json!(available(shared));
+    Ok(result)
 }
 
-/// `fx.pipe.set`: pipe mode on (`command`) or off (`command: null`).
+/// `fx.pipe.set`: pipe mode on with the allow-listed command `name`, or off (`name: null`).
+/// Clients never send a command line: whoever can reach the socket could run anything as
+/// djinnd's user.
 pub async fn pipe_set(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
-    params.only(&["command"])?;
-    let command = match params.0.get("command") {
+    if params.0.contains_key("command") {
+        return Err(RpcError::invalid_param(
+            "command",
+            "command lines are not taken from clients: give the name of one of the commands \
+             the operator allows in [pipe.commands] in the configuration (fx.pipe.get lists \
+             them)",
+        ));
+    }
+    params.only(&["name"])?;
+    let commands = shared.config().pipe.commands;
+    let command = match params.0.get("name") {
         Some(Value::Null) => None,
-        Some(Value::String(c)) if !c.trim().is_empty() && c.len() <= 4096 => Some(c.clone()),
+        Some(Value::String(name)) => match commands.get(name) {
+            Some(line) => Some(PipeCommand {
+                name: name.clone(),
+                line: line.clone(),
+            }),
+            None => {
+                let known: Vec<&str> = commands.keys().map(String::as_str).collect();
+                return Err(RpcError {
+                    code: crate::rpc::NOT_FOUND,
+                    message: format!(
+                        "name: no pipe command {name:?} in [pipe.commands]; allowed: {}",
+                        if known.is_empty() {
+                            "none (the operator has configured none)".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                    data: Some(json!({ "field": "name" })),
+                });
+            }
+        },
         Some(_) => {
             return Err(RpcError::invalid_param(
-                "command",
-                "expected a shell command line (at most 4096 bytes), or null to turn pipe mode off",
+                "name",
+                "expected the name of a command in [pipe.commands], or null to turn pipe mode off",
             ));
         }
-        None => return Err(RpcError::invalid_param("command", "is required")),
+        None => return Err(RpcError::invalid_param("name", "is required")),
     };
+    if let Some(command) = &command {
+        tracing::info!(name = %command.name, "pipe command chosen");
+    }
     let pipe = shared
         .audio
         .ask(SetPipe(command))
@@ -192,7 +233,9 @@ pub async fn pipe_set(shared: &Shared, params: &Params) -> Result<Value, RpcErro
         .map_err(audio_error)?;
     shared.health.events().publish(
         "pipe",
-        json!({ "kind": if pipe.command.is_some() { "on" } else { "off" } }),
+        json!({ "kind": if pipe.command.is_some() { "on" } else { "off" }, "name": pipe.name }),
     );
-    Ok(json!(pipe))
+    let mut result = json!(pipe);
+    result["available"] = json!(available(shared));
+    Ok(result)
 }

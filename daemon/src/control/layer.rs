@@ -1,6 +1,6 @@
 //! `layer.*`: add, replace, remove, list and set layers of the mix.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,15 +9,16 @@ use serde_json::{Value, json};
 use super::{ask_error, payload_audio, payload_channels, payload_rate, session_rate, unavailable};
 use crate::Shared;
 use crate::rpc::{self, Params, RpcError};
+use djinn_actors::audio::memory::FRAME_BYTES;
 use djinn_actors::audio::{
-    AddLayer, AudioError, LayerPatch, ListLayers, NonFiniteZeroed, RemoveLayer, ReplaceLayer,
-    SetLayer,
+    AddLayer, AudioError, LayerLimitError, LayerMemory, LayerPatch, ListLayers, NonFiniteZeroed,
+    RemoveLayer, ReplaceLayer, Reservation, SetLayer,
 };
 use djinn_actors::generator::GetBuffer;
 use djinn_actors::profiles::GetProfile;
 use djinn_actors::transport::GetTransport;
 use djinn_engine::analysis::tempo;
-use djinn_engine::decode::{NonFinite, zero_nonfinite_shared};
+use djinn_engine::decode::{self, DecodeError, NonFinite, zero_nonfinite_shared};
 use djinn_engine::dsp::FilterMode;
 use djinn_engine::mix::{Group, LayerParams, Quantize};
 use djinn_engine::music::Key;
@@ -48,6 +49,23 @@ fn audio_error(e: AudioError) -> RpcError {
         },
         AudioError::NoFreeSlot | AudioError::QueueFull => RpcError::new(rpc::BUSY, e.to_string()),
         AudioError::Off(_) => RpcError::new(rpc::UNAVAILABLE, e.to_string()),
+        AudioError::Limit(e) => limit_error("source", e),
+    }
+}
+
+/// A layer over a limit: a bad param when it is too long, a conflict with the layers in
+/// place when memory is full. Either names the setting that decides it.
+fn limit_error(field: &str, e: LayerLimitError) -> RpcError {
+    match e {
+        LayerLimitError::TooLong { .. } => RpcError {
+            data: Some(json!({ "field": field, "limit": "audio.max_layer_seconds" })),
+            ..RpcError::invalid_param(field, &e)
+        },
+        LayerLimitError::MemoryFull { .. } => RpcError {
+            code: rpc::CONFLICT,
+            message: e.to_string(),
+            data: Some(json!({ "limit": "audio.max_layer_memory_mb" })),
+        },
     }
 }
 
@@ -150,9 +168,86 @@ struct Source {
     role: Option<Role>,
     /// The tempo and root a file says it has.
     tagged: Option<LoopInfo>,
+    /// The layer memory the frames hold.
+    reservation: Reservation,
+    /// The mixer's rate.
+    rate: u32,
     /// Non-finite samples zeroed in it, and where the first was (seconds into it).
     zeroed: NonFinite,
     first_zeroed_s: Option<f64>,
+}
+
+/// Decodes a layer's file within the layer limits: one whose container says it is too long
+/// is refused before any of it is decoded, its memory is reserved before it is spent, and
+/// decoding stops at whichever limit it reaches first, so an hour-long file costs nothing.
+fn decode_layer(
+    path: &Path,
+    rate: u32,
+    memory: &Arc<LayerMemory>,
+) -> Result<(Vec<[f32; 2]>, Reservation, NonFinite, u32), RpcError> {
+    let path_error = |e: DecodeError| RpcError::invalid_param("path", e);
+    let max_seconds = memory.max_seconds();
+    let header = decode::probe(path).map_err(path_error)?;
+    if let Some(seconds) = header.seconds
+        && seconds > max_seconds
+    {
+        let e = LayerLimitError::TooLong {
+            seconds: Some(seconds),
+            max_seconds,
+        };
+        return Err(limit_error("path", e));
+    }
+    // A frame more than the length, for the resampler's rounding.
+    let bytes_for = |seconds: f64| ((seconds * f64::from(rate)).ceil() as u64 + 1) * FRAME_BYTES;
+    let reservation = match header.seconds {
+        Some(seconds) => memory.reserve(bytes_for(seconds)),
+        // NOTE: with no length to go by, what is left (up to a whole layer) is held while
+        // decoding and the rest given back after.
+        None => memory.reserve_up_to(bytes_for(max_seconds)),
+    };
+    let mut reservation = reservation.map_err(|e| limit_error("path", e))?;
+    let room = (reservation.bytes() / FRAME_BYTES) as f64 / f64::from(rate);
+    let decoded = match decode::read_capped(path, room.min(max_seconds)) {
+        Ok(decoded) => decoded,
+        Err(DecodeError::TooLong { .. }) if header.seconds.is_some() => {
+            return Err(RpcError::invalid_param(
+                "path",
+                "the file holds more audio than its header says",
+            ));
+        }
+        Err(DecodeError::TooLong { .. }) if room < max_seconds => {
+            return Err(limit_error("path", memory.full(bytes_for(max_seconds))));
+        }
+        Err(DecodeError::TooLong { seconds, .. }) => {
+            let e = LayerLimitError::TooLong {
+                seconds,
+                max_seconds,
+            };
+            return Err(limit_error("path", e));
+        }
+        Err(e) => return Err(path_error(e)),
+    };
+    // Decoding zeroed non-finite samples before the resampler could spread them.
+    let (zeroed, file_rate) = (decoded.nonfinite, decoded.sample_rate);
+    let frames =
+        decode::resample(&decoded.frames, decoded.sample_rate, rate).map_err(path_error)?;
+    drop(decoded);
+    admit(memory, "path", &frames, rate, &mut reservation)?;
+    Ok((frames, reservation, zeroed, file_rate))
+}
+
+/// Checks `frames` against the length limit and makes `reservation` exactly their size.
+fn admit(
+    memory: &LayerMemory,
+    field: &str,
+    frames: &[[f32; 2]],
+    rate: u32,
+    reservation: &mut Reservation,
+) -> Result<(), RpcError> {
+    memory
+        .check_length(frames.len(), rate)
+        .and_then(|()| reservation.resize(frames.len() as u64 * FRAME_BYTES))
+        .map_err(|e| limit_error(field, e))
 }
 
 /// The layer's audio from `path`, `buffer` or a payload frame, at the mixer's rate.
@@ -169,27 +264,26 @@ async fn source(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<S
             "give exactly one source: path, buffer, or interleaved f32 frames in a second frame",
         ));
     }
+    let memory = shared.layer_memory.clone();
     if let Some(path) = path {
-        let path = PathBuf::from(path);
+        let path = super::media_path(shared, "path", path, crate::media::Kind::File)?;
         let shown = path.display().to_string();
-        let (decoded, frames, tagged) = tokio::task::spawn_blocking(move || {
-            // Decoding zeroes non-finite samples before the resampler could spread them.
-            let decoded = djinn_engine::decode::read(&path)?;
-            let frames =
-                djinn_engine::decode::resample(&decoded.frames, decoded.sample_rate, rate)?;
-            // Loop information that cannot be read is as good as none: the audio is there.
-            let tagged = LoopInfo::read(&path).ok().flatten();
-            anyhow::Ok(((decoded.nonfinite, decoded.sample_rate), frames, tagged))
-        })
-        .await
-        .map_err(RpcError::internal)?
-        .map_err(|e| RpcError::invalid_param("path", e))?;
-        let (zeroed, file_rate) = decoded;
+        let (frames, reservation, zeroed, file_rate, tagged) =
+            tokio::task::spawn_blocking(move || {
+                let (frames, reservation, zeroed, file_rate) = decode_layer(&path, rate, &memory)?;
+                // Loop information that cannot be read is as good as none: the audio is there.
+                let tagged = LoopInfo::read(&path).ok().flatten();
+                Ok::<_, RpcError>((frames, reservation, zeroed, file_rate, tagged))
+            })
+            .await
+            .map_err(RpcError::internal)??;
         return Ok(Source {
             frames: frames.into(),
             shown,
             role: None,
             tagged,
+            reservation,
+            rate,
             zeroed,
             first_zeroed_s: zeroed.first_s(file_rate),
         });
@@ -217,11 +311,15 @@ async fn source(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<S
                 .map_err(|e| RpcError::invalid_param("buffer", e))?
                 .into()
         };
+        let mut reservation = memory.reserve(0).map_err(|e| limit_error("buffer", e))?;
+        admit(&memory, "buffer", &frames, rate, &mut reservation)?;
         return Ok(Source {
             frames,
             shown: buffer.to_owned(),
             role: stored.role,
             tagged: None,
+            reservation,
+            rate,
             zeroed,
             first_zeroed_s: zeroed.first_s(stored.sample_rate),
         });
@@ -231,12 +329,17 @@ async fn source(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<S
     let (frames, zeroed) = payload_audio(payload, channels)?;
     let frames = djinn_engine::decode::resample(&frames, from, rate)
         .map_err(|e| RpcError::invalid_param("rate", e))?;
+    // Bounded by control.max_frame_bytes already, but held by the mixer like any layer.
+    let mut reservation = memory.reserve(0).map_err(|e| limit_error("frames", e))?;
+    admit(&memory, "frames", &frames, rate, &mut reservation)?;
     let shown = format!("frames ({} at {from} Hz)", frames.len());
     Ok(Source {
         frames: frames.into(),
         shown,
         role: None,
         tagged: None,
+        reservation,
+        rate,
         zeroed,
         first_zeroed_s: zeroed.first_s(from),
     })
@@ -266,6 +369,14 @@ async fn report_zeroed(
         })
         .await
         .map_err(|e| unavailable("audio", e))
+}
+
+/// `base` with the fields of `extra` added.
+fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    base
 }
 
 /// The params that fit a loop made at another tempo or key to the session.
@@ -396,10 +507,14 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
         shown: source,
         role,
         tagged,
+        mut reservation,
+        rate,
         zeroed,
         first_zeroed_s,
     } = source(shared, params, payload).await?;
     let (frames, fitted) = fit(shared, frames, fitting, tagged).await?;
+    // A loop slowed down to the session's tempo grows.
+    admit(&shared.layer_memory, "bpm", &frames, rate, &mut reservation)?;
     // A generated single-role loop goes to its role's group unless told otherwise.
     let group = group.unwrap_or_else(|| role.map_or(Group::Music, Group::for_role));
     let mut reply = json!({});
@@ -413,6 +528,7 @@ pub async fn add(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<
             params: params_patch.apply(LayerParams::default()),
             at,
             source,
+            reservation: Some(Arc::new(reservation)),
         })
         .await
         .map_err(|e| ask_error("audio", e, audio_error))?;
@@ -448,11 +564,14 @@ pub async fn replace(
         frames,
         shown: source,
         tagged,
+        mut reservation,
+        rate,
         zeroed,
         first_zeroed_s,
         ..
     } = source(shared, params, payload).await?;
     let (frames, fitted) = fit(shared, frames, fitting, tagged).await?;
+    admit(&shared.layer_memory, "bpm", &frames, rate, &mut reservation)?;
     let mut reply = json!({});
     report_zeroed(shared, &source, zeroed, first_zeroed_s, &mut reply).await?;
     let info = shared
@@ -463,6 +582,7 @@ pub async fn replace(
             at,
             crossfade_beats,
             source,
+            reservation: Some(Arc::new(reservation)),
         })
         .await
         .map_err(|e| ask_error("audio", e, audio_error))?;
@@ -471,14 +591,6 @@ pub async fn replace(
         reply["fit"] = fitted;
     }
     Ok(reply)
-}
-
-/// `base` with the fields of `extra` added.
-fn merged(mut base: Value, extra: Value) -> Value {
-    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
-        base.extend(extra);
-    }
-    base
 }
 
 pub async fn remove(shared: &Shared, params: &Params) -> Result<Value, RpcError> {

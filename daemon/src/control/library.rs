@@ -1,7 +1,5 @@
 //! `library.*`: the loop library, built from a folder and searched.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
 
 use super::unavailable;
@@ -13,17 +11,10 @@ use djinn_actors::library::{self, LibraryStatus, Query, ReplaceEntries, Search};
 /// only what changed since the last build.
 pub async fn build(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
     params.only(&["dir"])?;
-    let dir = PathBuf::from(
-        params
-            .opt_str("dir")?
-            .ok_or_else(|| RpcError::invalid_param("dir", "is required"))?,
-    );
-    if !dir.is_dir() {
-        return Err(RpcError::invalid_param(
-            "dir",
-            format!("{} is not a readable folder", dir.display()),
-        ));
-    }
+    let dir = params
+        .opt_str("dir")?
+        .ok_or_else(|| RpcError::invalid_param("dir", "is required"))?;
+    let dir = super::media_path(shared, "dir", dir, crate::media::Kind::Folder)?;
     let output = crate::library_file(&shared.state_dir);
     let events = shared.health.events().clone();
     let _slot = shared

@@ -359,6 +359,23 @@ async fn session_rate(shared: &Shared) -> Result<u32, RpcError> {
         .sample_rate)
 }
 
+/// Resolves the file or folder a client names in `field` under the media roots (the files
+/// area and `media.roots`).
+fn media_path(
+    shared: &Shared,
+    field: &str,
+    requested: &str,
+    kind: crate::media::Kind,
+) -> Result<std::path::PathBuf, RpcError> {
+    let area = generate::files_dir(shared)?;
+    crate::media::MediaRoots::new(&area, &shared.config().media.roots)
+        .resolve(requested, kind)
+        .map_err(|e| {
+            tracing::debug!(field, requested, error = %e, "path refused");
+            e.rpc(field)
+        })
+}
+
 /// The `channels` param of a request with an audio payload: 1 or 2 (the default).
 fn payload_channels(params: &Params) -> Result<usize, RpcError> {
     match params.opt_f64("channels")? {

@@ -1,7 +1,5 @@
 //! `render.*` and `quality.assess`: one sound from a preset, and the verdict on any audio.
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -19,11 +17,10 @@ use djinn_engine::synth::preset::{Preset, RenderContext, render_preset};
 /// `render.file`: a file through the chain a prompt describes, written to the files area.
 pub async fn file(shared: &Shared, params: &Params) -> Result<Value, RpcError> {
     params.only(&["path", "prompt", "backend", "hints", "name"])?;
-    let input = PathBuf::from(
-        params
-            .opt_str("path")?
-            .ok_or_else(|| RpcError::invalid_param("path", "is required"))?,
-    );
+    let input = params
+        .opt_str("path")?
+        .ok_or_else(|| RpcError::invalid_param("path", "is required"))?;
+    let input = super::media_path(shared, "path", input, crate::media::Kind::File)?;
     let prompt = params
         .opt_str("prompt")?
         .ok_or_else(|| RpcError::invalid_param("prompt", "is required"))?
@@ -357,7 +354,7 @@ pub async fn assess(
     }
     let (frames, rate, source) = match (params.opt_str("path")?, payload.is_empty()) {
         (Some(path), true) => {
-            let path = PathBuf::from(path);
+            let path = super::media_path(shared, "path", path, crate::media::Kind::File)?;
             let shown = path.display().to_string();
             let decoded = tokio::task::spawn_blocking(move || djinn_engine::decode::read(&path))
                 .await
