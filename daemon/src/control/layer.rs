@@ -177,6 +177,16 @@ struct Source {
     first_zeroed_s: Option<f64>,
 }
 
+/// A layer's file decoded at the mixer's rate, with the memory it holds.
+struct DecodedLayer {
+    frames: Vec<[f32; 2]>,
+    reservation: Reservation,
+    /// Non-finite samples zeroed as it was decoded.
+    zeroed: NonFinite,
+    /// The file's own rate, which `zeroed` counts frames at.
+    file_rate: u32,
+}
+
 /// Decodes a layer's file within the layer limits: one whose container says it is too long
 /// is refused before any of it is decoded, its memory is reserved before it is spent, and
 /// decoding stops at whichever limit it reaches first, so an hour-long file costs nothing.
@@ -184,7 +194,7 @@ fn decode_layer(
     path: &Path,
     rate: u32,
     memory: &Arc<LayerMemory>,
-) -> Result<(Vec<[f32; 2]>, Reservation, NonFinite, u32), RpcError> {
+) -> Result<DecodedLayer, RpcError> {
     let path_error = |e: DecodeError| RpcError::invalid_param("path", e);
     let max_seconds = memory.max_seconds();
     let header = decode::probe(path).map_err(path_error)?;
@@ -233,7 +243,12 @@ fn decode_layer(
         decode::resample(&decoded.frames, decoded.sample_rate, rate).map_err(path_error)?;
     drop(decoded);
     admit(memory, "path", &frames, rate, &mut reservation)?;
-    Ok((frames, reservation, zeroed, file_rate))
+    Ok(DecodedLayer {
+        frames,
+        reservation,
+        zeroed,
+        file_rate,
+    })
 }
 
 /// Checks `frames` against the length limit and makes `reservation` exactly their size.
@@ -268,15 +283,19 @@ async fn source(shared: &Shared, params: &Params, payload: &[Bytes]) -> Result<S
     if let Some(path) = path {
         let path = super::media_path(shared, "path", path, crate::media::Kind::File)?;
         let shown = path.display().to_string();
-        let (frames, reservation, zeroed, file_rate, tagged) =
-            tokio::task::spawn_blocking(move || {
-                let (frames, reservation, zeroed, file_rate) = decode_layer(&path, rate, &memory)?;
-                // Loop information that cannot be read is as good as none: the audio is there.
-                let tagged = LoopInfo::read(&path).ok().flatten();
-                Ok::<_, RpcError>((frames, reservation, zeroed, file_rate, tagged))
-            })
-            .await
-            .map_err(RpcError::internal)??;
+        let (decoded, tagged) = tokio::task::spawn_blocking(move || {
+            let decoded = decode_layer(&path, rate, &memory)?;
+            // Loop information that cannot be read is as good as none: the audio is there.
+            Ok::<_, RpcError>((decoded, LoopInfo::read(&path).ok().flatten()))
+        })
+        .await
+        .map_err(RpcError::internal)??;
+        let DecodedLayer {
+            frames,
+            reservation,
+            zeroed,
+            file_rate,
+        } = decoded;
         return Ok(Source {
             frames: frames.into(),
             shown,
