@@ -4,7 +4,7 @@
 //! (no `import`, no `eval`), with limits on operations, call depth, expression depth,
 //! string, array and map sizes, and a wall-clock budget per call enforced from
 //! `on_progress`. Scripts compile to an AST once, when they are loaded; errors carry the
-//! script's name and line, limit errors included (see [`Trace`]).
+//! script's name and line, limit errors included (see `Trace`).
 //!
 //! [`Record`] is the one policy for a script version that fails when it runs: the owner of
 //! a script (the director, the generator) rolls back to the last version that worked.

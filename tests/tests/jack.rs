@@ -55,9 +55,11 @@ async fn wait_audio(client: &mut Client, state: &str, within: Duration) -> Value
 /// The kind of the next `health` event that is not a periodic load report.
 async fn next_health_change(events: &mut djinn_daemon::client::Events) -> String {
     loop {
-        let (topic, event) = tokio::time::timeout(Duration::from_secs(10), events.next())
+        // NOTE: generous, as every wait here: on a loaded 2-core host, libjack noticing a
+        // killed server and the actor's next look at it have been seen to take over 10 s.
+        let (topic, event) = tokio::time::timeout(Duration::from_secs(30), events.next())
             .await
-            .expect("a health event within 10 s")
+            .expect("a health event within 30 s")
             .unwrap();
         let kind = event["data"]["kind"].as_str().unwrap_or_default();
         if topic == "health" && kind != "audio" {
