@@ -727,3 +727,23 @@ pub fn band_midi(path: &Path, bpm: f64, tonic: u8, minor: bool, bars: u32, progr
     }
     write_midi(path, bpm, &notes);
 }
+
+/// Waits for the next event that satisfies `want` (given its topic and its `data`), up to
+/// `timeout`, and returns its `data`.
+pub async fn wait_for(
+    events: &mut Events,
+    timeout: Duration,
+    mut want: impl FnMut(&str, &serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (topic, event) = tokio::time::timeout(left, events.next())
+            .await
+            .expect("the event in time")
+            .expect("an event");
+        if want(&topic, &event["data"]) {
+            return event["data"].clone();
+        }
+    }
+}

@@ -3,31 +3,12 @@
 //! the recording is the set a realtime run would play).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use djinn_daemon::client::Events;
 use djinn_engine::analysis::bands::band_shares;
-use djinn_tests::{Djinnd, Options};
+use djinn_tests::{Djinnd, Options, wait_for};
 use serde_json::{Value, json};
-
-/// Waits for the next event on `topic` that satisfies `want`, up to `timeout`.
-async fn wait_for(
-    events: &mut Events,
-    timeout: Duration,
-    mut want: impl FnMut(&str, &Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (topic, event) = tokio::time::timeout(left, events.next())
-            .await
-            .expect("the event in time")
-            .expect("an event");
-        if want(&topic, &event["data"]) {
-            return event["data"].clone();
-        }
-    }
-}
 
 fn fast(profile: &str, scripts: Option<&Path>) -> Djinnd {
     let mut args = vec!["--fast".into(), "--profile".into(), profile.into()];

@@ -7,30 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use djinn_daemon::client::{Client, Events};
-use djinn_tests::{Djinnd, Options};
+use djinn_daemon::client::Client;
+use djinn_tests::{Djinnd, Options, wait_for};
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Waits for the next event that satisfies `want`, up to `timeout`.
-async fn wait_for(
-    events: &mut Events,
-    timeout: Duration,
-    mut want: impl FnMut(&str, &Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (topic, event) = tokio::time::timeout(left, events.next())
-            .await
-            .expect("the event in time")
-            .expect("an event");
-        if want(&topic, &event["data"]) {
-            return event["data"].clone();
-        }
-    }
-}
 
 /// Polls `method` until `want` holds for its result, up to [`DEADLINE`].
 async fn poll(client: &mut Client, method: &str, want: impl Fn(&Value) -> bool) -> Value {
